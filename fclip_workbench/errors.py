@@ -1,0 +1,35 @@
+"""The project's exceptions: one small hierarchy so callers (and the CLI) can tell
+user mistakes from bugs.
+
+Example:
+    >>> try:
+    ...     raise UnknownModelError("Unknown model 'x'.")
+    ... except FclipError as e:
+    ...     print(e)
+    Unknown model 'x'.
+"""
+from __future__ import annotations
+
+
+class FclipError(Exception):
+    """Base class for errors caused by user input (bad spec, bad file, bad data)."""
+
+
+class UnknownModelError(FclipError, ValueError):
+    """A model spec that is neither a preset, an open_clip name, nor a local path."""
+
+
+class WeightsNotFoundError(FclipError, FileNotFoundError):
+    """Model weights are not on disk and cannot be downloaded (e.g. offline)."""
+
+
+class CheckpointError(FclipError, ValueError):
+    """A checkpoint file exists but cannot be understood (unknown format, wrong keys)."""
+
+
+class CatalogError(FclipError, ValueError):
+    """A catalog file cannot be read at all (missing columns, missing file)."""
+
+
+class MissingExtraError(FclipError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
