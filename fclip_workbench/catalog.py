@@ -146,7 +146,7 @@ class Catalog:
         out = pd.DataFrame({"item_id": table[id_col].astype(str), "text": table[text_col]})
         if image_template is not None:
             try:
-                out["image"] = [image_template.format(id=r[id_col], **r) for r in table.to_dict("records")]
+                out["image"] = [image_template.format(**{"id": r[id_col], **r}) for r in table.to_dict("records")]
             except KeyError as e:
                 raise CatalogError(f"image_template {image_template!r} names unknown column {e}; columns are {cols}") from e
         elif image_col is not None and image_col in cols:

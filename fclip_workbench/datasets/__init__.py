@@ -1,0 +1,59 @@
+"""Loaders for the real data sets (KAGL, Fashion-MNIST, CCP) and `open_catalog` to detect them.
+
+Example:
+    >>> cat = open_catalog("../shared/data/kagl")          # doctest: +SKIP
+    >>> cat.name, len(cat)                                 # doctest: +SKIP
+    ('kagl', 39953)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..catalog import Catalog
+from ..errors import CatalogError
+from .ccp import load_ccp
+from .fmnist import FMNIST_CLASSES, load_fashion_mnist
+from .kagl import KAGL_ATTRIBUTES, load_kagl
+
+__all__ = ["open_catalog", "load_kagl", "load_fashion_mnist", "load_ccp", "FMNIST_CLASSES", "KAGL_ATTRIBUTES"]
+
+
+def detect_format(path: Path) -> str:
+    """'kagl', 'ccp', 'fmnist', 'csv', 'parquet' or 'folder' for a path."""
+    if path.is_file():
+        return {".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower(), "unknown")
+    if (path / "styles.csv").is_file():
+        return "kagl"
+    if (path / "label_list.json").is_file() and (path / "photos").is_dir():
+        return "ccp"
+    if (path / "t10k-images-idx3-ubyte.gz").is_file() or (path / "t10k-images-idx3-ubyte").is_file():
+        return "fmnist"
+    if path.is_dir():
+        return "folder"
+    return "unknown"
+
+
+def open_catalog(path: str | Path, fmt: str = "auto", **kwargs) -> Catalog:
+    """Open a catalog from a data folder or table file; `fmt` overrides detection.
+
+    CSV/Parquet tables take `image_root`, `id_col`, `text_col`, `image_col` keyword arguments.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CatalogError(f"No catalog at {path}")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "kagl":
+        return load_kagl(path, **kwargs)
+    if fmt == "ccp":
+        return load_ccp(path, **kwargs)
+    if fmt == "fmnist":
+        return load_fashion_mnist(path, **kwargs)
+    if fmt == "csv":
+        kwargs.setdefault("image_root", path.parent)
+        return Catalog.from_csv(path, **kwargs)
+    if fmt == "parquet":
+        kwargs.setdefault("image_root", path.parent)
+        return Catalog.from_parquet(path, **kwargs)
+    if fmt == "folder":
+        return Catalog.from_folder(path)
+    raise CatalogError(f"Cannot tell what catalog {path} is; use fmt= one of kagl, ccp, fmnist, csv, parquet, folder")

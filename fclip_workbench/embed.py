@@ -1,0 +1,171 @@
+"""Embed a catalog's images and texts: batched, cached, resumable, with a progress bar.
+
+Decoding and preprocessing run in DataLoader worker processes; the model runs
+under `torch.inference_mode`. Each finished batch is committed to the
+`EmbeddingStore`, so a second run (or a run after appending items, or after a
+kill) computes only what is missing. Items that cannot be embedded are listed in
+`result.failures` with the reason; `result.ids[i]` is the item of `vectors[i]`.
+
+Example:
+    >>> res = embed_images(load_model("fclip-mini"), catalog)    # doctest: +SKIP
+    >>> res.vectors.shape, len(res.failures)                      # doctest: +SKIP
+    ((39609, 256), 344)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .catalog import Catalog, Problem
+from .images import ImageLoadError, load_rgb, text_digest
+from .models import EmbeddingModel
+from .store import EmbeddingStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbeddingResult:
+    """Vectors for the items that could be embedded, and why the others could not."""
+
+    ids: list[str]  # item id of each row of `vectors`
+    vectors: np.ndarray  # (n_ok, dim) float32, L2-normalised
+    failures: list[Problem] = field(default_factory=list)
+    n_computed: int = 0
+    n_cached: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def row_of(self) -> dict[str, int]:
+        return {item_id: i for i, item_id in enumerate(self.ids)}
+
+    def summary(self) -> str:
+        return (f"{len(self.ids)} embedded ({self.n_cached} from cache, {self.n_computed} computed), "
+                f"{len(self.failures)} failed")
+
+
+class _ImageDataset(Dataset):
+    """(position, pixels or None, error or None) for each path; runs in worker processes."""
+
+    def __init__(self, paths: Sequence[str], preprocess) -> None:
+        self.paths, self.preprocess = list(paths), preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.preprocess(load_rgb(self.paths[i])), None
+        except ImageLoadError as e:
+            return i, None, str(e)
+        except Exception as e:  # a preprocessing failure on odd input is reported, not fatal
+            return i, None, f"preprocessing failed: {type(e).__name__}: {e}"
+
+
+def _collate(batch):
+    ok = [(i, x) for i, x, err in batch if x is not None]
+    bad = [(i, err) for i, x, err in batch if x is None]
+    pixels = torch.stack([x for _, x in ok]) if ok else None  # (b, 3, H, W)
+    return [i for i, _ in ok], pixels, bad
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+def embed_images(
+    model: EmbeddingModel,
+    catalog: Catalog,
+    store: EmbeddingStore | None = None,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> EmbeddingResult:
+    """Image embeddings of every usable row of `catalog` (catalog order)."""
+    store = store or EmbeddingStore()
+    failures = [p for p in catalog.problems if p.field in ("image", "item_id") and p.row is not None]
+    rows = catalog.usable_rows("image")
+    paths = [catalog.image_path(int(r)) for r in rows]
+    digests = store.file_digests(paths)
+    keys: dict[int, str] = {}
+    for r, path, digest in zip(rows, paths, digests):
+        if digest is None:
+            failures.append(Problem(catalog.table.at[r, "item_id"], "image", f"missing file {path}", row=int(r)))
+        else:
+            keys[int(r)] = digest
+    cached = store.get_many(model.fingerprint, "image", set(keys.values()))
+    todo = [r for r, k in keys.items() if k not in cached]
+    n_cached = len(keys) - len(todo)
+    log.info("%s: %d images cached, %d to compute", catalog.name, n_cached, len(todo))
+
+    vectors = dict(cached)
+    if todo:
+        ds = _ImageDataset([str(catalog.image_path(r)) for r in todo], model.preprocess)
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
+                            worker_init_fn=_worker_init if num_workers else None,
+                            persistent_workers=False)
+        with tqdm(total=len(todo), desc=f"embedding images ({catalog.name})", unit="img",
+                  disable=not progress) as bar:
+            for positions, pixels, bad in loader:
+                for pos, err in bad:
+                    r = todo[pos]
+                    failures.append(Problem(catalog.table.at[r, "item_id"], "image", err, row=r))
+                if pixels is not None:
+                    feats = model.encode_images(pixels)  # (b, dim)
+                    batch_keys = [keys[todo[p]] for p in positions]
+                    store.put_many(model.fingerprint, "image", batch_keys, feats)
+                    vectors.update(zip(batch_keys, feats))
+                bar.update(len(positions) + len(bad))
+    return _assemble(catalog, keys, vectors, failures, len(todo) - _count_new_failures(failures, todo), n_cached)
+
+
+def _count_new_failures(failures: list[Problem], todo: list[int]) -> int:
+    todo_set = set(todo)
+    return sum(1 for p in failures if p.row in todo_set)
+
+
+def _assemble(catalog: Catalog, keys: dict[int, str], vectors: dict[str, np.ndarray],
+              failures: list[Problem], n_computed: int, n_cached: int) -> EmbeddingResult:
+    failed_rows = {p.row for p in failures}
+    ok_rows = [r for r in keys if r not in failed_rows and keys[r] in vectors]
+    ok_rows.sort()
+    dim = next(iter(vectors.values())).shape[0] if vectors else 0
+    mat = np.stack([vectors[keys[r]] for r in ok_rows]) if ok_rows else np.zeros((0, dim), np.float32)
+    ids = [catalog.table.at[r, "item_id"] for r in ok_rows]
+    failures = sorted(failures, key=lambda p: (p.row is None, p.row or 0))
+    return EmbeddingResult(ids, mat.astype(np.float32, copy=False), failures, n_computed, n_cached)
+
+
+def embed_texts(
+    model: EmbeddingModel,
+    catalog: Catalog,
+    store: EmbeddingStore | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> EmbeddingResult:
+    """Text embeddings of every usable row of `catalog` (catalog order), cached like images."""
+    store = store or EmbeddingStore()
+    failures = [p for p in catalog.problems if p.field in ("text", "item_id") and p.row is not None]
+    rows = catalog.usable_rows("text")
+    keys = {int(r): text_digest(catalog.table.at[r, "text"]) for r in rows}
+    cached = store.get_many(model.fingerprint, "text", set(keys.values()))
+    todo_keys = sorted({k for k in keys.values() if k not in cached})
+    text_of = {k: catalog.table.at[r, "text"] for r, k in keys.items()}
+    vectors = dict(cached)
+    with tqdm(total=len(todo_keys), desc=f"embedding texts ({catalog.name})", unit="text",
+              disable=not progress or not todo_keys) as bar:
+        for i in range(0, len(todo_keys), batch_size):
+            chunk = todo_keys[i:i + batch_size]
+            feats = model.encode_texts([text_of[k] for k in chunk])  # (b, dim)
+            store.put_many(model.fingerprint, "text", chunk, feats)
+            vectors.update(zip(chunk, feats))
+            bar.update(len(chunk))
+    n_cached = sum(k in cached for k in keys.values())
+    return _assemble(catalog, keys, vectors, failures, len(keys) - n_cached, n_cached)
