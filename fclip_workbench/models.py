@@ -202,9 +202,9 @@ def build_model(model_cfg: dict, state_dict: dict | None, preprocess_cfg: dict, 
     preprocess = image_transform_v2(PreprocessCfg(**pp), is_train=False)
     ctx = text_cfg.get("context_length", 77)
     if is_hf_text:
-        tokenizer = open_clip.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=ctx)
+        tokenizer = open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=ctx)
     else:
-        tokenizer = open_clip.SimpleTokenizer(context_length=ctx)
+        tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=ctx)
     fp = weights_fingerprint(model, model_cfg, pp)
     return EmbeddingModel(model, preprocess, tokenizer, name, fp, device, model_cfg, pp)
 

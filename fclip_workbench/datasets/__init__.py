@@ -14,8 +14,10 @@ from ..errors import CatalogError
 from .ccp import load_ccp
 from .fmnist import FMNIST_CLASSES, load_fashion_mnist
 from .kagl import KAGL_ATTRIBUTES, load_kagl
+from .teaching import make_teaching_catalog
 
-__all__ = ["open_catalog", "load_kagl", "load_fashion_mnist", "load_ccp", "FMNIST_CLASSES", "KAGL_ATTRIBUTES"]
+__all__ = ["open_catalog", "load_kagl", "load_fashion_mnist", "load_ccp", "FMNIST_CLASSES", "KAGL_ATTRIBUTES",
+           "make_teaching_catalog"]
 
 
 def detect_format(path: Path) -> str:
@@ -24,6 +26,8 @@ def detect_format(path: Path) -> str:
         return {".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower(), "unknown")
     if (path / "styles.csv").is_file():
         return "kagl"
+    if (path / "catalog.csv").is_file():
+        return "csv"
     if (path / "label_list.json").is_file() and (path / "photos").is_dir():
         return "ccp"
     if (path / "t10k-images-idx3-ubyte.gz").is_file() or (path / "t10k-images-idx3-ubyte").is_file():
@@ -49,6 +53,8 @@ def open_catalog(path: str | Path, fmt: str = "auto", **kwargs) -> Catalog:
     if fmt == "fmnist":
         return load_fashion_mnist(path, **kwargs)
     if fmt == "csv":
+        if path.is_dir():
+            path = path / "catalog.csv"
         kwargs.setdefault("image_root", path.parent)
         return Catalog.from_csv(path, **kwargs)
     if fmt == "parquet":

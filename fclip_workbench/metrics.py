@@ -1,0 +1,56 @@
+"""Metrics of the FashionCLIP paper's protocol: retrieval (Recall@K, HITS@K, MRR) and
+zero-shot classification (weighted F1).
+
+Retrieval convention: query i's relevant items are those with `relevant[i, j]`
+True (by default only item i: the product's own image for its own text).
+Recall@K is the fraction of relevant items found in the top K, averaged over
+queries; HITS@K the fraction of queries with at least one relevant item in
+the top K; MRR the mean of 1 / rank of the first relevant item.
+
+Example:
+    >>> sims = np.array([[0.9, 0.1], [0.8, 0.3]])   # 2 text queries x 2 images
+    >>> retrieval_metrics(sims, ks=(1,))["R@1"]
+    0.5
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+
+def ranks_of_relevant(sims: np.ndarray, relevant: np.ndarray | None = None) -> list[np.ndarray]:
+    """1-based ranks of each query's relevant items. sims: (n_queries, n_items)."""
+    n_q, n_items = sims.shape
+    if relevant is None:
+        if n_q != n_items:
+            raise ValueError("Without `relevant`, sims must be square (query i matches item i)")
+        relevant = np.eye(n_q, dtype=bool)
+    order = np.argsort(-sims, axis=1, kind="stable")  # (q, n) item indices, best first
+    rank_of = np.empty_like(order)
+    np.put_along_axis(rank_of, order, np.arange(1, n_items + 1)[None, :].repeat(n_q, 0), axis=1)
+    return [rank_of[i][relevant[i]] for i in range(n_q)]
+
+
+def retrieval_metrics(sims: np.ndarray, relevant: np.ndarray | None = None,
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K, HITS@K for each K, and MRR, averaged over queries with a relevant item."""
+    ranks = [r for r in ranks_of_relevant(sims, relevant) if len(r)]
+    if not ranks:
+        raise ValueError("No query has a relevant item")
+    out = {}
+    for k in ks:
+        out[f"R@{k}"] = float(np.mean([np.mean(r <= k) for r in ranks]))
+        out[f"HITS@{k}"] = float(np.mean([np.any(r <= k) for r in ranks]))
+    out["MRR"] = float(np.mean([1.0 / r.min() for r in ranks]))
+    return out
+
+
+def weighted_f1(y_true: Sequence, y_pred: Sequence) -> float:
+    """F1 per class, averaged with class frequencies as weights (the paper's zero-shot figure).
+
+    >>> weighted_f1(["a", "a", "b"], ["a", "b", "b"])
+    0.6666666666666666
+    """
+    return float(f1_score(list(y_true), list(y_pred), average="weighted", zero_division=0))
