@@ -29,6 +29,10 @@ def _add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--format", default="auto", choices=["auto", "kagl", "ccp", "fmnist", "csv", "parquet", "folder"],
                    help="catalog format (default: detected)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    p.add_argument("--image-root", default=None, help="CSV/Parquet: folder the image paths are relative to (default: the table's folder)")
+    p.add_argument("--id-col", default="item_id", help="CSV/Parquet: id column")
+    p.add_argument("--text-col", default="text", help="CSV/Parquet: title/description column")
+    p.add_argument("--image-col", default="image", help="CSV/Parquet: image path column")
     if model:
         p.add_argument("--model", default="fclip-mini", help="model spec: preset, hf-hub:..., open_clip name:tag or local path")
         p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
@@ -37,7 +41,12 @@ def _add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
 
 def _open(args):
     from .datasets import open_catalog
-    cat = open_catalog(args.data, args.format)
+    kwargs = {}
+    if Path(args.data).is_file() or args.format in ("csv", "parquet"):
+        kwargs = {"id_col": args.id_col, "text_col": args.text_col, "image_col": args.image_col}
+        if args.image_root:
+            kwargs["image_root"] = args.image_root
+    cat = open_catalog(args.data, args.format, **kwargs)
     if args.limit is not None:
         cat = cat.subset(range(min(args.limit, len(cat))))
     return cat

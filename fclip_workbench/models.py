@@ -166,6 +166,9 @@ def resolve_text_cfg(model_cfg: dict) -> dict:
     """Copy of model_cfg with the MiniLM alias replaced by its installed folder."""
     cfg = json.loads(json.dumps(model_cfg))
     text = cfg.get("text_cfg", {})
+    if text.get("hf_model_name"):
+        import transformers
+        transformers.logging.set_verbosity_error()  # its load report lists the unused BERT pooler
     if text.get("hf_model_name") == MINILM_ALIAS:
         text["hf_model_name"] = text["hf_tokenizer_name"] = str(minilm_path())
         text["hf_model_pretrained"] = True

@@ -127,6 +127,7 @@ class TrainResult:
     skipped: list[Problem]  # products left out, with the reason
     n_train: int
     n_val: int
+    step_losses: list[float] = field(default_factory=list)  # this run's loss per optimizer step
 
 
 # ------------------------------------------------------------------ data
@@ -389,7 +390,7 @@ def train(
     loss_fn = ContrastiveLoss(cfg.loss)
     steps_per_epoch = len(train_idx) // (cfg.batch_size * cfg.grad_accum)
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
-    start_epoch, step, history = 0, 0, []
+    start_epoch, step, history, step_losses = 0, 0, [], []
     if resume and (ckpt := latest_checkpoint(out_dir)) is not None:
         from .models import _read_state_dict
         net.load_state_dict(_read_state_dict(ckpt / "open_clip_model.safetensors"), strict=False)
@@ -440,6 +441,7 @@ def train(
                 net.logit_scale.clamp_(0, math.log(100))
             step += 1
             losses.append(total)
+            step_losses.append(total)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
         bar.close()
         val = _val_recall(model, text, pixels[torch.from_numpy(val_idx)], title_ids) if len(val_idx) else {}
@@ -461,7 +463,7 @@ def train(
                "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "skipped": len(skipped),
                "catalog": catalog.name, "n_texts": len(texts)}
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2, default=str))
-    return TrainResult(out_dir, history, skipped, int(len(train_idx)), int(len(val_idx)))
+    return TrainResult(out_dir, history, skipped, int(len(train_idx)), int(len(val_idx)), step_losses)
 
 
 # ------------------------------------------------------------------ CLI

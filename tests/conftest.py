@@ -10,7 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+import tempfile
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Hermetic caches: tests never read or fill the user's ~/.cache/fclip-workbench.
+os.environ["FCLIP_CACHE"] = tempfile.mkdtemp(prefix="fclip-test-cache-")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TINY_CFG = {

@@ -1,0 +1,54 @@
+"""Pure figure builders: HTML image grids and Plotly charts. No widgets, no maths.
+
+Example:
+    >>> html = image_grid_html(["a.jpg"], ["red dress"])     # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Sequence
+
+from .images import ImageLoadError, load_rgb
+
+
+def thumbnail_data_uri(path: str | Path, size: int = 128) -> str | None:
+    """A PNG data URI of the image scaled to fit `size` px, or None if it cannot be read."""
+    try:
+        img = load_rgb(path)
+    except ImageLoadError:
+        return None
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def image_grid_html(paths: Sequence[str | Path], captions: Sequence[str], size: int = 128) -> str:
+    """An HTML grid of thumbnails with captions (unreadable images shown as a grey box)."""
+    cells = []
+    for path, cap in zip(paths, captions):
+        uri = thumbnail_data_uri(path, size)
+        pic = (f'<img src="{uri}" style="max-width:{size}px;max-height:{size}px">' if uri else
+               f'<div style="width:{size}px;height:{size}px;background:#ddd">unreadable</div>')
+        cells.append(f'<figure style="margin:4px;width:{size + 16}px;text-align:center;font-size:11px">'
+                     f'{pic}<figcaption>{html.escape(cap)}</figcaption></figure>')
+    return '<div class="fclip-grid" style="display:flex;flex-wrap:wrap">' + "".join(cells) + "</div>"
+
+
+def search_results_html(catalog, hits) -> str:
+    """Grid of a search result table (columns rank, item_id, score, text)."""
+    paths = [catalog.image_path(catalog.row_of(i)) for i in hits["item_id"]]
+    caps = [f"#{r} {s:.3f}\n{t}" for r, s, t in zip(hits["rank"], hits["score"], hits["text"])]
+    return image_grid_html(paths, caps)
+
+
+def loss_curve(step_losses: Sequence[float], title: str = "training loss"):
+    """Plotly line chart of the loss per optimizer step."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=list(range(1, len(step_losses) + 1)), y=list(step_losses), mode="lines"))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="contrastive loss", height=320)
+    return fig

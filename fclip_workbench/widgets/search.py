@@ -1,0 +1,36 @@
+"""SearchBox: a text box and a result grid over a `Searcher`.
+
+Example:
+    >>> SearchBox(searcher, query="navy blue shirt")      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import ipywidgets as w
+from IPython.display import HTML, display
+
+from ..search import Searcher
+from ..viz import search_results_html
+
+
+class SearchBox(w.VBox):
+    def __init__(self, searcher: Searcher, query: str = "", k: int = 12) -> None:
+        self.searcher = searcher
+        self.query = w.Text(value=query, placeholder="describe a product, e.g. navy blue shirt", description="Query")
+        self.k = w.IntSlider(value=k, min=1, max=48, description="Results")
+        self.go = w.Button(description="Search", button_style="primary")
+        self.out = w.Output()
+        self.go.on_click(lambda _: self.run())
+        self.query.continuous_update = False
+        self.query.observe(lambda _: self.run(), names="value")
+        super().__init__([w.HBox([self.query, self.k, self.go]), self.out])
+        if query:
+            self.run()
+
+    def run(self) -> None:
+        self.out.clear_output()
+        with self.out:
+            if not self.query.value.strip():
+                print("Type a query.")
+                return
+            hits = self.searcher.by_text(self.query.value, k=self.k.value)
+            display(HTML(search_results_html(self.searcher.catalog, hits)))

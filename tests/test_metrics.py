@@ -1,0 +1,44 @@
+"""Metrics against examples computed by hand; the train/validation split."""
+import numpy as np
+import pytest
+
+from fclip_workbench.metrics import ranks_of_relevant, retrieval_metrics, weighted_f1
+from fclip_workbench.splits import is_validation, split_rows
+
+
+def test_retrieval_by_hand():
+    # 3 queries x 3 items; query i's item is i.
+    sims = np.array([[0.9, 0.5, 0.1],   # item 0 ranked 1
+                     [0.8, 0.3, 0.6],   # item 1 ranked 3
+                     [0.2, 0.9, 0.4]])  # item 2 ranked 2
+    assert [r.tolist() for r in ranks_of_relevant(sims)] == [[1], [3], [2]]
+    m = retrieval_metrics(sims, ks=(1, 2))
+    assert m["R@1"] == pytest.approx(1 / 3)
+    assert m["R@2"] == pytest.approx(2 / 3)
+    assert m["HITS@2"] == pytest.approx(2 / 3)
+    assert m["MRR"] == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
+
+
+def test_recall_vs_hits_with_several_relevant():
+    sims = np.array([[0.9, 0.8, 0.1, 0.0]])
+    rel = np.array([[True, False, True, False]])  # relevant at ranks 1 and 3
+    m = retrieval_metrics(sims, rel, ks=(1, 3))
+    assert m["R@1"] == 0.5 and m["HITS@1"] == 1.0 and m["R@3"] == 1.0 and m["MRR"] == 1.0
+
+
+def test_weighted_f1_by_hand():
+    y = ["a", "a", "a", "b"]
+    p = ["a", "a", "b", "b"]
+    # class a: P=1, R=2/3 -> F1=0.8 (weight 3); class b: P=1/2, R=1 -> F1=2/3 (weight 1)
+    assert weighted_f1(y, p) == pytest.approx((3 * 0.8 + 1 * 2 / 3) / 4)
+
+
+def test_split_has_no_product_on_both_sides():
+    ids = [f"p{i}" for i in range(5000)] + [f"p{i}" for i in range(100)]  # repeated ids (two rows each)
+    train, val = split_rows(ids, 0.2, seed=3)
+    assert not set(np.array(ids)[train]) & set(np.array(ids)[val])
+    assert 0.17 < len(val) / len(ids) < 0.23
+    # deterministic and independent of catalog order / size
+    sub = ids[:1000][::-1]
+    assert (is_validation(sub, 0.2, 3) == is_validation(ids, 0.2, 3)[:1000][::-1]).all()
+    assert (is_validation(ids, 0.2, 4) != is_validation(ids, 0.2, 3)).any()
