@@ -114,7 +114,8 @@ def cmd_search(args) -> int:
 
 def cmd_lab(args) -> int:
     folder = Path(args.notebooks) if args.notebooks else (REPO_NOTEBOOKS if REPO_NOTEBOOKS.is_dir() else Path.cwd())
-    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", *args.extra]
+    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", *extra]
     print("starting:", " ".join(cmd))
     return subprocess.call(cmd)
 

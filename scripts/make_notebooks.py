@@ -31,7 +31,7 @@ EMBED_AND_SEARCH = [
            "`../shared/data` is present and a generated teaching catalog otherwise, so this runs offline."),
     ("code", 'DATA = "auto"     # catalog folder or CSV/Parquet file; "auto", "kagl" or "teaching"\n'
              'MODEL = "auto"    # model spec: "fclip-mini", "fashion-clip", a local folder...; "auto" picks one\n'
-             "LIMIT = 2000      # embed only the first N products (None = all)\n"
+             "LIMIT = 2000      # embed only the first N products; None for all\n"
              'QUERY = "auto"    # text query; "auto" picks one that suits the catalog\n'
              "K = 12            # results to show", ["parameters"]),
     ("code", "from IPython.display import HTML, display\n\n"
@@ -66,12 +66,12 @@ TRAIN_AND_EVALUATE = [
            "model on the generated catalog (a minute on a laptop CPU); set `DATA = \"kagl\"` and "
            "`BASE_MODEL = \"fclip-mini\"` to fine-tune fclip-mini on real products."),
     ("code", 'DATA = "teaching"          # "teaching", "kagl", or a catalog path\n'
-             "LIMIT = None               # first N products only (None = all)\n"
+             "LIMIT = None               # first N products only; None for all\n"
              'RECIPE = "tiny-teaching"   # recipe for a model trained from scratch\n'
              "BASE_MODEL = None          # a model spec to fine-tune instead (e.g. \"fclip-mini\")\n"
              "EPOCHS = 6\n"
-             "MAX_STEPS = None           # stop after this many steps (None = all epochs)\n"
-             "LR = None                  # None = the recipe's (or 1e-5 for fine-tuning)\n"
+             "MAX_STEPS = None           # stop after this many steps; None runs all epochs\n"
+             "LR = None                  # None: the recipe learning rate, or 1e-5 when fine-tuning\n"
              'FIELDS = "auto"            # label fields for zero-shot F1; "auto" picks by catalog\n'
              'OUT = "runs/notebook-train"  # where checkpoints and the final model go', ["parameters"]),
     ("code", "from dataclasses import replace\n\n"

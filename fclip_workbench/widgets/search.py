@@ -6,7 +6,7 @@ Example:
 from __future__ import annotations
 
 import ipywidgets as w
-from IPython.display import HTML, display
+from IPython.display import HTML
 
 from ..search import Searcher
 from ..viz import search_results_html
@@ -27,10 +27,11 @@ class SearchBox(w.VBox):
             self.run()
 
     def run(self) -> None:
-        self.out.clear_output()
-        with self.out:
-            if not self.query.value.strip():
-                print("Type a query.")
-                return
-            hits = self.searcher.by_text(self.query.value, k=self.k.value)
-            display(HTML(search_results_html(self.searcher.catalog, hits)))
+        """Search and show the grid. Outputs are set on the widget directly (no `with out:`
+        capture), which also works from callbacks and in headless execution."""
+        self.out.outputs = ()
+        if not self.query.value.strip():
+            self.out.append_stdout("Type a query.\n")
+            return
+        hits = self.searcher.by_text(self.query.value, k=self.k.value)
+        self.out.append_display_data(HTML(search_results_html(self.searcher.catalog, hits)))
