@@ -79,3 +79,11 @@ def test_too_small_catalog_is_a_clear_error(teaching, tmp_path):
     with pytest.raises(ValueError, match="fewer than batch_size"):
         train(teaching, replace(_cfg(), batch_size=4096), tmp_path / "x", recipe="tiny-teaching",
               store=EmbeddingStore(tmp_path / "s.sqlite"), num_workers=0, progress=False)
+
+
+def test_siglip_loss_and_gradient_accumulation_train(tiny_model_dir, teaching, tmp_path):
+    cfg = replace(_cfg(), loss="siglip", grad_accum=2, batch_size=8, epochs=1)
+    res = train(teaching, cfg, tmp_path / "s", model=load_model(tiny_model_dir, "cpu"),
+                store=EmbeddingStore(tmp_path / "s.sqlite"), num_workers=0, progress=False)
+    assert res.history[0]["step"] == res.n_train // 16 and res.step_losses
+    assert all(l == l for l in res.step_losses)  # no NaN
