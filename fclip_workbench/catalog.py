@@ -95,28 +95,17 @@ class Catalog:
     ) -> "Catalog":
         """Read a CSV; `image_template` (e.g. "{id}.jpg") builds image paths from columns."""
         table, problems = read_csv_reporting(path)
-        return cls._from_raw(table, problems, image_root, id_col, text_col, image_col, image_template,
-                             name or Path(path).stem, check_images, source=path)
+        return cls._from_raw(table, problems, path, image_root, id_col, text_col, image_col, image_template,
+                             name, check_images)
 
     @classmethod
-    def from_parquet(
-        cls,
-        path: str | Path,
-        image_root: str | Path | None = None,
-        id_col: str = "item_id",
-        text_col: str = "text",
-        image_col: str | None = "image",
-        image_template: str | None = None,
-        name: str | None = None,
-        check_images: bool = True,
-    ) -> "Catalog":
-        """Read a Parquet file (needs pyarrow) with the same column options as `from_csv`."""
+    def from_parquet(cls, path: str | Path, **options) -> "Catalog":
+        """Read a Parquet file (needs pyarrow); `options` as for `from_csv`."""
         try:
             table = pd.read_parquet(path)
         except FileNotFoundError as e:
             raise CatalogError(f"Catalog file not found: {path}") from e
-        return cls._from_raw(table, [], image_root, id_col, text_col, image_col, image_template,
-                             name or Path(path).stem, check_images, source=path)
+        return cls._from_raw(table, [], path, **options)
 
     @classmethod
     def from_folder(cls, root: str | Path, name: str | None = None) -> "Catalog":
@@ -137,8 +126,10 @@ class Catalog:
         return cls(table, image_root=root, name=name or root.name)
 
     @classmethod
-    def _from_raw(cls, table, problems, image_root, id_col, text_col, image_col, image_template,
-                  name, check_images, source) -> "Catalog":
+    def _from_raw(cls, table: pd.DataFrame, problems: list[Problem], source: str | Path,
+                  image_root: str | Path | None = None, id_col: str = "item_id", text_col: str = "text",
+                  image_col: str | None = "image", image_template: str | None = None, name: str | None = None,
+                  check_images: bool = True) -> "Catalog":
         cols = list(table.columns)
         for col, what in ((id_col, "id_col"), (text_col, "text_col")):
             if col not in cols:
@@ -159,7 +150,8 @@ class Catalog:
         if "_line" in table.columns:
             out["_line"] = table["_line"]
         out = out[[*CORE_COLUMNS, *[c for c in out.columns if c not in CORE_COLUMNS]]]
-        return cls(out, image_root=image_root, name=name, problems=problems, check_images=check_images)
+        return cls(out, image_root=image_root, name=name or Path(source).stem, problems=problems,
+                   check_images=check_images)
 
     # ---- validation ---------------------------------------------------
     def _line(self, i: int) -> int | None:

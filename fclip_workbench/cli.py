@@ -24,7 +24,7 @@ log = logging.getLogger("fclip")
 REPO_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def _add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
+def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--data", required=True, help="catalog: a data folder (KAGL, CCP, Fashion-MNIST, images) or a CSV/Parquet file")
     p.add_argument("--format", default="auto", choices=["auto", "kagl", "ccp", "fmnist", "csv", "parquet", "folder"],
                    help="catalog format (default: detected)")
@@ -37,9 +37,10 @@ def _add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
         p.add_argument("--model", default="fclip-mini", help="model spec: preset, hf-hub:..., open_clip name:tag or local path")
         p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--cache", default=None, help="embedding store (SQLite file; default $FCLIP_CACHE or ~/.cache/fclip-workbench)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def _open(args):
+def open_from_args(args):
     from .datasets import open_catalog
     kwargs = {}
     if Path(args.data).is_file() or args.format in ("csv", "parquet"):
@@ -72,7 +73,7 @@ def cmd_embed(args) -> int:
     from .models import load_model
 
     t0 = time.perf_counter()
-    cat = _open(args)
+    cat = open_from_args(args)
     print(cat.report(limit=args.show_problems))
     model = load_model(args.model, device=args.device)
     store = _store(args)
@@ -99,7 +100,7 @@ def cmd_embed(args) -> int:
 def cmd_search(args) -> int:
     from .search import Searcher
 
-    cat = _open(args)
+    cat = open_from_args(args)
     searcher = Searcher.build(args.model, cat, store=_store(args), index=args.index,
                               image_weight=args.image_weight, device=args.device, progress=not args.quiet)
     if args.image:
@@ -129,24 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("embed", help="embed a catalog's images and texts into the cache")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="image decoding processes")
     p.add_argument("--no-text", action="store_true", help="images only")
     p.add_argument("--out", default=None, help="also write ids + image vectors to this .npz")
     p.add_argument("--show-problems", type=int, default=10, help="how many problems to list")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("search", help="search a catalog by text or by image")
     p.add_argument("query", nargs="?", default=None, help='text query, e.g. "navy blue shirt"')
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--image", default=None, help="query by this image file instead of text")
     p.add_argument("-k", type=int, default=10, help="number of results")
     p.add_argument("--index", default="exact", choices=["exact", "faiss"])
     p.add_argument("--image-weight", type=float, default=1.0,
                    help="product vectors = w * image + (1 - w) * title embedding (default 1: images only)")
-    p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("lab", help="start JupyterLab on the notebooks")

@@ -103,12 +103,10 @@ def evaluate(model: EmbeddingModel, catalog: Catalog, label_fields: Sequence[str
 
 
 def add_eval_parser(sub) -> None:
+    from .cli import add_data_args
+
     p = sub.add_parser("eval", help="retrieval and zero-shot metrics (FashionCLIP protocol)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--format", default="auto")
-    p.add_argument("--model", default="fclip-mini")
-    p.add_argument("--device", default=None)
-    p.add_argument("--cache", default=None)
+    add_data_args(p)
     p.add_argument("--fields", nargs="*", default=None,
                    help="label fields for zero-shot F1 (default: KAGL articleType subCategory baseColour; FMNIST label)")
     p.add_argument("--all-items", action="store_true", help="score every product, not the held-out split")
@@ -116,19 +114,15 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--n-retrieval", type=int, default=1000, help="held-out products in the retrieval gallery")
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None)
     p.add_argument("--out", default=None, help="folder for eval.csv and eval.md")
-    p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args) -> int:
-    from .datasets import open_catalog
+    from .cli import open_from_args
     from .models import load_model
 
-    cat = open_catalog(args.data, args.format)
-    if args.limit:
-        cat = cat.subset(range(min(args.limit, len(cat))))
+    cat = open_from_args(args)
     fields = args.fields
     if fields is None:
         fields = ["label"] if "label" in cat.table.columns else [

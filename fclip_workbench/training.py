@@ -468,14 +468,14 @@ def train(
 
 # ------------------------------------------------------------------ CLI
 def add_train_parser(sub) -> None:
+    from .cli import add_data_args
+
     p = sub.add_parser("train", help="contrastive training / fine-tuning on a catalog")
-    p.add_argument("--data", required=True, help="catalog folder or file (as for fclip embed)")
-    p.add_argument("--format", default="auto")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--cache", default=None)
+    add_data_args(p, model=False)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--recipe", choices=sorted(RECIPES), help="train a recipe's model from scratch (LiT text tower)")
     src.add_argument("--model", help="fine-tune this model spec")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--out", required=True, help="output folder (loadable with load_model / --model)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -487,19 +487,15 @@ def add_train_parser(sub) -> None:
     p.add_argument("--unlock-text", action="store_true", help="train the text tower too")
     p.add_argument("--lock-image", action="store_true", help="freeze the image tower")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--device", default=None)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
-    from .datasets import open_catalog
+    from .cli import open_from_args
     from .models import load_model
 
-    cat = open_catalog(args.data, args.format)
-    if args.limit:
-        cat = cat.subset(range(min(args.limit, len(cat))))
+    cat = open_from_args(args)
     base = get_recipe(args.recipe).train if args.recipe else TrainConfig(lr=1e-5, warmup_steps=50)
     overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                    "grad_accum": args.grad_accum, "max_steps": args.max_steps, "loss": args.loss,
