@@ -29,6 +29,7 @@ def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--format", default="auto", choices=["auto", "kagl", "ccp", "fmnist", "csv", "parquet", "folder"],
                    help="catalog format (default: detected)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="Fashion-MNIST split (default test)")
     p.add_argument("--image-root", default=None, help="CSV/Parquet: folder the image paths are relative to (default: the table's folder)")
     p.add_argument("--id-col", default="item_id", help="CSV/Parquet: id column")
     p.add_argument("--text-col", default="text", help="CSV/Parquet: title/description column")
@@ -41,9 +42,12 @@ def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
 
 
 def open_from_args(args):
-    from .datasets import open_catalog
+    from .datasets import detect_format, open_catalog
+
     kwargs = {}
-    if Path(args.data).is_file() or args.format in ("csv", "parquet"):
+    if detect_format(Path(args.data)) == "fmnist" or args.format == "fmnist":
+        kwargs = {"split": args.split, "limit": args.limit}
+    elif Path(args.data).is_file() or args.format in ("csv", "parquet"):
         kwargs = {"id_col": args.id_col, "text_col": args.text_col, "image_col": args.image_col}
         if args.image_root:
             kwargs["image_root"] = args.image_root
