@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,11 @@ class Catalog:
         for col in CORE_COLUMNS:
             self.table[col] = self.table[col].fillna("").astype(str)
         self.image_root = Path(image_root).resolve() if image_root is not None else None
+        # the table is read-only after validation: these lists serve the hot paths
+        self._ids: list[str] = self.table["item_id"].tolist()
+        self._texts: list[str] = self.table["text"].tolist()
+        self._lines: list[int] | None = self.table["_line"].tolist() if "_line" in self.table.columns else None
+        self._paths: list[str] = []
         self.name = name
         self.problems: list[Problem] = list(problems)
         self._bad_image = np.zeros(len(self.table), dtype=bool)
@@ -155,17 +162,17 @@ class Catalog:
 
     # ---- validation ---------------------------------------------------
     def _line(self, i: int) -> int | None:
-        return int(self.table.at[i, "_line"]) if "_line" in self.table.columns else None
+        return int(self._lines[i]) if self._lines is not None else None
 
     def _flag(self, i: int, field: str, reason: str) -> None:
-        self.problems.append(Problem(self.table.at[i, "item_id"], field, reason, row=i, line=self._line(i)))
+        self.problems.append(Problem(self._ids[i], field, reason, row=i, line=self._line(i)))
         if field in ("image", "item_id"):
             self._bad_image[i] = True
         if field in ("text", "item_id"):
             self._bad_text[i] = True
 
     def _check_rows(self, check_images: bool) -> None:
-        ids = self.table["item_id"].tolist()
+        ids = self._ids
         seen: dict[str, int] = {}
         for i, item_id in enumerate(ids):
             if not item_id.strip():
@@ -174,28 +181,30 @@ class Catalog:
                 self._flag(i, "item_id", f"duplicate id (first at row {seen[item_id]}); this row is not used")
             else:
                 seen[item_id] = i
-        for i, text in enumerate(self.table["text"].tolist()):
+        for i, text in enumerate(self._texts):
             if not text.strip():
                 self._flag(i, "text", "empty text")
-        images = self.table["image"].tolist()
-        for i, rel in enumerate(images):
-            if not rel:
-                self._flag(i, "image", "no image path")
-                continue
-            path, reason = self._resolve(rel)
+        for i, rel in enumerate(self.table["image"].tolist()):
+            path, reason = self._resolve(rel) if rel else ("", "no image path")
+            self._paths.append(path)
             if reason:
                 self._flag(i, "image", reason)
-            elif check_images and not path.is_file():
+            elif check_images and not os.path.isfile(path):
                 self._flag(i, "image", f"missing file {path}")
 
-    def _resolve(self, rel: str) -> tuple[Path, str | None]:
-        """Absolute path of an image entry, or a reason it is refused."""
+    def _resolve(self, rel: str) -> tuple[str, str | None]:
+        """Absolute, normalised path of an image entry, or a reason it is refused.
+
+        The check is lexical ("..", absolute paths): symbolic links inside the
+        root are the owner's choice and are followed.
+        """
         if self.image_root is None:
-            return Path(rel), None
-        if Path(rel).is_absolute():
-            return Path(rel), f"absolute path {rel!r} outside the image root"
-        path = (self.image_root / rel).resolve()
-        if not path.is_relative_to(self.image_root):
+            return os.path.abspath(rel), None
+        if os.path.isabs(rel):
+            return rel, f"absolute path {rel!r} outside the image root"
+        root = str(self.image_root)
+        path = os.path.normpath(os.path.join(root, rel))
+        if not path.startswith(root + os.sep):
             return path, f"path {rel!r} escapes the image root {self.image_root}"
         return path, None
 
@@ -223,18 +232,20 @@ class Catalog:
 
     @property
     def ids(self) -> list[str]:
-        return self.table["item_id"].tolist()
+        """Item id of each row (a list; do not modify)."""
+        return self._ids
 
     @property
     def texts(self) -> list[str]:
-        return self.table["text"].tolist()
+        """Text of each row (a list; do not modify)."""
+        return self._texts
 
     @property
     def attributes(self) -> list[str]:
         return [c for c in self.table.columns if c not in CORE_COLUMNS and not c.startswith("_")]
 
     def image_path(self, row: int) -> Path:
-        return self._resolve(self.table.at[row, "image"])[0]
+        return Path(self._paths[row])
 
     def usable_rows(self, kind: str = "image") -> np.ndarray:
         """Row indices usable for `kind` ("image" or "text"). Shape (n_usable,)."""
@@ -319,5 +330,9 @@ def read_csv_reporting(path: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     return table, problems
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _has_surrogates(s: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in s)
+    """True where undecodable bytes were smuggled in by the surrogateescape decoder."""
+    return not s.isascii() and _SURROGATE.search(s) is not None

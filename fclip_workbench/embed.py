@@ -97,7 +97,7 @@ def embed_images(
     keys: dict[int, str] = {}
     for r, path, digest in zip(rows, paths, digests):
         if digest is None:
-            failures.append(Problem(catalog.table.at[r, "item_id"], "image", f"missing file {path}", row=int(r)))
+            failures.append(Problem(catalog.ids[r], "image", f"missing file {path}", row=int(r)))
         else:
             keys[int(r)] = digest
     cached = store.get_many(model.fingerprint, "image", set(keys.values()))
@@ -116,7 +116,7 @@ def embed_images(
             for positions, pixels, bad in loader:
                 for pos, err in bad:
                     r = todo[pos]
-                    failures.append(Problem(catalog.table.at[r, "item_id"], "image", err, row=r))
+                    failures.append(Problem(catalog.ids[r], "image", err, row=r))
                 if pixels is not None:
                     feats = model.encode_images(pixels)  # (b, dim)
                     batch_keys = [keys[todo[p]] for p in positions]
@@ -138,7 +138,7 @@ def _assemble(catalog: Catalog, keys: dict[int, str], vectors: dict[str, np.ndar
     ok_rows.sort()
     dim = next(iter(vectors.values())).shape[0] if vectors else 0
     mat = np.stack([vectors[keys[r]] for r in ok_rows]) if ok_rows else np.zeros((0, dim), np.float32)
-    ids = [catalog.table.at[r, "item_id"] for r in ok_rows]
+    ids = [catalog.ids[r] for r in ok_rows]
     failures = sorted(failures, key=lambda p: (p.row is None, p.row or 0))
     return EmbeddingResult(ids, mat.astype(np.float32, copy=False), failures, n_computed, n_cached)
 
@@ -154,10 +154,10 @@ def embed_texts(
     store = store or EmbeddingStore()
     failures = [p for p in catalog.problems if p.field in ("text", "item_id") and p.row is not None]
     rows = catalog.usable_rows("text")
-    keys = {int(r): text_digest(catalog.table.at[r, "text"]) for r in rows}
+    keys = {int(r): text_digest(catalog.texts[r]) for r in rows}
     cached = store.get_many(model.fingerprint, "text", set(keys.values()))
     todo_keys = sorted({k for k in keys.values() if k not in cached})
-    text_of = {k: catalog.table.at[r, "text"] for r, k in keys.items()}
+    text_of = {k: catalog.texts[r] for r, k in keys.items()}
     vectors = dict(cached)
     with tqdm(total=len(todo_keys), desc=f"embedding texts ({catalog.name})", unit="text",
               disable=not progress or not todo_keys) as bar:

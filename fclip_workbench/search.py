@@ -47,7 +47,7 @@ class Searcher:
     def _table(self, scores: np.ndarray, ids: list[str]) -> pd.DataFrame:
         rows = [self.catalog.row_of(i) for i in ids]
         return pd.DataFrame({"rank": np.arange(1, len(ids) + 1), "item_id": ids, "score": np.round(scores, 4),
-                             "text": [self.catalog.table.at[r, "text"] for r in rows]})
+                             "text": [self.catalog.texts[r] for r in rows]})
 
     def by_text(self, query: str, k: int = 10) -> pd.DataFrame:
         q = self.model.encode_texts([query])  # (1, dim)

@@ -148,7 +148,7 @@ def preload_images(model: EmbeddingModel, catalog: Catalog, rows: Sequence[int],
     cache = Path(store.path).parent / "pixels" if store.path != ":memory:" else None
     if cache is not None and (cache / f"{key}.npz").is_file():
         data = np.load(cache / f"{key}.npz")
-        failures = [Problem(catalog.table.at[r, "item_id"], "image", str(reason), row=int(r))
+        failures = [Problem(catalog.ids[r], "image", str(reason), row=int(r))
                     for r, reason in zip(data["bad_rows"], data["bad_reasons"])]
         return torch.from_numpy(data["pixels"]), data["ok_rows"], failures
     ds = _ImageDataset([str(catalog.image_path(r)) for r in rows], model.preprocess)
@@ -173,7 +173,7 @@ def preload_images(model: EmbeddingModel, catalog: Catalog, rows: Sequence[int],
         np.savez(tmp, pixels=tensor.numpy(), ok_rows=ok_rows, bad_rows=np.array([r for r, _ in bad], np.int64),
                  bad_reasons=np.array([e for _, e in bad], dtype=str))
         os.replace(tmp, cache / f"{key}.npz")
-    failures = [Problem(catalog.table.at[r, "item_id"], "image", e, row=r) for r, e in bad]
+    failures = [Problem(catalog.ids[r], "image", e, row=r) for r, e in bad]
     return tensor, ok_rows, failures
 
 
@@ -360,12 +360,12 @@ def train(
             rows.append(int(r))
             captions.append(caps)
         else:
-            skipped.append(Problem(catalog.table.at[r, "item_id"], "text", "no caption template applies", row=int(r)))
+            skipped.append(Problem(catalog.ids[r], "text", "no caption template applies", row=int(r)))
     pixels, ok_rows, failed = preload_images(model, catalog, rows, store, num_workers, progress)
     skipped += failed
     keep = {r: i for i, r in enumerate(rows)}
     captions = [captions[keep[int(r)]] for r in ok_rows]
-    ids = [catalog.table.at[int(r), "item_id"] for r in ok_rows]
+    ids = [catalog.ids[int(r)] for r in ok_rows]
     train_idx, val_idx = split_rows(ids, cfg.val_fraction, cfg.seed)
     if len(train_idx) < cfg.batch_size:
         raise ValueError(f"Only {len(train_idx)} training products, fewer than batch_size={cfg.batch_size}")
