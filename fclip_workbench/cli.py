@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -136,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed a catalog's images and texts into the cache")
     add_data_args(p)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="image decoding processes")
+    p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: 0 on <= 2 cores, else half the cores)")
     p.add_argument("--no-text", action="store_true", help="images only")
     p.add_argument("--out", default=None, help="also write ids + image vectors to this .npz")
     p.add_argument("--show-problems", type=int, default=10, help="how many problems to list")

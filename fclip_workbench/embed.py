@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -80,15 +81,25 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
+def default_num_workers() -> int:
+    """Decoding processes: none on 1-2 cores (measured: the model's own threads need them,
+    benchmarks/bench_throughput.py), else half the cores, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 2 else min(8, cores // 2)
+
+
 def embed_images(
     model: EmbeddingModel,
     catalog: Catalog,
     store: EmbeddingStore | None = None,
     batch_size: int = 64,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     progress: bool = True,
 ) -> EmbeddingResult:
-    """Image embeddings of every usable row of `catalog` (catalog order)."""
+    """Image embeddings of every usable row of `catalog` (catalog order).
+
+    `num_workers` decoding processes (None: `default_num_workers()`).
+    """
     store = store or EmbeddingStore()
     failures = [p for p in catalog.problems if p.field in ("image", "item_id") and p.row is not None]
     rows = catalog.usable_rows("image")
@@ -107,6 +118,7 @@ def embed_images(
 
     vectors = dict(cached)
     if todo:
+        num_workers = default_num_workers() if num_workers is None else num_workers
         ds = _ImageDataset([str(catalog.image_path(r)) for r in todo], model.preprocess)
         loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
                             worker_init_fn=_worker_init if num_workers else None,

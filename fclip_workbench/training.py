@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .catalog import Catalog, Problem
-from .embed import _ImageDataset, _worker_init
+from .embed import _ImageDataset, _worker_init, default_num_workers
 from .images import text_digest
 from .losses import ContrastiveLoss
 from .metrics import retrieval_metrics
@@ -137,7 +137,7 @@ def product_fields(catalog: Catalog, row: int) -> dict:
 
 
 def preload_images(model: EmbeddingModel, catalog: Catalog, rows: Sequence[int], store: EmbeddingStore,
-                   num_workers: int = 2, progress: bool = True) -> tuple[torch.Tensor, np.ndarray, list[Problem]]:
+                   num_workers: int | None = None, progress: bool = True) -> tuple[torch.Tensor, np.ndarray, list[Problem]]:
     """Decode + preprocess images once: (pixels (n_ok, 3, S, S) float16, ok rows, failures).
 
     The tensor is cached on disk (keyed by preprocessing and image contents).
@@ -151,6 +151,7 @@ def preload_images(model: EmbeddingModel, catalog: Catalog, rows: Sequence[int],
         failures = [Problem(catalog.ids[r], "image", str(reason), row=int(r))
                     for r, reason in zip(data["bad_rows"], data["bad_reasons"])]
         return torch.from_numpy(data["pixels"]), data["ok_rows"], failures
+    num_workers = default_num_workers() if num_workers is None else num_workers
     ds = _ImageDataset([str(catalog.image_path(r)) for r in rows], model.preprocess)
     loader = DataLoader(ds, batch_size=256, num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
                         collate_fn=lambda b: b)
@@ -326,7 +327,7 @@ def train(
     recipe: str | Recipe | None = None,
     resume: bool = False,
     store: EmbeddingStore | None = None,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
 ) -> TrainResult:
@@ -487,7 +488,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--unlock-text", action="store_true", help="train the text tower too")
     p.add_argument("--lock-image", action="store_true", help="freeze the image tower")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: by core count)")
     p.set_defaults(func=cmd_train)
 
 
