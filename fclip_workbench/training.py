@@ -126,7 +126,7 @@ class TrainResult:
     history: list[dict]
     skipped: list[Problem]  # products left out, with the reason
     n_train: int
-    n_val: int
+    n_val: int  # held-out products (the first `val_max` are scored each epoch)
     step_losses: list[float] = field(default_factory=list)  # this run's loss per optimizer step
 
 
@@ -370,7 +370,8 @@ def train(
     train_idx, val_idx = split_rows(ids, cfg.val_fraction, cfg.seed)
     if len(train_idx) < cfg.batch_size:
         raise ValueError(f"Only {len(train_idx)} training products, fewer than batch_size={cfg.batch_size}")
-    val_idx = val_idx[: cfg.val_max]
+    n_heldout = len(val_idx)
+    val_idx = val_idx[: cfg.val_max]  # scored each epoch
 
     # 2. unique texts and the (product, caption) -> text id table
     unique: dict[str, int] = {}
@@ -461,10 +462,11 @@ def train(
     net.eval()
     save_model_folder(net, model.model_cfg, model.preprocess_cfg, out_dir, include_text_tower=include_text)
     summary = {"recipe": rec.name if rec else None, "config": asdict(cfg), "history": history,
-               "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "skipped": len(skipped),
+               "n_train": int(len(train_idx)), "n_heldout": n_heldout, "n_val_scored": int(len(val_idx)),
+               "skipped": len(skipped),
                "catalog": catalog.name, "n_texts": len(texts)}
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2, default=str))
-    return TrainResult(out_dir, history, skipped, int(len(train_idx)), int(len(val_idx)), step_losses)
+    return TrainResult(out_dir, history, skipped, int(len(train_idx)), n_heldout, step_losses)
 
 
 # ------------------------------------------------------------------ CLI

@@ -12,23 +12,23 @@ HAVE_KAGL = (SHARED_DATA / "kagl" / "styles.csv").is_file()
 HAVE_MINI = (Path(__file__).resolve().parents[1] / "fclip_workbench" / "weights" / "fclip-mini" /
              "open_clip_model.safetensors").is_file()
 
-SMALL = {
-    "01_embed_and_search.ipynb": [
-        {"DATA": "teaching", "LIMIT": 300, "K": 6},
-        pytest.param({"DATA": str(SHARED_DATA / "kagl"), "MODEL": "fclip-mini", "LIMIT": 300, "K": 6},
-                     marks=pytest.mark.skipif(not (HAVE_KAGL and HAVE_MINI),
-                                              reason="needs ../shared/data/kagl and the bundled fclip-mini weights"),
-                     id="kagl"),
-    ],
-    "06_train_and_evaluate.ipynb": [{"DATA": "teaching", "LIMIT": 400, "EPOCHS": 2, "MAX_STEPS": 6}],
-}
+RUNS = [
+    pytest.param("01_embed_and_search.ipynb", {"DATA": "teaching", "LIMIT": 300, "K": 6}, id="01-teaching"),
+    pytest.param("01_embed_and_search.ipynb",
+                 {"DATA": str(SHARED_DATA / "kagl"), "MODEL": "fclip-mini", "LIMIT": 300, "K": 6},
+                 marks=pytest.mark.skipif(not (HAVE_KAGL and HAVE_MINI),
+                                          reason="needs ../shared/data/kagl and the bundled fclip-mini weights"),
+                 id="01-kagl"),
+    pytest.param("06_train_and_evaluate.ipynb", {"DATA": "teaching", "LIMIT": 400, "EPOCHS": 2, "MAX_STEPS": 6},
+                 id="06-teaching"),
+]
 
 
 def test_every_notebook_has_small_parameters():
-    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(SMALL)
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted({r.values[0] for r in RUNS})
 
 
-@pytest.mark.parametrize("name, params", [(n, p) for n, ps in SMALL.items() for p in ps])
+@pytest.mark.parametrize("name, params", RUNS)
 def test_notebook_runs(name, params, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / name
