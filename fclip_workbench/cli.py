@@ -24,7 +24,9 @@ REPO_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
-    p.add_argument("--data", required=True, help="catalog: a data folder (KAGL, CCP, Fashion-MNIST, images) or a CSV/Parquet file")
+    p.add_argument("--data", default="auto",
+                   help="catalog: a data folder (KAGL, CCP, Fashion-MNIST, images), a CSV/Parquet file, 'teaching', "
+                        "or 'auto' (default: ../shared/data/kagl when present, else the generated teaching catalog)")
     p.add_argument("--format", default="auto", choices=["auto", "kagl", "ccp", "fmnist", "csv", "parquet", "folder"],
                    help="catalog format (default: detected)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
@@ -34,7 +36,9 @@ def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--text-col", default="text", help="CSV/Parquet: title/description column")
     p.add_argument("--image-col", default="image", help="CSV/Parquet: image path column")
     if model:
-        p.add_argument("--model", default="fclip-mini", help="model spec: preset, hf-hub:..., open_clip name:tag or local path")
+        p.add_argument("--model", default="auto",
+                       help="model spec: preset, hf-hub:..., open_clip name:tag or local path; 'auto' (default): "
+                            "fclip-mini, or the teaching model for the teaching catalog")
         p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--cache", default=None, help="embedding store (SQLite file; default $FCLIP_CACHE or ~/.cache/fclip-workbench)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -42,7 +46,10 @@ def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
 
 def open_from_args(args):
     from .datasets import detect_format, open_catalog
+    from .workshop import resolve_data
 
+    if args.data in ("auto", "teaching", "kagl"):
+        return resolve_data(args.data, limit=args.limit)
     kwargs = {}
     if detect_format(Path(args.data)) == "fmnist" or args.format == "fmnist":
         kwargs = {"split": args.split, "limit": args.limit}
@@ -54,6 +61,11 @@ def open_from_args(args):
     if args.limit is not None:
         cat = cat.subset(range(min(args.limit, len(cat))))
     return cat
+
+
+def model_from_args(args, catalog):
+    from .workshop import resolve_model
+    return resolve_model(args.model, catalog, device=args.device)
 
 
 def _store(args):
@@ -73,12 +85,11 @@ def cmd_models(args) -> int:
 
 def cmd_embed(args) -> int:
     from .embed import embed_images, embed_texts
-    from .models import load_model
 
     t0 = time.perf_counter()
     cat = open_from_args(args)
     print(cat.report(limit=args.show_problems))
-    model = load_model(args.model, device=args.device)
+    model = model_from_args(args, cat)
     store = _store(args)
     t1 = time.perf_counter()
     res = embed_images(model, cat, store, batch_size=args.batch_size, num_workers=args.workers,
@@ -104,8 +115,8 @@ def cmd_search(args) -> int:
     from .search import Searcher
 
     cat = open_from_args(args)
-    searcher = Searcher.build(args.model, cat, store=_store(args), index=args.index,
-                              image_weight=args.image_weight, device=args.device, progress=not args.quiet)
+    searcher = Searcher.build(model_from_args(args, cat), cat, store=_store(args), index=args.index,
+                              image_weight=args.image_weight, progress=not args.quiet)
     if args.image:
         hits = searcher.by_image(args.image, k=args.k)
     else:

@@ -108,7 +108,8 @@ def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="retrieval and zero-shot metrics (FashionCLIP protocol)")
     add_data_args(p)
     p.add_argument("--fields", nargs="*", default=None,
-                   help="label fields for zero-shot F1 (default: KAGL articleType subCategory baseColour; FMNIST label)")
+                   help="label fields for zero-shot F1 (default: KAGL articleType subCategory baseColour; "
+                        "FMNIST label; teaching garment colour pattern)")
     p.add_argument("--all-items", action="store_true", help="score every product, not the held-out split")
     p.add_argument("--no-retrieval", action="store_true")
     p.add_argument("--n-retrieval", type=int, default=1000, help="held-out products in the retrieval gallery")
@@ -119,17 +120,17 @@ def add_eval_parser(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from .cli import open_from_args
-    from .models import load_model
+    from .cli import model_from_args, open_from_args
 
     cat = open_from_args(args)
     fields = args.fields
     if fields is None:
         fields = ["label"] if "label" in cat.table.columns else [
-            f for f in ("articleType", "subCategory", "baseColour") if f in cat.table.columns]
+            f for f in ("articleType", "subCategory", "baseColour", "garment", "colour", "pattern")
+            if f in cat.table.columns]
     heldout = not args.all_items and not cat.name.startswith("fmnist")
     t0 = time.perf_counter()
-    model = load_model(args.model, device=args.device)
+    model = model_from_args(args, cat)
     report = evaluate(model, cat, fields, retrieval=not args.no_retrieval and "label" not in fields,
                       n_retrieval=args.n_retrieval, heldout=heldout, val_fraction=args.val_fraction, seed=args.seed,
                       store=EmbeddingStore(args.cache), progress=not args.quiet)

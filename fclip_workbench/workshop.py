@@ -57,7 +57,7 @@ def resolve_data(spec: str = "auto", limit: int | None = None) -> Catalog:
     return cat
 
 
-def teaching_model(progress: bool = False) -> EmbeddingModel:
+def teaching_model(progress: bool = False, device=None) -> EmbeddingModel:
     """The tiny teaching model, trained on the teaching catalog on first use and cached."""
     from .store import EmbeddingStore
     from .training import train
@@ -67,15 +67,15 @@ def teaching_model(progress: bool = False) -> EmbeddingModel:
         log.info("training the teaching model once into %s", out)
         cat = make_teaching_catalog(cache_root() / "teaching", n=1200)
         train(cat, out_dir=out, recipe="tiny-teaching", store=EmbeddingStore(), progress=progress)
-    return load_model(out)
+    return load_model(out, device=device)
 
 
-def resolve_model(spec: str = "auto", catalog: Catalog | None = None) -> EmbeddingModel:
+def resolve_model(spec: str = "auto", catalog: Catalog | None = None, device=None) -> EmbeddingModel:
     """A loaded model: "auto" picks by catalog (see module docstring), anything else goes to `load_model`."""
     if spec == "auto":
         if catalog is not None and catalog.name == "teaching":
-            return teaching_model()
+            return teaching_model(device=device)
         spec = "fclip-mini"
     if spec == "tiny-teaching":
-        return teaching_model()
-    return load_model(spec)
+        return teaching_model(device=device)
+    return load_model(spec, device=device)

@@ -21,7 +21,8 @@ def test_models_lists_presets(capsys):
 def test_help_and_bad_usage():
     r = run("--help")
     assert r.returncode == 0 and "embed" in r.stdout and "search" in r.stdout and "train" in r.stdout
-    assert run("embed").returncode == 2  # argparse: missing --data
+    bad = run("embed", "--bogus")
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
 
 
 def test_embed_then_search(tiny_model_dir, small_catalog_dir, tmp_path):
