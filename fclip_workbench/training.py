@@ -469,6 +469,43 @@ def train(
     return TrainResult(out_dir, history, skipped, int(len(train_idx)), n_heldout, step_losses)
 
 
+# ------------------------------------------------------------------ planning a run
+TEACHING_CAPTIONS = RECIPES["tiny-teaching"].train.captions
+
+
+def default_captions(catalog: Catalog) -> tuple[str, ...]:
+    """Caption templates that fit the catalog's fields: KAGL's, the teaching catalog's, else the title."""
+    cols = set(catalog.table.columns)
+    if {"articleType", "baseColour"} <= cols:
+        return KAGL_CAPTIONS
+    if {"garment", "colour", "pattern"} <= cols:
+        return TEACHING_CAPTIONS
+    return ("{title}",)
+
+
+def plan_run(catalog: Catalog, recipe: str | Recipe | None = None, model: str | EmbeddingModel | None = None,
+             device=None, **overrides) -> tuple[EmbeddingModel, TrainConfig]:
+    """The model to train and its config.
+
+    With `recipe`: a fresh model of the recipe and its settings. With `model`
+    (a spec or a loaded model): that model, with fine-tuning defaults (lr 1e-5,
+    50 warm-up steps) and captions that fit the catalog. `overrides` (None
+    values ignored) replace TrainConfig fields.
+
+    >>> model, cfg = plan_run(catalog, model="fclip-mini", epochs=2, lr=3e-4)   # doctest: +SKIP
+    """
+    from .models import load_model
+
+    if (recipe is None) == (model is None):
+        raise ValueError("Give exactly one of recipe (train from scratch) or model (fine-tune)")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if recipe is not None:
+        cfg = replace(get_recipe(recipe).train, **given)
+        return new_model(recipe, device, cfg.seed), cfg
+    cfg = replace(TrainConfig(lr=1e-5, warmup_steps=50, captions=default_captions(catalog)), **given)
+    return (load_model(model, device=device) if not isinstance(model, EmbeddingModel) else model), cfg
+
+
 # ------------------------------------------------------------------ CLI
 def add_train_parser(sub) -> None:
     from .cli import add_data_args
@@ -496,21 +533,12 @@ def add_train_parser(sub) -> None:
 
 def cmd_train(args) -> int:
     from .cli import open_from_args
-    from .models import load_model
 
     cat = open_from_args(args)
-    base = get_recipe(args.recipe).train if args.recipe else TrainConfig(lr=1e-5, warmup_steps=50)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                                   "grad_accum": args.grad_accum, "max_steps": args.max_steps, "loss": args.loss,
-                                   "seed": args.seed}.items() if v is not None}
-    if args.unlock_text:
-        overrides["lock_text"] = False
-    if args.lock_image:
-        overrides["lock_image"] = True
-    cfg = replace(base, **overrides)
-    if args.model and cat.name != "kagl" and cfg.captions == KAGL_CAPTIONS:
-        cfg = replace(cfg, captions=("{title}",))
-    model = load_model(args.model, device=args.device) if args.model else new_model(args.recipe, args.device, cfg.seed)
+    model, cfg = plan_run(cat, recipe=args.recipe, model=args.model, device=args.device, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, grad_accum=args.grad_accum,
+                          max_steps=args.max_steps, loss=args.loss, seed=args.seed,
+                          lock_text=False if args.unlock_text else None, lock_image=True if args.lock_image else None)
     t0 = time.perf_counter()
     res = train(cat, cfg, args.out, model=model, recipe=args.recipe, resume=args.resume,
                 store=EmbeddingStore(args.cache), num_workers=args.workers, progress=not args.quiet)

@@ -74,11 +74,10 @@ TRAIN_AND_EVALUATE = [
              "LR = None                  # None: the recipe learning rate, or 1e-5 when fine-tuning\n"
              'FIELDS = "auto"            # label fields for zero-shot F1; "auto" picks by catalog\n'
              'OUT = "runs/notebook-train"  # where checkpoints and the final model go', ["parameters"]),
-    ("code", "from dataclasses import replace\n\n"
-             "import pandas as pd\n\n"
+    ("code", "import pandas as pd\n\n"
              "from fclip_workbench.evaluate import evaluate\n"
              "from fclip_workbench.models import load_model\n"
-             "from fclip_workbench.training import RECIPES, TrainConfig, new_model, train\n"
+             "from fclip_workbench.training import plan_run, train\n"
              "from fclip_workbench.viz import loss_curve\n"
              "from fclip_workbench.workshop import resolve_data\n\n"
              "catalog = resolve_data(DATA, limit=LIMIT)\n"
@@ -86,19 +85,13 @@ TRAIN_AND_EVALUATE = [
              '    FIELDS = ["garment", "colour"] if catalog.name == "teaching" else ["articleType"]\n'
              "print(catalog.report(limit=3))"),
     ("md", "## Before: the starting model on held-out products"),
-    ("code", "if BASE_MODEL:\n"
-             "    model = load_model(BASE_MODEL)\n"
-             "    cfg = TrainConfig(lr=LR or 1e-5, warmup_steps=20, epochs=EPOCHS, max_steps=MAX_STEPS)\n"
-             "    if catalog.name == 'teaching':\n"
-             "        cfg = replace(cfg, captions=RECIPES['tiny-teaching'].train.captions)\n"
-             "else:\n"
-             "    model = new_model(RECIPE)\n"
-             "    cfg = replace(RECIPES[RECIPE].train, epochs=EPOCHS, max_steps=MAX_STEPS, lr=LR or RECIPES[RECIPE].train.lr)\n"
+    ("code", "model, cfg = plan_run(catalog, recipe=None if BASE_MODEL else RECIPE, model=BASE_MODEL,\n"
+             "                      epochs=EPOCHS, max_steps=MAX_STEPS, lr=LR)\n"
              "before = evaluate(model, catalog, FIELDS, n_retrieval=200, val_fraction=cfg.val_fraction)\n"
              "before.table[['task', 'n', 'metric', 'value']]"),
     ("md", "## Train\nThe progress bar shows the loss; each epoch prints the held-out recall and writes a checkpoint "
            "(`fclip train ... --resume` continues from it)."),
-    ("code", "result = train(catalog, cfg, OUT, model=model, recipe=None if BASE_MODEL else RECIPE)\n"
+    ("code", "result = train(catalog, cfg, OUT, model=model)\n"
              "loss_curve(result.step_losses).show()\n"
              "pd.DataFrame(result.history)"),
     ("md", "## After: the trained model on the same held-out products"),
