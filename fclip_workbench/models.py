@@ -191,8 +191,7 @@ def build_model(model_cfg: dict, state_dict: dict | None, preprocess_cfg: dict, 
     text_cfg = cfg.get("text_cfg", {})
     is_hf_text = bool(text_cfg.get("hf_model_name"))
     cls = open_clip.CustomTextCLIP if (is_hf_text or cfg.pop("custom_text", False)) else open_clip.CLIP
-    kwargs = {k: v for k, v in cfg.items() if k not in ("custom_text",)}
-    model = cls(**kwargs)
+    model = cls(**cfg)
     if state_dict is not None:
         result = model.load_state_dict(state_dict, strict=False)
         missing = [k for k in result.missing_keys if not (is_hf_text and k.startswith("text.transformer."))]
@@ -204,8 +203,9 @@ def build_model(model_cfg: dict, state_dict: dict | None, preprocess_cfg: dict, 
     pp = merge_preprocess_dict(PreprocessCfg(size=model.visual.image_size), preprocess_cfg)
     preprocess = image_transform_v2(PreprocessCfg(**pp), is_train=False)
     ctx = text_cfg.get("context_length", 77)
-    if is_hf_text:
-        tokenizer = open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=ctx)
+    if text_cfg.get("hf_tokenizer_name"):  # HF text towers, and e.g. SigLIP's native tower with its HF tokenizer
+        tokenizer = open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=ctx,
+                                                    **(text_cfg.get("tokenizer_kwargs") or {}))
     else:
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=ctx)
     fp = weights_fingerprint(model, model_cfg, pp)
