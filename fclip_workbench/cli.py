@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -130,6 +131,8 @@ def cmd_search(args) -> int:
 def cmd_lab(args) -> int:
     folder = Path(args.notebooks) if args.notebooks else (REPO_NOTEBOOKS if REPO_NOTEBOOKS.is_dir() else Path.cwd())
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
+        extra.append("--allow-root")  # containers and CI boxes run as root; Jupyter refuses without it
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", *extra]
     print("starting:", " ".join(cmd))
     return subprocess.call(cmd)

@@ -19,7 +19,7 @@ def test_fclip_lab_serves_the_notebooks(tmp_path):
     port, token = free_port(), "fclip-test-token"
     proc = subprocess.Popen(
         [sys.executable, "-m", "fclip_workbench.cli", "lab", "--", "--no-browser", f"--port={port}",
-         "--ip=127.0.0.1", f"--IdentityProvider.token={token}", "--allow-root"],
+         "--ip=127.0.0.1", f"--IdentityProvider.token={token}"],
         stdout=open(tmp_path / "lab.log", "w"), stderr=subprocess.STDOUT, text=True)
     try:
         deadline, body = time.time() + 90, None
