@@ -117,6 +117,7 @@ def embed_images(
     log.info("%s: %d images cached, %d to compute", catalog.name, n_cached, len(todo))
 
     vectors = dict(cached)
+    n_computed = 0
     if todo:
         num_workers = default_num_workers() if num_workers is None else num_workers
         ds = _ImageDataset([str(catalog.image_path(r)) for r in todo], model.preprocess)
@@ -134,13 +135,9 @@ def embed_images(
                     batch_keys = [keys[todo[p]] for p in positions]
                     store.put_many(model.fingerprint, "image", batch_keys, feats)
                     vectors.update(zip(batch_keys, feats))
+                    n_computed += len(batch_keys)
                 bar.update(len(positions) + len(bad))
-    return _assemble(catalog, keys, vectors, failures, len(todo) - _count_new_failures(failures, todo), n_cached)
-
-
-def _count_new_failures(failures: list[Problem], todo: list[int]) -> int:
-    todo_set = set(todo)
-    return sum(1 for p in failures if p.row in todo_set)
+    return _assemble(catalog, keys, vectors, failures, n_computed, n_cached)
 
 
 def _assemble(catalog: Catalog, keys: dict[int, str], vectors: dict[str, np.ndarray],
