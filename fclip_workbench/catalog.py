@@ -254,6 +254,14 @@ class Catalog:
         bad = self._bad_image if kind == "image" else self._bad_text
         return np.flatnonzero(~bad)
 
+    def problem(self, row: int, field: str, reason: str) -> Problem:
+        """A `Problem` for table row `row`, with its item id and source line filled in.
+
+        >>> catalog.problem(3, "image", "corrupt or truncated image")   # doctest: +SKIP
+        """
+        row = int(row)
+        return Problem(self._ids[row], field, reason, row=row, line=self._line(row))
+
     def row_of(self, item_id: str) -> int:
         matches = np.flatnonzero(self.table["item_id"].to_numpy() == str(item_id))
         if len(matches) == 0:

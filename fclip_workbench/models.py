@@ -108,6 +108,7 @@ class EmbeddingModel:
     device: torch.device
     model_cfg: dict = field(default_factory=dict)
     preprocess_cfg: dict = field(default_factory=dict)
+    source: Path | None = None  # local folder the weights came from (holds training.json for trained models)
 
     @property
     def dim(self) -> int:
@@ -240,7 +241,9 @@ def _load_open_clip_folder(folder: Path, name: str, device) -> EmbeddingModel:
     if weights is None:
         raise WeightsNotFoundError(f"{folder} has {CONFIG_FILE} but no weights file "
                                    f"({WEIGHTS_FILE}, open_clip_pytorch_model.bin, ...)")
-    return build_model(model_cfg, _read_state_dict(weights), pp, name, device)
+    model = build_model(model_cfg, _read_state_dict(weights), pp, name, device)
+    model.source = folder
+    return model
 
 
 def _find_weights(folder: Path) -> Path | None:
@@ -386,8 +389,10 @@ def load_model(spec: str | os.PathLike, device: str | torch.device | None = None
                     f"{path} is a bare weights file; put an {CONFIG_FILE} beside it (open_clip format) "
                     "or pass a transformers CLIP folder (config.json + model.safetensors).")
             cfg = json.loads((folder / CONFIG_FILE).read_text())
-            return build_model(cfg.get("model_cfg", cfg), _read_state_dict(path), cfg.get("preprocess_cfg", {}),
-                               path.name, device)
+            model = build_model(cfg.get("model_cfg", cfg), _read_state_dict(path), cfg.get("preprocess_cfg", {}),
+                                path.name, device)
+            model.source = folder
+            return model
         if (path / CONFIG_FILE).is_file():
             return _load_open_clip_folder(path, path.name, device)
         if is_hf_clip_folder(path):
