@@ -34,14 +34,47 @@ def test_matches_open_clip_without_duplicates():
 
 
 def test_duplicate_texts_are_not_negatives():
-    # items 0 and 1 share a caption: with groups, swapping their images costs nothing
-    torch.manual_seed(0)
-    txt = F.normalize(torch.randn(3, 8), dim=-1)
-    txt[1] = txt[0]
-    img = txt[[1, 0, 2]]
+    # Items 0 and 1 share a caption (group 7); their images are swapped: image 0 shows product 1 and vice versa.
+    # logits = s * P with P the permutation matrix of the swap (symmetric, so both directions are equal).
+    # Without groups: rows 0 and 1 miss their target -> log(e^s + 2); row 2 hits it -> log(e^s + 2) - s.
+    # With groups: rows 0 and 1 target [.5, .5, 0] -> log(e^s + 2) - s/2; row 2 unchanged.
+    s = 10.0
+    txt = torch.eye(3)                            # (3, 3) unit captions
+    img = txt[[1, 0, 2]]                          # (3, 3) images 0 and 1 swapped
     groups = torch.tensor([7, 7, 9])
+    lse = math.log(math.exp(s) + 2)
+    expected_grouped = lse - 2 * s / 3            # (2 (lse - s/2) + lse - s) / 3
+    expected_ungrouped = lse - s / 3              # (2 lse + lse - s) / 3
     loss = ContrastiveLoss("clip")
-    assert float(loss(img, txt, torch.tensor(10.0), group_ids=groups)) < float(loss(img, txt, torch.tensor(10.0))) + 1e-6
+    grouped = float(loss(img, txt, torch.tensor(s), group_ids=groups))
+    ungrouped = float(loss(img, txt, torch.tensor(s)))
+    assert grouped == pytest.approx(expected_grouped, abs=1e-6)
+    assert ungrouped == pytest.approx(expected_ungrouped, abs=1e-6)
+    assert ungrouped - grouped > 3.0              # s / 3: the swap is only punished without groups
+    # within a group, which image goes with which caption does not matter
+    unswapped = float(loss(txt.clone(), txt, torch.tensor(s), group_ids=groups))
+    assert unswapped == pytest.approx(grouped, abs=1e-6)
+
+
+def test_duplicate_texts_are_not_negatives_siglip():
+    # Items 0 and 1 share a caption and look alike: pairs (0, 1) and (1, 0) have logit s + b = 5.
+    # With groups they are positives: 5 positive pairs at logit 5, 4 negative pairs at logit b = -5.
+    # Without groups (0, 1) and (1, 0) are negatives at logit 5: each costs -log sigmoid(-5) ~ 5.
+    s, b = 10.0, -5.0
+    emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])   # (3, 2): img = txt
+    groups = torch.tensor([7, 7, 9])
+
+    def log_sig(x: float) -> float:
+        return -math.log1p(math.exp(-x))
+
+    expected_grouped = -(5 * log_sig(s + b) + 4 * log_sig(-b)) / 3
+    expected_ungrouped = -(3 * log_sig(s + b) + 2 * log_sig(-(s + b)) + 4 * log_sig(-b)) / 3
+    loss = ContrastiveLoss("siglip")
+    grouped = float(loss(emb, emb, torch.tensor(s), torch.tensor(b), group_ids=groups))
+    ungrouped = float(loss(emb, emb, torch.tensor(s), torch.tensor(b)))
+    assert grouped == pytest.approx(expected_grouped, abs=1e-6)
+    assert ungrouped == pytest.approx(expected_ungrouped, abs=1e-6)
+    assert ungrouped - grouped > 3.0
 
 
 def test_unknown_loss():
