@@ -33,3 +33,7 @@ class CatalogError(FclipError, ValueError):
 
 class MissingExtraError(FclipError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+class LeakageError(FclipError, ValueError):
+    """An evaluation would score a model on products it was trained on; the message names the overlap."""

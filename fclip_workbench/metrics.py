@@ -22,11 +22,16 @@ from sklearn.metrics import f1_score
 
 def ranks_of_relevant(sims: np.ndarray, relevant: np.ndarray | None = None) -> list[np.ndarray]:
     """1-based ranks of each query's relevant items. sims: (n_queries, n_items)."""
+    if sims.ndim != 2:
+        raise ValueError(f"sims must be 2-D (n_queries, n_items), got shape {sims.shape}")
     n_q, n_items = sims.shape
     if relevant is None:
         if n_q != n_items:
-            raise ValueError("Without `relevant`, sims must be square (query i matches item i)")
+            raise ValueError(f"Without `relevant`, sims must be square (query i matches item i), got {sims.shape}")
         relevant = np.eye(n_q, dtype=bool)
+    relevant = np.asarray(relevant, dtype=bool)
+    if relevant.shape != sims.shape:
+        raise ValueError(f"relevant has shape {relevant.shape}, sims {sims.shape}: they must match")
     order = np.argsort(-sims, axis=1, kind="stable")  # (q, n) item indices, best first
     rank_of = np.empty_like(order)
     np.put_along_axis(rank_of, order, np.arange(1, n_items + 1)[None, :].repeat(n_q, 0), axis=1)
@@ -53,4 +58,9 @@ def weighted_f1(y_true: Sequence, y_pred: Sequence) -> float:
     >>> weighted_f1(["a", "a", "b"], ["a", "b", "b"])
     0.6666666666666666
     """
-    return float(f1_score(list(y_true), list(y_pred), average="weighted", zero_division=0))
+    y_true, y_pred = list(y_true), list(y_pred)
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    if not y_true:
+        raise ValueError("weighted_f1 of no products is undefined (got empty label lists)")
+    return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import string
 from typing import Mapping, Sequence
 
+from .errors import FclipError
+
 # Captions sampled per training step (KAGL field names; {title} is the product name).
 KAGL_CAPTIONS: tuple[str, ...] = (
     "{title}",
@@ -48,8 +50,33 @@ def product_texts(fields: Mapping[str, object], templates: Sequence[str]) -> lis
     return out
 
 
+def check_prompts(prompts: Sequence[str]) -> None:
+    """Raise `FclipError` unless every prompt has a `{label}` field and no other field.
+
+    >>> check_prompts(["a photo of a {label}", "{colour} {label}"])
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.FclipError: Zero-shot prompt '{colour} {label}' has field(s) ['colour']; prompts may only use {label}
+    """
+    if isinstance(prompts, str) or len(prompts) == 0:
+        raise FclipError(f"Give a list of zero-shot prompts such as {list(ZERO_SHOT_PROMPTS)}, got {prompts!r}")
+    for p in prompts:
+        try:
+            fields = template_fields(p)
+        except ValueError as e:
+            raise FclipError(f"Zero-shot prompt {p!r} is not a valid template: {e}") from e
+        other = [f for f in fields if f != "label"]
+        if other:
+            raise FclipError(f"Zero-shot prompt {p!r} has field(s) {other}; prompts may only use {{label}}")
+        if "label" not in fields:
+            raise FclipError(f"Zero-shot prompt {p!r} has no {{label}} field, e.g. 'a photo of a {{label}}'")
+
+
 def fill_prompts(label: str, prompts: Sequence[str] = ZERO_SHOT_PROMPTS) -> list[str]:
-    """>>> fill_prompts("dress", ("a photo of a {label}",))
+    """Each prompt with `label` filled in (`check_prompts` rules).
+
+    >>> fill_prompts("dress", ("a photo of a {label}",))
     ['a photo of a dress']
     """
+    check_prompts(prompts)
     return [p.format(label=label) for p in prompts]

@@ -42,3 +42,17 @@ def test_split_has_no_product_on_both_sides():
     sub = ids[:1000][::-1]
     assert (is_validation(sub, 0.2, 3) == is_validation(ids, 0.2, 3)[:1000][::-1]).all()
     assert (is_validation(ids, 0.2, 4) != is_validation(ids, 0.2, 3)).any()
+
+
+def test_weighted_f1_refuses_empty_or_mismatched_input():
+    with pytest.raises(ValueError, match="no products"):
+        weighted_f1([], [])
+    with pytest.raises(ValueError, match="2 true labels but 1 predictions"):
+        weighted_f1(["a", "b"], ["a"])
+
+
+def test_relevant_must_match_sims():
+    with pytest.raises(ValueError, match="relevant has shape"):
+        retrieval_metrics(np.zeros((2, 3)), np.ones((2, 2), dtype=bool))
+    with pytest.raises(ValueError, match="2-D"):
+        retrieval_metrics(np.zeros(3))
