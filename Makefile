@@ -1,13 +1,21 @@
-# fclip-workbench: `make lab` sets everything up and starts JupyterLab; `make test` runs the tests.
+# fclip-workbench: `make lab` sets everything up and starts JupyterLab; `make test` runs the tests (the CI suite).
 PYTHON ?= python3
 VENV ?= .venv
-# CPU/GPU wheels that work together (Python 3.11); override to use others.
+# CPU/GPU wheels that work together (Python 3.11); override to use others (`make setup TORCH_PINS="torch==..."`).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
+# Holds the TORCH_PINS of the last install; rewritten only when they change, so the stamp goes stale then.
+PINS := $(VENV)/.torch-pins
+PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: setup lab test test-all bench clean
+.PHONY: setup lab test test-slow test-all bench clean FORCE
 
-$(STAMP): pyproject.toml
+$(PINS): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(TORCH_PINS)' | cmp -s - $@ || echo '$(TORCH_PINS)' > $@
+
+# Re-installs when pyproject.toml or TORCH_PINS change.
+$(STAMP): pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install $(TORCH_PINS)
@@ -19,11 +27,16 @@ setup: $(STAMP)
 lab: setup
 	$(VENV)/bin/fclip lab
 
+# The CI suite: everything but the `slow` tests (pyproject.toml: addopts = -m 'not slow').
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(PYTEST) -q
+
+# Only the slow tests (recipe reproductions on the real data sets): weekly and before shipping new weights.
+test-slow: setup
+	$(PYTEST) -q -m slow
 
 test-all: setup
-	$(VENV)/bin/python -m pytest -q -m "slow or not slow"
+	$(PYTEST) -q -m "slow or not slow"
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_embed_cache.py
