@@ -1,8 +1,12 @@
 """Offline defaults for notebooks and workshops: find the real data if it is there, else
 generate the teaching catalog; pick a model that knows the data.
 
-- data "auto": `$FCLIP_DATA`/kagl or `../shared/data/kagl` (from the repository or the
-  working folder) when present, else the generated teaching catalog;
+Folders come from `paths` (one place decides them):
+- data "auto": KAGL wherever `paths.find_dataset("kagl")` finds it (`data/kagl`,
+  `$FCLIP_DATA/kagl`, `../shared/data/kagl`), else the generated teaching catalog in
+  `paths.cache_dir() / "teaching"`;
+- data "kagl", "ccp", "fmnist": that public set, or an error that says where it was
+  looked for and to run `fclip data fetch NAME`;
 - model "auto": fclip-mini (ships with the package) for real fashion data; for the
   teaching catalog, the tiny teaching model, trained once (< 1 minute) and cached.
 
@@ -13,43 +17,36 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from .catalog import Catalog
+from .datafetch import require_dataset
 from .datasets import make_teaching_catalog, open_catalog
 from .models import EmbeddingModel, load_model
+from .paths import cache_dir, find_dataset
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[1]
 
-
-def cache_root() -> Path:
-    return Path(os.environ.get("FCLIP_CACHE") or Path.home() / ".cache" / "fclip-workbench")
-
-
-def find_shared_data() -> Path | None:
-    """The shared data folder (with kagl/ inside), if any is reachable."""
-    candidates = [os.environ.get("FCLIP_DATA"), REPO.parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
-                  Path.cwd().parent.parent / "shared" / "data"]
-    for c in candidates:
-        if c and (Path(c) / "kagl" / "styles.csv").is_file():
-            return Path(c)
-    return None
+TEACHING_SIZE = 1200  # products in the generated teaching catalog
+CATALOG_SETS = ("kagl", "ccp", "fmnist")  # public sets `resolve_data` opens by name
 
 
 def resolve_data(spec: str = "auto", limit: int | None = None) -> Catalog:
-    """A catalog for `spec`: "auto", "teaching", "kagl", or any path `open_catalog` reads."""
+    """A catalog for `spec`: "auto", "teaching", "kagl", "ccp", "fmnist", or any path `open_catalog` reads.
+
+    >>> resolve_data("teaching", limit=100).name          # doctest: +SKIP
+    'teaching'
+    """
     if spec == "auto":
-        shared = find_shared_data()
-        spec = str(shared / "kagl") if shared else "teaching"
+        kagl = find_dataset("kagl")
+        spec = str(kagl) if kagl else "teaching"
+        log.info("data 'auto': %s", spec)
     if spec == "teaching":
-        cat = make_teaching_catalog(cache_root() / "teaching", n=1200)
-    elif spec == "kagl":
-        shared = find_shared_data()
-        if shared is None:
-            raise FileNotFoundError("KAGL not found: set FCLIP_DATA to the folder holding kagl/, or use 'teaching'")
-        cat = open_catalog(shared / "kagl")
+        cat = make_teaching_catalog(cache_dir() / "teaching", n=TEACHING_SIZE)
+    elif spec == "fmnist":
+        # limit inside the loader: it writes one PNG per image it returns
+        return open_catalog(require_dataset("fmnist"), "fmnist", split="test", limit=limit)
+    elif spec in CATALOG_SETS:
+        cat = open_catalog(require_dataset(spec))
     else:
         cat = open_catalog(spec)
     if limit is not None and limit < len(cat):
@@ -58,14 +55,14 @@ def resolve_data(spec: str = "auto", limit: int | None = None) -> Catalog:
 
 
 def teaching_model(progress: bool = False, device=None) -> EmbeddingModel:
-    """The tiny teaching model, trained on the teaching catalog on first use and cached."""
+    """The tiny teaching model, trained on the teaching catalog on first use and cached in `cache_dir()`."""
     from .store import EmbeddingStore
     from .training import train
 
-    out = cache_root() / "models" / "tiny-teaching"
+    out = cache_dir() / "models" / "tiny-teaching"
     if not (out / "open_clip_model.safetensors").is_file():
         log.info("training the teaching model once into %s", out)
-        cat = make_teaching_catalog(cache_root() / "teaching", n=1200)
+        cat = make_teaching_catalog(cache_dir() / "teaching", n=TEACHING_SIZE)
         train(cat, out_dir=out, recipe="tiny-teaching", store=EmbeddingStore(), progress=progress)
     return load_model(out, device=device)
 

@@ -1,16 +1,173 @@
-"""Every notebook runs top to bottom with small parameters (papermill), as a workshop would."""
+"""Notebooks: each .ipynb is paired with a jupytext percent-format .py that says the same thing, is committed
+clean (no outputs), has one `parameters` cell, and runs top to bottom with small parameters (papermill) showing
+what it promises."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
+import nbformat
 import pytest
 
-papermill = pytest.importorskip("papermill")
-
-from tests.conftest import SHARED_DATA  # noqa: E402
+from tests.conftest import SHARED_DATA
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+IPYNBS = sorted(NOTEBOOKS.glob("*.ipynb"))
 HAVE_KAGL = (SHARED_DATA / "kagl" / "styles.csv").is_file()
 HAVE_MINI = (Path(__file__).resolve().parents[1] / "fclip_workbench" / "weights" / "fclip-mini" /
              "open_clip_model.safetensors").is_file()
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _cells(nb) -> list[tuple[str, str, list[str]]]:
+    """(type, source, tags) of each cell: what the .py and the .ipynb of a pair must agree on."""
+    return [(c.cell_type, c.source.strip("\n"), _tags(c)) for c in nb.cells]
+
+
+# ------------------------------------------------------------------ pairs and clean commits
+def test_every_notebook_is_a_pair():
+    assert IPYNBS, f"no notebooks in {NOTEBOOKS}"
+    pys = sorted(p for p in NOTEBOOKS.glob("*.py"))
+    assert [p.stem for p in pys] == [p.stem for p in IPYNBS], "each notebooks/NAME.ipynb needs notebooks/NAME.py"
+    for py in pys:
+        assert "format_name: percent" in py.read_text(), f"{py.name} is not a jupytext percent-format notebook"
+
+
+def test_jupytext_config_pairs_the_notebooks():
+    jupytext = pytest.importorskip("jupytext")
+    cfg = jupytext.config.load_jupytext_configuration_file(str(NOTEBOOKS / "jupytext.toml"))
+    formats = cfg.formats if isinstance(cfg.formats, str) else ",".join(cfg.formats)
+    assert set(formats.split(",")) == {"ipynb", "py:percent"}
+
+
+@pytest.mark.parametrize("ipynb", IPYNBS, ids=lambda p: p.stem)
+def test_pair_has_not_drifted(ipynb):
+    jupytext = pytest.importorskip("jupytext")
+    py = ipynb.with_suffix(".py")
+    text_cells = _cells(jupytext.reads(py.read_text(), fmt="py:percent"))
+    nb_cells = _cells(nbformat.read(ipynb, as_version=4))
+    fix = f"run `jupytext --sync notebooks/{ipynb.name}` (after editing the side you meant to change)"
+    assert len(text_cells) == len(nb_cells), f"{py.name} has {len(text_cells)} cells, {ipynb.name} {len(nb_cells)}: {fix}"
+    for i, (a, b) in enumerate(zip(text_cells, nb_cells)):
+        assert a == b, f"cell {i} differs between {py.name} and {ipynb.name}: {fix}"
+
+
+@pytest.mark.parametrize("ipynb", IPYNBS, ids=lambda p: p.stem)
+def test_committed_notebook_is_clean(ipynb):
+    nb = nbformat.read(ipynb, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [i for i, c in enumerate(code) if c.outputs], f"{ipynb.name}: clear the outputs before committing"
+    assert all(c.execution_count is None for c in code), f"{ipynb.name}: execution counts left in"
+    ids = [c.get("id") for c in nb.cells]
+    assert all(ids) and len(set(ids)) == len(ids), f"{ipynb.name}: every cell needs its own stable id"
+    params = [c for c in nb.cells if "parameters" in _tags(c)]
+    assert len(params) == 1 and params[0].cell_type == "code", f"{ipynb.name}: exactly one code cell tagged parameters"
+
+
+def test_sync_is_a_no_op(tmp_path):
+    """`jupytext --sync` on the committed pairs changes nothing (the pairing config works, the pair agrees)."""
+    pytest.importorskip("jupytext")
+    for p in [NOTEBOOKS / "jupytext.toml", *IPYNBS, *(p.with_suffix(".py") for p in IPYNBS)]:
+        shutil.copy(p, tmp_path / p.name)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for ipynb in IPYNBS:
+        subprocess.run([sys.executable, "-m", "jupytext", "--sync", ipynb.name], cwd=tmp_path, check=True,
+                       capture_output=True, timeout=120)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(after) == sorted(before), "jupytext --sync created or removed files"
+    changed = [name for name in before if json_or_text(tmp_path / name, before[name]) != json_or_text(tmp_path / name)]
+    assert not changed, f"jupytext --sync rewrote {changed}"
+
+
+def json_or_text(path: Path, data: bytes | None = None):
+    """File content compared by meaning (JSON parsed, so key order and indentation do not count)."""
+    data = path.read_bytes() if data is None else data
+    if path.suffix == ".ipynb":
+        return json.loads(data)
+    return [line for line in data.decode().splitlines() if "jupytext_version" not in line]
+
+
+# ------------------------------------------------------------------ reading executed notebooks
+class _Tables(HTMLParser):
+    """Cells of every <table> in an HTML string: tables -> rows -> cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self.tables and self.tables[-1]:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def html_tables(html: str) -> list[list[list[str]]]:
+    parser = _Tables()
+    parser.feed(html)
+    return parser.tables
+
+
+def outputs(nb, cell_type: str = "code") -> list[dict]:
+    return [o for c in nb.cells if c.cell_type == cell_type for o in c.get("outputs", [])]
+
+
+def html_outputs(nb) -> list[str]:
+    return [str(o["data"]["text/html"]) for o in outputs(nb) if "text/html" in o.get("data", {})]
+
+
+def grids(html_texts: list[str]) -> list[int]:
+    """Number of products in each result grid (viz.GRID_CLASS) among HTML outputs."""
+    return [h.count("<figure") for h in html_texts if 'class="fclip-grid"' in h]
+
+
+def check_embed_and_search(nb, params) -> None:
+    k = params["K"]
+    shown = grids(html_outputs(nb))
+    assert shown == [k, k], f"expected two result grids of {k} products (text search, look-alikes), got {shown}"
+    views = [o for o in outputs(nb) if WIDGET_VIEW in o.get("data", {})]
+    assert [str(o["data"]["text/plain"]).split("(")[0] for o in views] == ["SearchBox"], "SearchBox not shown"
+    # the SearchBox ran its query: its Output widget holds a result grid of K products
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    widget_html = [str(d["data"]["text/html"]) for m in state.values() if m.get("model_name") == "OutputModel"
+                   for d in m.get("state", {}).get("outputs", []) if "text/html" in d.get("data", {})]
+    assert grids(widget_html) == [k], f"the SearchBox shows no grid of {k} products: {widget_html[:1]}"
+
+
+def check_train_and_evaluate(nb, params) -> None:
+    tables = [t for h in html_outputs(nb) for t in html_tables(h)]
+    metric_tables = [t for t in tables if t and "R@10" in t[0] and {r[0] for r in t[1:]} >= {"before", "after"}]
+    assert len(metric_tables) == 1, f"no table with 'before' and 'after' rows and an R@10 column: {tables}"
+    header, *rows = metric_tables[0]
+    col = header.index("R@10")
+    for row in rows:
+        assert re.fullmatch(r"\d\.\d+", row[col]) and 0.0 <= float(row[col]) <= 1.0, f"R@10 of {row[0]}: {row[col]!r}"
+
+
+CHECKS = {"01_embed_and_search": check_embed_and_search, "06_train_and_evaluate": check_train_and_evaluate}
 
 RUNS = [
     pytest.param("01_embed_and_search.ipynb", {"DATA": "teaching", "LIMIT": 300, "K": 6}, id="01-teaching"),
@@ -24,20 +181,19 @@ RUNS = [
 ]
 
 
-def test_every_notebook_has_small_parameters():
-    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted({r.values[0] for r in RUNS})
+def test_every_notebook_has_small_parameters_and_a_check():
+    assert sorted(p.name for p in IPYNBS) == sorted({r.values[0] for r in RUNS})
+    assert sorted(p.stem for p in IPYNBS) == sorted(CHECKS)
 
 
 @pytest.mark.parametrize("name, params", RUNS)
 def test_notebook_runs(name, params, tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
     monkeypatch.chdir(tmp_path)
     out = tmp_path / name
     papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=params, kernel_name="python3",
                                progress_bar=False, cwd=str(tmp_path), execution_timeout=600, log_output=True)
-    import nbformat
     nb = nbformat.read(out, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
-    # the notebook really showed something: a result grid or a metrics table
-    text = str([c.get("outputs") for c in nb.cells if c.cell_type == "code"])
-    assert "fclip-grid" in text or "after" in text
+    errors = [o for o in outputs(nb) if o.get("output_type") == "error"]
+    assert not errors, errors
+    CHECKS[Path(name).stem](nb, params)
