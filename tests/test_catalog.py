@@ -111,3 +111,156 @@ def test_parquet_catalog(small_catalog_dir):
     pd.read_csv(small_catalog_dir / "products.csv").to_parquet(small_catalog_dir / "p.parquet")
     cat = Catalog.from_parquet(small_catalog_dir / "p.parquet", image_root=small_catalog_dir / "images")
     assert len(cat) == 12 and not cat.problems and "colour" in cat.attributes
+
+
+# ---- hardening (issue 6): each test below failed on the code before the fix ----------------------
+def test_repeated_header_names_are_refused_with_their_positions(tmp_path):
+    write_csv(tmp_path / "c.csv", b"item_id,text,image,text\na,red dress,,red\n")
+    with pytest.raises(CatalogError, match=r"'text' at columns 2, 4"):
+        Catalog.from_csv(tmp_path / "c.csv")
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table([pa.array(["a"]), pa.array(["x"]), pa.array(["y"])], names=["item_id", "text", "text"]),
+                   tmp_path / "d.parquet")
+    with pytest.raises(CatalogError, match=r"'text' at columns 2, 3"):
+        Catalog.from_parquet(tmp_path / "d.parquet")
+    df = pd.DataFrame([["a", "", "x", "y"]], columns=["item_id", "image", "text", "text"])
+    with pytest.raises(CatalogError, match=r"'text' at columns 3, 4"):
+        Catalog(df)
+
+
+EXCEL_ROWS = "item_id\timage\ttext\r\na\t\tcafé crème dress\r\nb\t\tblue shirt\r\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_utf16_with_bom_is_read(tmp_path, encoding, sep):
+    import codecs
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE, "utf-32-le": codecs.BOM_UTF32_LE}
+    path = write_csv(tmp_path / "c.csv", bom[encoding] + EXCEL_ROWS.replace("\t", sep).encode(encoding))
+    cat = Catalog.from_csv(path)
+    assert cat.ids == ["a", "b"] and cat.texts == ["café crème dress", "blue shirt"]
+    assert cat.lines == [2, 3] and not [p for p in cat.problems if p.field != "image"]
+
+
+def test_utf16_bad_units_are_replaced_and_reported_per_row(tmp_path):
+    import codecs
+    body = "item_id,image,text\na,,ok\nb,,x".encode("utf-16-le") + b"\x00\xd8" + "y\n".encode("utf-16-le")
+    cat = Catalog.from_csv(write_csv(tmp_path / "c.csv", codecs.BOM_UTF16_LE + body))
+    assert cat.texts == ["ok", "x\ufffd\ufffdy"]
+    enc = [p for p in cat.problems if p.field == "encoding"]
+    assert [(p.item_id, p.line) for p in enc] == [("b", 3)]
+
+
+def test_utf16_without_bom_is_refused_clearly(tmp_path):
+    write_csv(tmp_path / "c.csv", "item_id,image,text\na,,red dress\n".encode("utf-16-le"))
+    with pytest.raises(CatalogError, match="looks like UTF-16 without a byte-order mark; save as UTF-8"):
+        Catalog.from_csv(tmp_path / "c.csv")
+
+
+def test_unreadable_parquet_folders_and_empty_files_are_catalog_errors(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"item_id,text\na,b\n")
+    with pytest.raises(CatalogError, match="bad.parquet is not a readable Parquet file: "):
+        Catalog.from_parquet(tmp_path / "bad.parquet")
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(CatalogError, match="is a folder, not a CSV file"):
+        Catalog.from_csv(tmp_path / "dir.csv")
+    (tmp_path / "dir.parquet").mkdir()
+    with pytest.raises(CatalogError, match="is a folder, not a Parquet file"):
+        Catalog.from_parquet(tmp_path / "dir.parquet")
+    for name, read in (("e.csv", Catalog.from_csv), ("e.parquet", Catalog.from_parquet)):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(CatalogError, match="is empty"):
+            read(tmp_path / name)
+    with pytest.raises(CatalogError, match="not found"):
+        Catalog.from_parquet(tmp_path / "nope.parquet")
+
+
+def test_header_only_csv_is_an_empty_catalog_and_says_so(tmp_path):
+    cat = Catalog.from_csv(write_csv(tmp_path / "c.csv", b"item_id,image,text,colour\n"), name="c")
+    assert len(cat) == 0 and cat.attributes == ["colour"] and not cat.problems
+    assert cat.report() == "c: 0 rows (no products: the table has a header but no data rows), no problems"
+
+
+def test_user_column_named_line_is_kept_as_an_attribute(tmp_path):
+    csv = b"item_id,image,text,_line,_note\na,,red dress,L-100,x\nb,,,L-200,y\n"
+    cat = Catalog.from_csv(write_csv(tmp_path / "c.csv", csv))
+    assert cat.table["_line"].tolist() == ["L-100", "L-200"]
+    assert cat.attributes == ["_line", "_note"]
+    assert [p.line for p in cat.problems if p.field == "text"] == [3]  # source lines kept beside the table
+    assert cat.subset([1]).problem(0, "text", "x").line == 3
+
+
+def test_problem_table_with_non_utf8_ids_round_trips_through_csv(tmp_path):
+    import pandas as pd
+    csv = (b"item_id,image,text\n"
+           b"caf\xe9,,latte dress\n"
+           b"t\xe9,,too,many\n"
+           b"ok\xff,,\n")
+    cat = Catalog.from_csv(write_csv(tmp_path / "c.csv", csv))
+    assert cat.ids == ["caf\ufffd", "ok\ufffd"]
+    out = tmp_path / "problems.csv"
+    cat.problem_table().to_csv(out, index=False)  # UTF-8: failed on surrogate escapes before
+    back = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert set(back.item_id) == {"caf\ufffd", "t\ufffd", "ok\ufffd"}
+    assert back.set_index("reason").filter(like="malformed", axis=0).line.tolist() == ["3"]
+    assert all("\udc80" > s or "\udcff" < s for s in "".join(map(str, cat.problems)))  # no lone surrogates
+
+
+def test_parquet_integer_ids_with_nulls_print_as_integers(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"item_id": pa.array([39386, None, 7], pa.int64()),
+                             "image": pa.array([11, None, 12], pa.int64()),
+                             "text": ["red dress", "blue shirt", "green bag"]}), tmp_path / "p.parquet")
+    cat = Catalog.from_parquet(tmp_path / "p.parquet", check_images=False)
+    assert cat.ids == ["39386", "", "7"] and cat.table["image"].tolist() == ["11", "", "12"]
+    assert [(p.row, p.reason) for p in cat.problems if p.field == "item_id"] == [(1, "empty item id")]
+    # the same through a float column (what pandas makes of integers with nulls), and in an image template
+    import pandas as pd
+    pd.DataFrame({"sku": [39386.0, float("nan")], "text": ["a", "b"]}).to_parquet(tmp_path / "f.parquet")
+    cat = Catalog.from_parquet(tmp_path / "f.parquet", id_col="sku", image_template="{sku}.jpg", check_images=False)
+    assert cat.ids == ["39386", ""] and cat.table["image"].tolist() == ["39386.jpg", ".jpg"]
+    # CSV ids stay the strings they are (leading zeros kept)
+    cat = Catalog.from_csv(write_csv(tmp_path / "c.csv", b"item_id,image,text\n00123,,x\n,,y\n"), check_images=False)
+    assert cat.ids == ["00123", ""] and [p.line for p in cat.problems if p.field == "item_id"] == [3]
+
+
+def test_list_dict_and_bytes_text_is_a_text_problem_not_embedded(tmp_path):
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"item_id": ["a", "b", "c"], "text": pa.array([["red", "dress"], None, ["x"]]),
+                             "image": ["", "", ""]}), tmp_path / "l.parquet")
+    cat = Catalog.from_parquet(tmp_path / "l.parquet")
+    text_problems = {p.item_id: p.reason for p in cat.problems if p.field == "text"}
+    assert text_problems == {
+        "a": "text is a list, not a string: give one string per product (['red', 'dress'])",
+        "b": "empty text",
+        "c": "text is a list, not a string: give one string per product (['x'])"}
+    assert cat.usable_rows("text").tolist() == [] and cat.texts == ["", "", ""]
+    df = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "image": "",
+                       "text": [["red", "dress"], {"en": "red dress"}, b"red dress", None]})
+    cat = Catalog(df)
+    reasons_by_id = {p.item_id: p.reason for p in cat.problems if p.field == "text"}
+    assert reasons_by_id["a"].startswith("text is a list, not a string: give one string per product")
+    assert reasons_by_id["b"].startswith("text is a dict, not a string")
+    assert reasons_by_id["c"].startswith("text is bytes, not a string: decode it to a string first")
+    assert reasons_by_id["d"] == "empty text"
+    assert len([p for p in cat.problems if p.field == "text"]) == 4  # one problem per row, none doubled
+
+
+def test_problem_locations_name_the_line_or_the_1_based_row(tmp_path):
+    from fclip_workbench.catalog import Problem
+    assert str(Problem("x", "image", "bad", row=4)) == "row 5 of the table (id 'x') image: bad"
+    assert str(Problem("x", "image", "bad", row=4, line=6)) == "line 6 (id 'x') image: bad"
+    assert str(Problem(None, "line", "bad", line=9)) == "line 9 line: bad"
+    cat = Catalog.from_csv(write_csv(tmp_path / "c.csv", b"item_id,image,text\na,,x\nb,,y\na,,z\n"))
+    dup = [p for p in cat.problems if p.field == "item_id"]
+    assert [str(p) for p in dup] == ["line 4 (id 'a') item_id: duplicate id (first at line 2); this row is not used"]
+    import pandas as pd
+    cat = Catalog(pd.DataFrame({"item_id": ["a", "a"], "image": "", "text": ["x", "y"]}))
+    assert [str(p) for p in cat.problems if p.field == "item_id"] == [
+        "row 2 of the table (id 'a') item_id: duplicate id (first at row 1 of the table); this row is not used"]
+    assert str(cat.problem(0, "image", "corrupt")) == "row 1 of the table (id 'a') image: corrupt"

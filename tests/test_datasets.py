@@ -1,4 +1,8 @@
-"""Loaders on the real data sets (skipped, with the reason, when they are absent) and the teaching catalog."""
+"""Loaders on the real data sets (skipped, with the reason, when they are absent) and the teaching catalog.
+
+Data-set tests carry `needs_data(name)` (tests/conftest.py): they skip with the reason when the
+data set is absent, and fail instead under CI. Locations come from `paths.find_dataset`.
+"""
 from pathlib import Path
 
 import numpy as np
@@ -8,17 +12,17 @@ from fclip_workbench.datasets import FMNIST_CLASSES, detect_format, load_ccp, lo
     make_teaching_catalog, open_catalog
 from fclip_workbench.datasets.ccp import ccp_labels, load_mask
 from fclip_workbench.datasets.fmnist import DEBIAN_DIR, read_idx
+from fclip_workbench.errors import CatalogError
+from fclip_workbench.paths import find_dataset
 from tests.conftest import SHARED_DATA
 
-KAGL = SHARED_DATA / "kagl"
-CCP = SHARED_DATA / "ccp"
-need_kagl = pytest.mark.skipif(not (KAGL / "styles.csv").is_file(), reason=f"KAGL not found at {KAGL}")
-need_ccp = pytest.mark.skipif(not (CCP / "label_list.json").is_file(), reason=f"CCP not found at {CCP}")
-need_fmnist = pytest.mark.skipif(not DEBIAN_DIR.is_dir(),
-                                 reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
+# import-time paths (safe when absent: the tests that use them carry needs_data)
+KAGL = find_dataset("kagl") or SHARED_DATA / "kagl"
+CCP = find_dataset("ccp") or SHARED_DATA / "ccp"
+FMNIST = find_dataset("fmnist") or DEBIAN_DIR
 
 
-@need_kagl
+@pytest.mark.needs_data("kagl")
 def test_kagl_every_row_kept_and_missing_images_reported():
     cat = load_kagl(KAGL)
     n_images = len(list((KAGL / "images").glob("*.jpg")))
@@ -30,18 +34,19 @@ def test_kagl_every_row_kept_and_missing_images_reported():
     assert detect_format(KAGL) == "kagl"
 
 
-@need_fmnist
+@pytest.mark.needs_data("fmnist")
 def test_fashion_mnist_idx_and_catalog(tmp_path):
-    images = read_idx(DEBIAN_DIR / "t10k-images-idx3-ubyte.gz")
-    labels = read_idx(DEBIAN_DIR / "t10k-labels-idx1-ubyte.gz")
+    from fclip_workbench.datasets.fmnist import _idx
+    images = read_idx(_idx(FMNIST, "t10k-images-idx3-ubyte"))
+    labels = read_idx(_idx(FMNIST, "t10k-labels-idx1-ubyte"))
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,) and labels.max() == 9
-    cat = load_fashion_mnist(DEBIAN_DIR, split="test", limit=20, cache_dir=tmp_path)
+    cat = load_fashion_mnist(FMNIST, split="test", limit=20, cache_dir=tmp_path)
     assert len(cat) == 20 and not cat.problems
     assert cat.table.label.iloc[0] == FMNIST_CLASSES[labels[0]]
     assert (np.asarray(__import__("PIL.Image").Image.open(cat.image_path(0))) == images[0]).all()
 
 
-@need_ccp
+@pytest.mark.needs_data("ccp")
 def test_ccp_labels_come_from_the_masks():
     cat = load_ccp(CCP, limit=5)
     names = ccp_labels(CCP)
@@ -60,4 +65,36 @@ def test_teaching_catalog_is_deterministic_with_masks(tmp_path):
     mask = np.asarray(Image.open(Path(a.image_root) / a.table["mask"].iloc[0])) > 0
     assert 0.05 < mask.mean() < 0.8
     assert img[~mask].mean() > 240  # background is white-ish, the garment is inside the mask
-    assert open_catalog(tmp_path / "a").name == "teaching" or len(open_catalog(tmp_path / "a")) == 24
+    # a teaching folder opens as *the* teaching catalog (its name picks the teaching model), every row
+    assert detect_format(tmp_path / "a") == "teaching"
+    opened = open_catalog(tmp_path / "a")
+    assert (opened.name, len(opened), opened.texts) == ("teaching", 24, a.texts)
+    assert opened.image_path(0) == a.image_path(0)
+
+
+def test_open_catalog_table_files_and_folders(tmp_path):
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "catalog.csv").write_text("item_id,image,text\na,,red dress\n")
+    assert detect_format(tmp_path / "shop") == "csv"
+    assert open_catalog(tmp_path / "shop").ids == ["a"]
+    (tmp_path / "excel.txt").write_bytes("item_id\timage\ttext\r\nb\t\tblue shirt\r\n".encode("utf-16"))
+    cat = open_catalog(tmp_path / "excel.txt")  # Excel's "Unicode text": UTF-16 with BOM, tab-separated
+    assert (cat.ids, cat.texts) == (["b"], ["blue shirt"])
+    (tmp_path / "x.parquet").mkdir()
+    with pytest.raises(CatalogError, match="is a folder, not a Parquet file"):
+        open_catalog(tmp_path / "x.parquet", fmt="parquet")
+    with pytest.raises(CatalogError, match="No catalog at"):
+        open_catalog(tmp_path / "nowhere")
+
+
+def test_damaged_fashion_mnist_and_ccp_folders_are_catalog_errors(tmp_path):
+    idx = tmp_path / "t10k-labels-idx1-ubyte"
+    idx.write_bytes(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + bytes(7))  # says 10 labels, has 7
+    with pytest.raises(CatalogError, match="truncated or damaged"):
+        read_idx(idx)
+    idx.write_bytes(bytes([0, 0, 8, 1]) + (3).to_bytes(4, "big") + bytes([1, 2, 9]))
+    assert read_idx(idx).tolist() == [1, 2, 9]
+    with pytest.raises(CatalogError, match="t10k-images-idx3-ubyte"):
+        load_fashion_mnist(tmp_path, cache_dir=tmp_path / "cache")
+    with pytest.raises(CatalogError, match="CCP label list not found"):
+        load_ccp(tmp_path)

@@ -16,16 +16,26 @@ from .fmnist import FMNIST_CLASSES, load_fashion_mnist
 from .kagl import KAGL_ATTRIBUTES, load_kagl
 from .teaching import make_teaching_catalog
 
-__all__ = ["open_catalog", "load_kagl", "load_fashion_mnist", "load_ccp", "FMNIST_CLASSES", "KAGL_ATTRIBUTES",
-           "make_teaching_catalog"]
+__all__ = ["open_catalog", "detect_format", "load_kagl", "load_fashion_mnist", "load_ccp", "FMNIST_CLASSES",
+           "KAGL_ATTRIBUTES", "make_teaching_catalog"]
+
+
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def detect_format(path: Path) -> str:
-    """'kagl', 'ccp', 'fmnist', 'csv', 'parquet' or 'folder' for a path."""
+    """'kagl', 'ccp', 'fmnist', 'teaching', 'csv', 'parquet' or 'folder' for a path.
+
+    A folder made by `make_teaching_catalog` (teaching.json + catalog.csv) is
+    'teaching'; any other folder with a catalog.csv is 'csv'.
+    """
+    path = Path(path)
     if path.is_file():
-        return {".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower(), "unknown")
+        return TABLE_SUFFIXES.get(path.suffix.lower(), "unknown")
     if (path / "styles.csv").is_file():
         return "kagl"
+    if (path / "teaching.json").is_file() and (path / "catalog.csv").is_file():
+        return "teaching"
     if (path / "catalog.csv").is_file():
         return "csv"
     if (path / "label_list.json").is_file() and (path / "photos").is_dir():
@@ -41,6 +51,12 @@ def open_catalog(path: str | Path, fmt: str = "auto", **kwargs) -> Catalog:
     """Open a catalog from a data folder or table file; `fmt` overrides detection.
 
     CSV/Parquet tables take `image_root`, `id_col`, `text_col`, `image_col` keyword arguments.
+    A teaching-catalog folder opens as the catalog named "teaching", every row
+    (so `resolve_model("auto", catalog)` picks the teaching model for it).
+
+    >>> open_catalog(make_teaching_catalog("/tmp/teach", n=60)   # doctest: +SKIP
+    ...              .image_root).name
+    'teaching'
     """
     path = Path(path)
     if not path.exists():
@@ -52,6 +68,10 @@ def open_catalog(path: str | Path, fmt: str = "auto", **kwargs) -> Catalog:
         return load_ccp(path, **kwargs)
     if fmt == "fmnist":
         return load_fashion_mnist(path, **kwargs)
+    if fmt == "teaching":
+        kwargs.setdefault("image_root", path)
+        kwargs.setdefault("name", "teaching")
+        return Catalog.from_csv(path / "catalog.csv", **kwargs)
     if fmt == "csv":
         if path.is_dir():
             path = path / "catalog.csv"
@@ -62,4 +82,5 @@ def open_catalog(path: str | Path, fmt: str = "auto", **kwargs) -> Catalog:
         return Catalog.from_parquet(path, **kwargs)
     if fmt == "folder":
         return Catalog.from_folder(path)
-    raise CatalogError(f"Cannot tell what catalog {path} is; use fmt= one of kagl, ccp, fmnist, csv, parquet, folder")
+    raise CatalogError(f"Cannot tell what catalog {path} is (format {fmt!r}); use fmt= one of "
+                       "kagl, ccp, fmnist, teaching, csv, parquet, folder")

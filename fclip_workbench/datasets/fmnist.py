@@ -20,8 +20,9 @@ from PIL import Image
 
 from ..catalog import Catalog
 from ..errors import CatalogError
+from ..paths import FMNIST_DEBIAN_DIR, cache_dir as default_cache_dir, find_dataset
 
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_DIR = FMNIST_DEBIAN_DIR  # Debian's dataset-fashion-mnist; `find_dataset("fmnist")` also looks elsewhere
 FMNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat",
                   "sandal", "shirt", "sneaker", "bag", "ankle boot")
 
@@ -32,10 +33,14 @@ def read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     magic = int.from_bytes(data[:4], "big")
-    if magic >> 8 != 0x08:  # 0x08 = unsigned byte
+    if len(data) < 4 or magic >> 8 != 0x08:  # 0x08 = unsigned byte
         raise CatalogError(f"{path} is not a uint8 IDX file (magic {magic:#x})")
     ndim = magic & 0xFF
     shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    need = 4 + 4 * ndim + int(np.prod(shape))
+    if len(data) != need:
+        raise CatalogError(f"{path} is truncated or damaged: {len(data)} bytes, shape {shape} needs {need}; "
+                           "reinstall it (apt-get install --reinstall dataset-fashion-mnist)")
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -46,20 +51,26 @@ def _idx(root: Path, stem: str) -> Path:
     raise CatalogError(f"{stem}(.gz) not found in {root}; install it with `apt-get install dataset-fashion-mnist`")
 
 
-def load_fashion_mnist(root: str | Path = DEBIAN_DIR, split: str = "test", limit: int | None = None,
+def load_fashion_mnist(root: str | Path | None = None, split: str = "test", limit: int | None = None,
                        cache_dir: str | Path | None = None, invert: bool = False) -> Catalog:
     """Fashion-MNIST as a catalog; text = class name, attribute `label`.
 
+    `root` defaults to `find_dataset("fmnist")` (Debian's folder among others);
+    the PNGs go to `cache_dir` (default `paths.cache_dir()`).
     `invert=True` draws garments dark on white, like catalog product shots.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    root = Path(root)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None, not {limit}")
+    root = Path(root) if root is not None else (find_dataset("fmnist") or DEBIAN_DIR)
     prefix = "t10k" if split == "test" else "train"
     images = read_idx(_idx(root, f"{prefix}-images-idx3-ubyte"))  # (n, 28, 28)
     labels = read_idx(_idx(root, f"{prefix}-labels-idx1-ubyte"))  # (n,)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise CatalogError(f"Fashion-MNIST files in {root} disagree: images {images.shape}, labels {labels.shape}")
     n = len(images) if limit is None else min(limit, len(images))
-    cache = Path(cache_dir or os.environ.get("FCLIP_CACHE", Path.home() / ".cache" / "fclip-workbench"))
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out = cache / f"fmnist-{split}{'-inv' if invert else ''}"
     out.mkdir(parents=True, exist_ok=True)
     for i in range(n):
