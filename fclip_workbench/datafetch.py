@@ -23,8 +23,10 @@ import json
 import logging
 import os
 import shutil
+import ssl
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_S = 20.0  # seconds without an answer before a download counts as offline (connect and each read)
 CHUNK = 1 << 20  # download block size in bytes
-USER_AGENT = "fclip-workbench (https://github.com/; data fetch)"
+USER_AGENT = "fclip-workbench/0.1 (fclip data fetch)"
 
 
 class DataUnavailableError(FclipError, FileNotFoundError):
@@ -149,8 +151,7 @@ def how_to_get(name: str, dest: Path | None = None) -> str:
     dest = Path(dest) if dest is not None else data_home() / name
     urls = " and ".join(url for url, _ in src.downloads)
     line = (f"Download {urls} (see {src.homepage}) and put {src.layout} into {dest}/ "
-            f"(complete when {dest / src.marker} exists), or run `fclip data fetch {name}` where there is network, "
-            f"or point FCLIP_DATA at the folder that holds {name}/: `export FCLIP_DATA=/path/holding/{name}`")
+            f"(complete when {dest / src.marker} exists), or point FCLIP_DATA at the folder that holds {name}/: `export FCLIP_DATA=/path/holding/{name}`")
     return line + (f"; {src.note}" if src.note else "")
 
 
@@ -167,8 +168,8 @@ def require_dataset(name: str) -> Path:
     looked = ", ".join(str(base / name) for base in paths.dataset_search_path())
     if not os.environ.get("FCLIP_DATA"):
         looked += " ($FCLIP_DATA is not set)"
-    raise DataUnavailableError(f"{src.title} not found (looked in {looked}); get it with "
-                               f"`fclip data fetch {name}`. {how_to_get(name)}")
+    raise DataUnavailableError(f"{src.title} not found (looked in {looked}). Get it with "
+                               f"`fclip data fetch {name}`. By hand: {how_to_get(name)}")
 
 
 # ------------------------------------------------------------------ downloading
@@ -191,12 +192,12 @@ def _download(url: str, dest: Path, progress: bool = True) -> Path:
     """Stream `url` to `dest` (via `dest.part`); urllib honours http(s)_proxy. Raises URLError/OSError offline."""
     from tqdm.auto import tqdm
 
-    headers = {"User-Agent": USER_AGENT}
-    auth = _kaggle_auth() if "kaggle.com" in url else None
-    if auth:
-        headers["Authorization"] = auth
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    auth = _kaggle_auth() if urllib.parse.urlsplit(url).hostname == "www.kaggle.com" else None
+    if auth:  # to Kaggle only, not to the storage it redirects to
+        req.add_unredirected_header("Authorization", auth)
     part = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S) as resp:
+    with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
         total = int(resp.headers.get("Content-Length") or 0) or None
         with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                                          disable=not progress) as bar:
@@ -359,8 +360,9 @@ def fetch_dataset(name: str, dest: str | Path | None = None, progress: bool = Tr
             log.info("downloading %s", url)
             try:
                 files[fname] = _download(url, got / fname, progress)
-            except (urllib.error.URLError, HTTPException, TimeoutError, ConnectionError) as e:
-                reason = getattr(e, "reason", None) or e
+            except (urllib.error.URLError, HTTPException, TimeoutError, ConnectionError, ssl.SSLError) as e:
+                reason = (f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError)
+                          else getattr(e, "reason", None) or e)
                 raise DataUnavailableError(f"Cannot download {src.title} from {url} ({reason}). "
                                            f"{how_to_get(name, dest)}") from e
         out = tmp / name

@@ -93,4 +93,4 @@ pd.DataFrame(result.history)
 
 # %%
 after = evaluate(load_model(OUT), catalog, FIELDS, n_retrieval=200, val_fraction=cfg.val_fraction)
-metrics_by_model({"before": before.table, "after": after.table})
+metrics_by_model({"before": before.table, "after": after.table}).round(3)

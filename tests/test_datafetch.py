@@ -223,3 +223,42 @@ def test_dataset_status_prefers_data_home(home, monkeypatch):
     (home / "fashionpedia").mkdir(parents=True)
     (home / "fashionpedia" / "category_attributes_descriptions.json").write_text("{}")
     assert dict(dataset_status())["fashionpedia"] == home / "fashionpedia"
+
+
+def test_real_downloader_end_to_end_from_a_local_server(home, monkeypatch, tmp_path):
+    """The real `_download` (urllib, streaming, .part then rename) against a local HTTP server, stopped after."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "ontology.json").write_text(json.dumps({"categories": [{"id": 0}], "attributes": []}))
+    (site / "license.txt").write_text("BSD")
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        monkeypatch.setitem(DATASETS, "fashionpedia", replace(DATASETS["fashionpedia"], downloads=(
+            (base + "ontology.json", "category_attributes_descriptions.json"),
+            (base + "license.txt", "LICENSE-api-code.txt"))))
+        out = fetch_dataset("fashionpedia", progress=False)
+        assert json.loads((out / "category_attributes_descriptions.json").read_text())["categories"] == [{"id": 0}]
+        assert leftovers(home) == ["fashionpedia"] and sorted(p.name for p in out.iterdir()) == [
+            "LICENSE-api-code.txt", "category_attributes_descriptions.json"]
+        with pytest.raises(DataUnavailableError, match="404"):  # a missing file is a clear error too
+            monkeypatch.setitem(DATASETS, "ccp", replace(DATASETS["ccp"], downloads=((base + "nope.zip", "x.zip"),)))
+            fetch_dataset("ccp", progress=False)
+        assert leftovers(home) == ["fashionpedia"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
