@@ -71,7 +71,8 @@ print(catalog.report(limit=3))
 # %%
 model, cfg = plan_run(catalog, recipe=None if BASE_MODEL else RECIPE, model=BASE_MODEL,
                       epochs=EPOCHS, max_steps=MAX_STEPS, lr=LR)
-before = evaluate(model, catalog, FIELDS, n_retrieval=200, val_fraction=cfg.val_fraction)
+split = dict(rule=cfg.split_rule, seed=cfg.seed, val_fraction=cfg.val_fraction)  # the products training sets aside
+before = evaluate(model, catalog, FIELDS, n_retrieval=200, **split)
 before.table[['task', 'n', 'metric', 'value']]
 
 # %% [markdown]
@@ -92,5 +93,5 @@ pd.DataFrame(result.history)
 # the 10 / n of random guessing.
 
 # %%
-after = evaluate(load_model(OUT), catalog, FIELDS, n_retrieval=200, val_fraction=cfg.val_fraction)
+after = evaluate(load_model(OUT), catalog, FIELDS, n_retrieval=200, **split)
 metrics_by_model({"before": before.table, "after": after.table}).round(3)
