@@ -3,34 +3,133 @@
     fclip models
     fclip embed --data ../shared/data/kagl --model fclip-mini
     fclip search "navy blue shirt" --data ../shared/data/kagl -k 10
+    fclip train --recipe tiny-teaching --data teaching --out runs/tiny
+    fclip eval --model runs/tiny --data teaching
+    fclip data list
     fclip lab
 
-User mistakes (unknown model, missing file, bad data) print one line on stderr
-and exit with status 2; no traceback.
+This module owns the whole command line: it imports the library, never the
+reverse. User mistakes (unknown model, missing file, bad data, bad option
+values) print one line on stderr and exit with status 2, no traceback, and are
+caught before slow work: options first, then the catalog, then the model.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import inspect
 import logging
+import math
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .errors import FclipError
+from .errors import FclipError, MissingExtraError
 
 log = logging.getLogger("fclip")
 REPO_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+DATASET_NAMES = ("kagl", "fmnist", "ccp", "fashionpedia")
+USER_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+USER_ERRNOS = {errno.ENOSPC, errno.EROFS}  # disk full, read-only file system: the user can act on these
 
 
+# ------------------------------------------------------------------ option types (argparse rejects bad values)
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1.
+
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: a whole number >= 0.
+
+    >>> nonnegative_int("0")
+    0
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1] (NaN refused).
+
+    >>> unit_float("0.25")
+    0.25
+    """
+    value = _float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def open_unit_float(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a fraction of the products)."""
+    value = _float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (e.g. a learning rate)."""
+    value = _float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line on stderr (exit 2), like every other user mistake."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(message: object) -> str:
+    """A message on one line: newlines and the spaces around them collapse to one space.
+
+    >>> one_line("bad value\\n  try again")
+    'bad value try again'
+    """
+    return re.sub(r"\s*\n\s*", " ", str(message)).strip()
+
+
+# ------------------------------------------------------------------ catalog, model, store from options
 def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--data", default="auto",
                    help="catalog: a data folder (KAGL, CCP, Fashion-MNIST, images), a CSV/Parquet file, 'teaching', "
                         "or 'auto' (default: ../shared/data/kagl when present, else the generated teaching catalog)")
     p.add_argument("--format", default="auto", choices=["auto", "kagl", "ccp", "fmnist", "csv", "parquet", "folder"],
                    help="catalog format (default: detected)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N rows")
     p.add_argument("--split", default="test", choices=["train", "test"], help="Fashion-MNIST split (default test)")
     p.add_argument("--image-root", default=None, help="CSV/Parquet: folder the image paths are relative to (default: the table's folder)")
     p.add_argument("--id-col", default="item_id", help="CSV/Parquet: id column")
@@ -46,6 +145,7 @@ def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
 
 
 def open_from_args(args):
+    """The catalog that --data and the CSV/Parquet options describe."""
     from .datasets import detect_format, open_catalog
     from .workshop import resolve_data
 
@@ -64,9 +164,35 @@ def open_from_args(args):
     return cat
 
 
-def model_from_args(args, catalog):
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def model_from_args(args, catalog, spec: str | None = None):
+    """The model --model names (or `spec`), loaded quietly under -q when the loader supports it."""
+    from .models import load_model
     from .workshop import resolve_model
-    return resolve_model(args.model, catalog, device=args.device)
+
+    spec = args.model if spec is None else spec
+    progress = not getattr(args, "quiet", False)
+    if _accepts(resolve_model, "progress"):
+        return resolve_model(spec, catalog, device=args.device, progress=progress)
+    if spec not in ("auto", "tiny-teaching") and _accepts(load_model, "progress"):
+        return load_model(spec, device=args.device, progress=progress)
+    return resolve_model(spec, catalog, device=args.device)
+
+
+def _quiet_loading(quiet: bool):
+    """Silence weight-loading progress bars under -q (models.quiet_progress when the library has it)."""
+    import contextlib
+
+    from . import models
+
+    quiet_progress = getattr(models, "quiet_progress", None)
+    return quiet_progress(quiet) if quiet_progress is not None else contextlib.nullcontext()
 
 
 def _store(args):
@@ -74,6 +200,7 @@ def _store(args):
     return EmbeddingStore(args.cache)
 
 
+# ------------------------------------------------------------------ commands
 def cmd_models(args) -> int:
     from .models import list_models
     print(f"{'name':22s} {'source':10s} location")
@@ -90,8 +217,8 @@ def cmd_embed(args) -> int:
     t0 = time.perf_counter()
     cat = open_from_args(args)
     print(cat.report(limit=args.show_problems))
-    model = model_from_args(args, cat)
     store = _store(args)
+    model = model_from_args(args, cat)
     t1 = time.perf_counter()
     res = embed_images(model, cat, store, batch_size=args.batch_size, num_workers=args.workers,
                        progress=not args.quiet)
@@ -113,33 +240,204 @@ def cmd_embed(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from .search import Searcher
+    from .search import Searcher, load_query_image, require_images
 
-    cat = open_from_args(args)
-    searcher = Searcher.build(model_from_args(args, cat), cat, store=_store(args), index=args.index,
-                              image_weight=args.image_weight, progress=not args.quiet)
+    # 1. the query itself, before any slow work
+    image = None
     if args.image:
-        hits = searcher.by_image(args.image, k=args.k)
-    else:
-        if not args.query:
-            raise FclipError("Give a text query, or --image PATH")
-        hits = searcher.by_text(args.query, k=args.k)
+        image = load_query_image(args.image)
+    elif args.query is None or not args.query.strip():
+        raise FclipError("give a non-empty query, or --image PATH")
+    # 2. the catalog, 3. the model
+    cat = open_from_args(args)
+    require_images(cat)
+    store = _store(args)
+    searcher = Searcher.build(model_from_args(args, cat), cat, store=store, index=args.index,
+                              image_weight=args.image_weight, progress=not args.quiet)
+    n = len(searcher.images)
+    if args.k > n:
+        print(f"fclip search: note: -k {args.k} but only {n} products of {cat.name} have an image vector; "
+              f"showing all {n}", file=sys.stderr)
+    hits = searcher.by_image(image, k=args.k) if image is not None else searcher.by_text(args.query, k=args.k)
     print(hits.to_string(index=False))
     return 0
 
 
+def cmd_train(args) -> int:
+    from .store import EmbeddingStore
+    from .training import RECIPES, plan_run, train
+
+    if args.recipe is not None and args.recipe not in RECIPES:
+        raise FclipError(f"Unknown recipe {args.recipe!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    cat = open_from_args(args)
+    store = EmbeddingStore(args.cache)
+    model = model_from_args(args, cat, spec=args.model) if args.model else None
+    with _quiet_loading(args.quiet):  # a recipe's fresh model loads its pretrained text tower
+        model, cfg = plan_run(cat, recipe=args.recipe, model=model, device=args.device, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, grad_accum=args.grad_accum,
+                              max_steps=args.max_steps, loss=args.loss, seed=args.seed,
+                              lock_text=False if args.unlock_text else None,
+                              lock_image=True if args.lock_image else None)
+    t0 = time.perf_counter()
+    res = train(cat, cfg, args.out, model=model, recipe=args.recipe, resume=args.resume,
+                store=store, num_workers=args.workers, progress=not args.quiet)
+    n_val = getattr(res, "n_val", getattr(res, "n_heldout", 0))
+    print(f"trained on {res.n_train} products ({n_val} held out, {len(res.skipped)} skipped) "
+          f"in {time.perf_counter() - t0:.0f} s; model in {res.out_dir}")
+    for h in res.history:
+        val = ("no held-out products" if h.get("val_R@1") is None
+               else f"val R@1 {h['val_R@1']:.3f}  R@10 {h.get('val_R@10') or 0:.3f}")
+        print(f"  epoch {h['epoch']}: loss {h['loss']:.3f}  {val}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, plan_eval
+    from .store import EmbeddingStore
+
+    cat = open_from_args(args)
+    plan = plan_eval(cat, args.fields, all_items=args.all_items, retrieval=not args.no_retrieval)
+    for note in plan.notes:
+        print(f"fclip eval: note: {note}", file=sys.stderr)
+    store = EmbeddingStore(args.cache)
+    t0 = time.perf_counter()
+    model = model_from_args(args, cat)
+    report = evaluate(model, cat, **plan.kwargs(), n_retrieval=args.n_retrieval, val_fraction=args.val_fraction,
+                      seed=args.seed, store=store, progress=not args.quiet)
+    print(report.to_markdown())
+    if args.out:
+        csv_path, md_path = report.save(args.out)
+        print(f"wrote {csv_path} and {md_path}")
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    from .datafetch import dataset_status
+
+    print(f"{'name':14s} location")
+    for name, path in dataset_status():
+        print(f"{name:14s} {path if path is not None else f'not found (fclip data fetch {name})'}")
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from .datafetch import fetch_dataset
+
+    dest = Path(args.dest).expanduser() if args.dest else None
+    path = fetch_dataset(args.name, dest=dest, progress=not args.quiet)
+    print(f"{args.name}: {path}")
+    return 0
+
+
 def cmd_lab(args) -> int:
+    import importlib.util
+
+    if args.notebooks and not Path(args.notebooks).is_dir():
+        raise FclipError(f"--notebooks {args.notebooks}: no such folder")
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise MissingExtraError("fclip lab needs JupyterLab: pip install jupyterlab")
     folder = Path(args.notebooks) if args.notebooks else (REPO_NOTEBOOKS if REPO_NOTEBOOKS.is_dir() else Path.cwd())
-    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    extra = args.extra[1:] if args.extra[:1] == ["--"] else list(args.extra)
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
         extra.append("--allow-root")  # containers and CI boxes run as root; Jupyter refuses without it
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", *extra]
-    print("starting:", " ".join(cmd))
-    return subprocess.call(cmd)
+    print("starting:", " ".join(cmd), flush=True)
+    if os.name == "posix":
+        sys.stderr.flush()
+        # JupyterLab replaces this process: same pid, so Ctrl-C, SIGTERM and a killed terminal reach the server
+        os.execv(sys.executable, cmd)
+    return run_forwarding_signals(cmd)
+
+
+def run_forwarding_signals(cmd: list[str]) -> int:
+    """Run `cmd` as a child (where exec is not available), passing SIGINT/SIGTERM on; never leaves it running."""
+    proc = subprocess.Popen(cmd)
+
+    def forward(signum, _frame) -> None:
+        if signum == signal.SIGTERM:
+            proc.terminate()
+        # SIGINT (Ctrl-C) reaches the child through the console already; the parent just keeps waiting
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+# ------------------------------------------------------------------ the parser
+def add_search_parser(sub) -> None:
+    p = sub.add_parser("search", help="search a catalog by text or by image")
+    p.add_argument("query", nargs="?", default=None, help='text query, e.g. "navy blue shirt"')
+    add_data_args(p)
+    p.add_argument("--image", default=None, help="query by this image file instead of text")
+    p.add_argument("-k", type=positive_int, default=10, help="number of results (>= 1)")
+    p.add_argument("--index", default="exact", choices=["exact", "faiss"])
+    p.add_argument("--image-weight", type=unit_float, default=1.0,
+                   help="product vectors = w * image + (1 - w) * title embedding, w in [0, 1] (default 1: images only)")
+    p.set_defaults(func=cmd_search)
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="contrastive training / fine-tuning on a catalog")
+    add_data_args(p, model=False)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--recipe", help="train a recipe's model from scratch (LiT text tower), e.g. tiny-teaching, mini-kagl")
+    src.add_argument("--model", help="fine-tune this model spec")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--out", required=True, help="output folder (loadable with load_model / --model)")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--grad-accum", type=positive_int)
+    p.add_argument("--max-steps", type=positive_int)
+    p.add_argument("--loss", choices=["clip", "siglip"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--unlock-text", action="store_true", help="train the text tower too")
+    p.add_argument("--lock-image", action="store_true", help="freeze the image tower")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--workers", type=nonnegative_int, default=None, help="image decoding processes (default: by core count)")
+    p.set_defaults(func=cmd_train)
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="retrieval and zero-shot metrics (FashionCLIP protocol)")
+    add_data_args(p)
+    p.add_argument("--fields", nargs="*", default=None,
+                   help="label fields for zero-shot F1 (default: KAGL articleType subCategory baseColour; "
+                        "FMNIST label; teaching garment colour pattern)")
+    p.add_argument("--all-items", action="store_true", help="score every product, not the held-out split")
+    p.add_argument("--no-retrieval", action="store_true")
+    p.add_argument("--n-retrieval", type=positive_int, default=1000, help="held-out products in the retrieval gallery")
+    p.add_argument("--val-fraction", type=open_unit_float, default=None,
+                   help="held-out share (default: the model's recorded split, else 0.05)")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: the model's recorded split, else 0)")
+    p.add_argument("--out", default=None, help="folder for eval.csv and eval.md")
+    p.set_defaults(func=cmd_eval)
+
+
+def add_data_parser(sub) -> None:
+    p = sub.add_parser("data", help="list or fetch the public data sets (KAGL, Fashion-MNIST, CCP, Fashionpedia)")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = dsub.add_parser("list", help="where each data set was found, or how to get it")
+    q.set_defaults(func=cmd_data_list)
+    q = dsub.add_parser("fetch", help="download a data set into the data folder (or --dest)")
+    q.add_argument("name", choices=DATASET_NAMES)
+    q.add_argument("--dest", default=None, help="folder to put it in (default: the workbench's data folder)")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_data_fetch)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fclip", description="FashionCLIP workbench: embed, search, train, evaluate.")
+    parser = Parser(prog="fclip", description="FashionCLIP workbench: embed, search, train, evaluate.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -148,32 +446,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="embed a catalog's images and texts into the cache")
     add_data_args(p)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: 0 on <= 2 cores, else half the cores)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--workers", type=nonnegative_int, default=None,
+                   help="image decoding processes (default: 0 on <= 2 cores, else half the cores)")
     p.add_argument("--no-text", action="store_true", help="images only")
     p.add_argument("--out", default=None, help="also write ids + image vectors to this .npz")
-    p.add_argument("--show-problems", type=int, default=10, help="how many problems to list")
+    p.add_argument("--show-problems", type=nonnegative_int, default=10, help="how many problems to list")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("search", help="search a catalog by text or by image")
-    p.add_argument("query", nargs="?", default=None, help='text query, e.g. "navy blue shirt"')
-    add_data_args(p)
-    p.add_argument("--image", default=None, help="query by this image file instead of text")
-    p.add_argument("-k", type=int, default=10, help="number of results")
-    p.add_argument("--index", default="exact", choices=["exact", "faiss"])
-    p.add_argument("--image-weight", type=float, default=1.0,
-                   help="product vectors = w * image + (1 - w) * title embedding (default 1: images only)")
-    p.set_defaults(func=cmd_search)
+    add_search_parser(sub)
+    add_train_parser(sub)
+    add_eval_parser(sub)
+    add_data_parser(sub)
 
     p = sub.add_parser("lab", help="start JupyterLab on the notebooks")
     p.add_argument("--notebooks", default=None, help="folder to open (default: the repository's notebooks/)")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed on to jupyter lab")
     p.set_defaults(func=cmd_lab)
-
-    from .training import add_train_parser
-    from .evaluate import add_eval_parser
-    add_train_parser(sub)
-    add_eval_parser(sub)
     return parser
 
 
@@ -183,12 +472,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (FclipError, FileNotFoundError) as e:
-        print(f"fclip {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (FclipError, *USER_OS_ERRORS) as e:
+        return _user_error(args, e)
+    except OSError as e:
+        if e.errno in USER_ERRNOS:
+            return _user_error(args, e)
+        raise  # a genuine bug keeps its traceback
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _user_error(args, e: BaseException) -> int:
+    print(f"fclip {args.command}: error: {one_line(e)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -12,13 +12,57 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .catalog import Catalog
 from .embed import EmbeddingResult, embed_images, embed_texts
-from .images import load_rgb
-from .index import VectorIndex, blend, build_index
+from .errors import CatalogError
+from .images import ImageLoadError, load_rgb, to_rgb
+from .index import INDEX_KINDS, InvalidArgumentError, VectorIndex, blend, build_index, check_k, check_weight
 from .models import EmbeddingModel, load_model
 from .store import EmbeddingStore
+
+
+def _no_images(catalog: Catalog) -> CatalogError:
+    return CatalogError(f"no product of catalog {catalog.name} has a usable image: see `fclip embed` report")
+
+
+def require_images(catalog: Catalog) -> None:
+    """Raise `CatalogError` when no row of `catalog` has a usable image (cheap: no decoding)."""
+    if len(catalog.usable_rows("image")) == 0:
+        raise _no_images(catalog)
+
+
+def check_query(query: object) -> str:
+    """A text query with something in it, else `InvalidArgumentError`.
+
+    >>> check_query(" navy shirt ")
+    ' navy shirt '
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidArgumentError(f"give a non-empty query (got {query!r})")
+    return query
+
+
+def load_query_image(image: str | Path | Image.Image) -> Image.Image:
+    """A query image decoded in full now (RGB), so a bad file fails before any slow work.
+
+    Missing, folder, not an image, truncated or too large (decompression bomb):
+    `InvalidArgumentError` naming the file.
+    """
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    path = Path(image)
+    if not path.exists():
+        raise InvalidArgumentError(f"query image {path} does not exist")
+    if path.is_dir():
+        raise InvalidArgumentError(f"query image {path} is a folder; give an image file")
+    try:
+        return load_rgb(path)
+    except ImageLoadError as e:
+        raise InvalidArgumentError(f"cannot use query image: {e}") from e
+    except Image.DecompressionBombError as e:
+        raise InvalidArgumentError(f"query image {path} is too large to decode safely: {e}") from e
 
 
 @dataclass
@@ -31,36 +75,56 @@ class Searcher:
     @classmethod
     def build(cls, model: str | EmbeddingModel, catalog: Catalog, store: EmbeddingStore | None = None,
               index: str = "exact", image_weight: float = 1.0, device=None, progress: bool = True) -> "Searcher":
-        """Embed (or read from cache) and index; `image_weight` < 1 blends in title embeddings."""
+        """Embed (or read from cache) and index; `image_weight` < 1 blends in title embeddings.
+
+        Bad arguments and a catalog without any usable image fail before the model loads.
+        """
+        image_weight = check_weight(image_weight)
+        if index not in INDEX_KINDS:
+            raise InvalidArgumentError(f"Unknown index kind {index!r}; choose one of {', '.join(INDEX_KINDS)}")
+        require_images(catalog)
         model = load_model(model, device=device) if not isinstance(model, EmbeddingModel) else model
         store = store or EmbeddingStore()
         images = embed_images(model, catalog, store, progress=progress)
-        vectors = images.vectors
+        if len(images) == 0:  # every image failed to decode
+            raise _no_images(catalog)
+        vectors = images.vectors  # (n, dim)
         if image_weight < 1.0:
             texts = embed_texts(model, catalog, store, progress=progress)
             text_row = texts.row_of()
             zero = np.zeros(vectors.shape[1], np.float32)
-            tv = np.stack([texts.vectors[text_row[i]] if i in text_row else zero for i in images.ids])
+            tv = np.stack([texts.vectors[text_row[i]] if i in text_row else zero for i in images.ids])  # (n, dim)
             vectors = blend(vectors, tv, image_weight)
         return cls(model, catalog, images, build_index(vectors, images.ids, index))
 
+    def __len__(self) -> int:
+        """Products that can be found (those with an image vector)."""
+        return len(self.images)
+
     def _table(self, scores: np.ndarray, ids: list[str]) -> pd.DataFrame:
+        scores = scores[: len(ids)]
         rows = [self.catalog.row_of(i) for i in ids]
         return pd.DataFrame({"rank": np.arange(1, len(ids) + 1), "item_id": ids, "score": np.round(scores, 4),
                              "text": [self.catalog.texts[r] for r in rows]})
 
     def by_text(self, query: str, k: int = 10) -> pd.DataFrame:
+        """The k products nearest to a text (all of them when k > len(self)); a blank query is refused."""
+        check_query(query)
+        k = check_k(k)
         q = self.model.encode_texts([query])  # (1, dim)
         scores, ids = self.index.search(q, k)
         return self._table(scores[0], ids[0])
 
-    def by_image(self, image: str | Path, k: int = 10) -> pd.DataFrame:
-        q = self.model.encode_pil([load_rgb(image)])  # (1, dim)
+    def by_image(self, image: str | Path | Image.Image, k: int = 10) -> pd.DataFrame:
+        """The k products nearest to an image file or PIL image."""
+        k = check_k(k)
+        q = self.model.encode_pil([load_query_image(image)])  # (1, dim)
         scores, ids = self.index.search(q, k)
         return self._table(scores[0], ids[0])
 
     def by_item(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """Items that look like catalog item `item_id` (the item itself ranks first)."""
+        k = check_k(k)
         row = self.images.row_of().get(str(item_id))
         if row is None:
             raise KeyError(f"Item {item_id!r} has no image embedding (see searcher.images.failures)")

@@ -1,6 +1,7 @@
 """The fclip command as a user runs it: exit codes, tables, errors without tracebacks."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,101 @@ def test_user_mistakes_are_one_line_errors(small_catalog_dir, args, message):
     r = run(*args)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------ layout: the library never imports the CLI
+def test_no_library_module_imports_the_cli():
+    """cli.py imports the library, never the reverse (training/evaluate used to import cli.py)."""
+    import ast
+    import pkgutil
+    from pathlib import Path
+
+    import fclip_workbench
+
+    pkg = Path(fclip_workbench.__file__).parent
+    offenders = []
+    for path in sorted(pkg.rglob("*.py")):
+        if path == pkg / "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                names = [mod] + [f"{mod}.{a.name}" if mod else a.name for a in node.names]
+                if node.level and (mod == "cli" or (not mod and any(a.name == "cli" for a in node.names))):
+                    names.append("fclip_workbench.cli")
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n == "fclip_workbench.cli" or n.startswith("fclip_workbench.cli.") for n in names):
+                offenders.append(f"{path.relative_to(pkg)}:{node.lineno}")
+    assert not offenders, f"library modules import the CLI: {offenders}"
+
+    modules = sorted(m.name for m in pkgutil.walk_packages(fclip_workbench.__path__, "fclip_workbench.")
+                     if m.name != "fclip_workbench.cli")
+    assert "fclip_workbench.training" in modules and "fclip_workbench.evaluate" in modules
+    code = (f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+            "assert 'fclip_workbench.cli' not in sys.modules, 'the library imported fclip_workbench.cli'\n"
+            "print('ok', len(sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-3000:]
+
+
+# ------------------------------------------------------------------ train and eval as a user runs them
+TEACH = ["--data", "teaching", "--limit", "300", "-q"]
+
+
+def train_once(tmp_path_factory) -> Path:
+    """`fclip train` of the teaching recipe for 3 steps, once per test session (other test files reuse it)."""
+    out = tmp_path_factory.getbasetemp() / "cli-train" / "run"
+    if not (out / "stdout.txt").is_file():
+        r = run("train", "--recipe", "tiny-teaching", *TEACH, "--epochs", "1", "--max-steps", "3", "--out", str(out))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr
+        (out / "stdout.txt").write_text(r.stdout)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    out = train_once(tmp_path_factory)
+    return out, (out / "stdout.txt").read_text()
+
+
+def test_train_cli_writes_a_loadable_model(trained_dir):
+    out, stdout = trained_dir
+    assert stdout.startswith("trained on ") and f"model in {out}" in stdout
+    assert "  epoch 1: loss " in stdout
+    assert (out / "open_clip_config.json").is_file() and (out / "training.json").is_file()
+
+
+def test_eval_cli_scores_the_trained_model(trained_dir):
+    out, _ = trained_dir
+    r = run("eval", "--model", str(out), *TEACH)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "text-to-image" in r.stdout and "R@10" in r.stdout
+    assert "zero-shot garment" in r.stdout and "weighted F1" in r.stdout
+
+
+# ------------------------------------------------------------------ fclip data
+def test_data_list_names_every_dataset():
+    r = run("data", "list")
+    assert r.returncode == 0, r.stderr
+    names = {line.split()[0] for line in r.stdout.strip().splitlines()[1:]}
+    assert names == {"kagl", "fmnist", "ccp", "fashionpedia"}
+
+
+def test_data_fetch_into_a_complete_folder_and_a_cluttered_one(tmp_path):
+    done = tmp_path / "fashionpedia"
+    done.mkdir()
+    (done / "category_attributes_descriptions.json").write_text('{"categories": [], "attributes": []}')
+    r = run("data", "fetch", "fashionpedia", "--dest", str(done), "-q")
+    assert r.returncode == 0, r.stderr
+    assert str(done) in r.stdout
+    clutter = tmp_path / "clutter"
+    clutter.mkdir()
+    (clutter / "notes.txt").write_text("not a data set")
+    r = run("data", "fetch", "ccp", "--dest", str(clutter), "-q")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert str(clutter) in r.stderr
+    r = run("data", "fetch", "imagenet")
+    assert r.returncode == 2 and "invalid choice" in r.stderr

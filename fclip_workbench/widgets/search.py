@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipywidgets as w
 from IPython.display import HTML
 
+from ..errors import FclipError
 from ..search import Searcher
 from ..viz import search_results_html
 
@@ -33,5 +34,9 @@ class SearchBox(w.VBox):
         if not self.query.value.strip():
             self.out.append_stdout("Type a query.\n")
             return
-        hits = self.searcher.by_text(self.query.value, k=self.k.value)
+        try:
+            hits = self.searcher.by_text(self.query.value, k=self.k.value)
+        except FclipError as e:  # shown in the widget, not lost in a callback's log
+            self.out.append_stderr(f"{e}\n")
+            return
         self.out.append_display_data(HTML(search_results_html(self.searcher.catalog, hits)))
