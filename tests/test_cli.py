@@ -43,6 +43,9 @@ def test_embed_then_search(tiny_model_dir, small_catalog_dir, tmp_path):
     r4 = run("search", *common, "--image", str(small_catalog_dir / "images" / "p0.jpg"), "-k", "1", "-q",
              "--index", "faiss")
     assert r4.returncode == 0 and " p0 " in r4.stdout
+    r5 = run("search", "red shirt", *common, "-k", "50", "-q")  # more than the catalog holds: all, and says so
+    assert r5.returncode == 0, r5.stderr
+    assert len(r5.stdout.strip().splitlines()) == 13 and "showing all 12" in r5.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -152,3 +155,47 @@ def test_data_fetch_into_a_complete_folder_and_a_cluttered_one(tmp_path):
     assert str(clutter) in r.stderr
     r = run("data", "fetch", "imagenet")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+# ------------------------------------------------------------------ main(): user errors vs bugs
+@pytest.mark.parametrize("exc, fragment", [
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (OSError(30, "Read-only file system"), "Read-only file system"),
+    (PermissionError(13, "Permission denied", "/root/x"), "Permission denied"),
+    (IsADirectoryError(21, "Is a directory", "/tmp"), "Is a directory"),
+    (NotADirectoryError(20, "Not a directory", "/etc/passwd/x"), "Not a directory"),
+])
+def test_main_reports_user_os_errors_in_one_line(monkeypatch, capsys, exc, fragment):
+    import fclip_workbench.cli as cli
+
+    def boom(args):
+        raise exc
+
+    monkeypatch.setattr(cli, "cmd_models", boom)
+    assert cli.main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fclip models: error: ") and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_main_collapses_multi_line_messages(monkeypatch, capsys):
+    import fclip_workbench.cli as cli
+    from fclip_workbench.errors import FclipError
+
+    def boom(args):
+        raise FclipError("first line\n   second line\nthird")
+
+    monkeypatch.setattr(cli, "cmd_models", boom)
+    assert cli.main(["models"]) == 2
+    assert capsys.readouterr().err == "fclip models: error: first line second line third\n"
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("a bug"), OSError(5, "Input/output error")])
+def test_main_lets_genuine_bugs_keep_their_traceback(monkeypatch, exc):
+    import fclip_workbench.cli as cli
+
+    def boom(args):
+        raise exc
+
+    monkeypatch.setattr(cli, "cmd_models", boom)
+    with pytest.raises(type(exc)):
+        cli.main(["models"])
