@@ -323,3 +323,20 @@ def test_split_is_recorded_and_keeps_same_titles_together(tiny_model_dir, teachi
     assert record.n_heldout == res.n_val > 0
     for twin in twins.item_id:
         assert (twin in ids) == (twin.removesuffix("-twin") in ids), twin
+
+
+def test_images_that_fail_to_decode_are_reported_with_their_row(tiny_model_dir, teaching, tmp_path):
+    import pandas as pd
+
+    from fclip_workbench.catalog import Catalog
+
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    table = teaching.table.assign(image=[str(teaching.image_path(r)) for r in range(len(teaching))])
+    broken = table.iloc[[0]].assign(item_id="broken", image=str(tmp_path / "broken.png"))
+    cat = Catalog(pd.concat([table, broken]), None, "teaching")
+    res = train(cat, replace(_cfg(), epochs=1, max_steps=1, val_fraction=0.0), tmp_path / "run",
+                model=load_model(tiny_model_dir, "cpu"), store=EmbeddingStore(tmp_path / "s.sqlite"),
+                num_workers=0, progress=False)
+    bad = [p for p in res.skipped if p.item_id == "broken"]
+    assert len(bad) == 1 and bad[0].field == "image" and bad[0].row == len(teaching)
+    assert res.n_train == len(teaching)

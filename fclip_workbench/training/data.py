@@ -11,7 +11,7 @@ config and the image pipeline version, never by row position.
 
 Example:
     >>> cache = PixelCache(max_bytes=1 << 20)
-    >>> cache.put("k", torch.zeros(3, 8, 8, dtype=torch.float16)); "k" in cache
+    >>> cache.put("k", torch.zeros(3, 8, 8, dtype=torch.float16))
     True
 """
 from __future__ import annotations
