@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .catalog import Catalog, Problem
-from .images import ImageLoadError, load_rgb, text_digest
+from .images import ImageLoadError, image_pipeline_salt, load_rgb, text_digest
 from .models import EmbeddingModel
-from .store import EmbeddingStore
+from .store import EmbeddingStore, finite_rows, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,26 @@ def default_num_workers() -> int:
     return 0 if cores <= 2 else min(8, cores // 2)
 
 
+def image_model_key(model: EmbeddingModel) -> str:
+    """Store key of a model's image vectors: its fingerprint + the image pipeline's salt.
+
+    >>> image_model_key(model).startswith(model.fingerprint + ":")     # doctest: +SKIP
+    True
+    """
+    return f"{model.fingerprint}:{image_pipeline_salt(model)}"
+
+
+NON_FINITE = "model produced a non-finite vector"
+
+
+def _check_vectors(feats: np.ndarray) -> list[str | None]:
+    """Per row of `feats` (b, dim): None when usable, else why it must not be used or cached."""
+    finite, unit = finite_rows(feats), unit_rows(feats)  # (b,), (b,)
+    return [None if u else NON_FINITE if not f
+            else f"model produced a vector of norm {np.linalg.norm(v):.3g}, not 1"
+            for f, u, v in zip(finite, unit, feats)]
+
+
 def embed_images(
     model: EmbeddingModel,
     catalog: Catalog,
@@ -98,9 +118,11 @@ def embed_images(
 ) -> EmbeddingResult:
     """Image embeddings of every usable row of `catalog` (catalog order).
 
-    `num_workers` decoding processes (None: `default_num_workers()`).
+    `num_workers` decoding processes (None: `default_num_workers()`). Vectors are
+    cached under `image_model_key(model)`; non-finite ones are failures, never cached.
     """
     store = store or EmbeddingStore()
+    model_key = image_model_key(model)
     failures = [p for p in catalog.problems if p.field in ("image", "item_id") and p.row is not None]
     rows = catalog.usable_rows("image")
     paths = [catalog.image_path(int(r)) for r in rows]
@@ -108,10 +130,10 @@ def embed_images(
     keys: dict[int, str] = {}
     for r, path, digest in zip(rows, paths, digests):
         if digest is None:
-            failures.append(Problem(catalog.ids[r], "image", f"missing file {path}", row=int(r)))
+            failures.append(catalog.problem(r, "image", f"missing file {path}"))
         else:
             keys[int(r)] = digest
-    cached = store.get_many(model.fingerprint, "image", set(keys.values()))
+    cached = store.get_many(model_key, "image", set(keys.values()))
     todo = [r for r, k in keys.items() if k not in cached]
     n_cached = len(keys) - len(todo)
     log.info("%s: %d images cached, %d to compute", catalog.name, n_cached, len(todo))
@@ -128,13 +150,18 @@ def embed_images(
                   disable=not progress) as bar:
             for positions, pixels, bad in loader:
                 for pos, err in bad:
-                    r = todo[pos]
-                    failures.append(Problem(catalog.ids[r], "image", err, row=r))
+                    failures.append(catalog.problem(todo[pos], "image", err))
                 if pixels is not None:
                     feats = model.encode_images(pixels)  # (b, dim)
-                    batch_keys = [keys[todo[p]] for p in positions]
-                    store.put_many(model.fingerprint, "image", batch_keys, feats)
-                    vectors.update(zip(batch_keys, feats))
+                    good = []
+                    for j, (pos, why) in enumerate(zip(positions, _check_vectors(feats))):
+                        if why is None:
+                            good.append(j)
+                        else:
+                            failures.append(catalog.problem(todo[pos], "image", why))
+                    batch_keys = [keys[todo[positions[j]]] for j in good]
+                    store.put_many(model_key, "image", batch_keys, feats[good], normalised=True)
+                    vectors.update(zip(batch_keys, feats[good]))
                     n_computed += len(batch_keys)
                 bar.update(len(positions) + len(bad))
     return _assemble(catalog, keys, vectors, failures, n_computed, n_cached)
@@ -168,13 +195,19 @@ def embed_texts(
     todo_keys = sorted({k for k in keys.values() if k not in cached})
     text_of = {k: catalog.texts[r] for r, k in keys.items()}
     vectors = dict(cached)
+    broken: dict[str, str] = {}  # key -> why its vector is unusable
     with tqdm(total=len(todo_keys), desc=f"embedding texts ({catalog.name})", unit="text",
               disable=not progress or not todo_keys) as bar:
         for i in range(0, len(todo_keys), batch_size):
             chunk = todo_keys[i:i + batch_size]
             feats = model.encode_texts([text_of[k] for k in chunk])  # (b, dim)
-            store.put_many(model.fingerprint, "text", chunk, feats)
-            vectors.update(zip(chunk, feats))
+            whys = _check_vectors(feats)
+            good = [j for j, why in enumerate(whys) if why is None]
+            broken.update((chunk[j], why) for j, why in enumerate(whys) if why is not None)
+            store.put_many(model.fingerprint, "text", [chunk[j] for j in good], feats[good], normalised=True)
+            vectors.update((chunk[j], feats[j]) for j in good)
             bar.update(len(chunk))
+    failures += [catalog.problem(r, "text", broken[k]) for r, k in keys.items() if k in broken]
     n_cached = sum(k in cached for k in keys.values())
-    return _assemble(catalog, keys, vectors, failures, len(keys) - n_cached, n_cached)
+    n_computed = sum(k in vectors and k not in cached for k in keys.values())
+    return _assemble(catalog, keys, vectors, failures, n_computed, n_cached)

@@ -35,5 +35,9 @@ class MissingExtraError(FclipError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 
 
+class CacheError(FclipError):
+    """An embedding store that cannot be used (not a database, damaged, disk full); the message says what to do."""
+
+
 class LeakageError(FclipError, ValueError):
     """An evaluation would score a model on products it was trained on; the message names the overlap."""

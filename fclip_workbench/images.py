@@ -2,21 +2,28 @@
 
 CMYK, palette, 16-bit greyscale and images with alpha are converted, never
 rejected; truncated or unreadable files raise `ImageLoadError` with the reason.
+`image_pipeline_salt(model)` names this pipeline (its version, Pillow, torchvision
+and the model's preprocessing), so cached image vectors are never reused across
+a change of any of them.
 
 Example:
     >>> img = load_rgb("data/sample.png")      # doctest: +SKIP
-    >>> img.mode
+    >>> img.mode                                # doctest: +SKIP
     'RGB'
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 WHITE = (255, 255, 255)
+# Bump whenever load_rgb / to_rgb change what pixels they produce: cached image vectors are then recomputed.
+IMAGE_PIPELINE_VERSION = 1
 
 
 class ImageLoadError(Exception):
@@ -78,3 +85,21 @@ def text_digest(text: str) -> str:
     64
     """
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def image_pipeline_salt(model) -> str:
+    """Short hash of everything between an image file and the model's input besides its bytes:
+    IMAGE_PIPELINE_VERSION, Pillow and torchvision versions, and `model.preprocess_cfg`.
+
+    >>> from types import SimpleNamespace
+    >>> len(image_pipeline_salt(SimpleNamespace(preprocess_cfg={"size": 224})))
+    16
+    """
+    try:
+        import torchvision
+        tv = torchvision.__version__
+    except ImportError:  # preprocessing without torchvision
+        tv = None
+    payload = {"pipeline": IMAGE_PIPELINE_VERSION, "pillow": PIL.__version__, "torchvision": tv,
+               "preprocess": getattr(model, "preprocess_cfg", None) or {}}
+    return hashlib.blake2b(json.dumps(payload, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
