@@ -340,3 +340,18 @@ def test_images_that_fail_to_decode_are_reported_with_their_row(tiny_model_dir, 
     bad = [p for p in res.skipped if p.item_id == "broken"]
     assert len(bad) == 1 and bad[0].field == "image" and bad[0].row == len(teaching)
     assert res.n_train == len(teaching)
+
+
+def test_checkpoint_from_before_split_rules_resumes_only_with_the_id_rule(tmp_path):
+    from fclip_workbench.errors import CheckpointError
+    from fclip_workbench.splits import ID_RULE
+    from fclip_workbench.training.checkpoints import check_resume, config_dict
+
+    old = config_dict(_cfg())
+    del old["split_rule"], old["pixel_cache_mb"]  # a checkpoint written before these settings existed
+    state = {"config": old, "epoch": 0}
+    check_resume(tmp_path, state, replace(_cfg(), split_rule=ID_RULE, pixel_cache_mb=64, epochs=5))
+    with pytest.raises(CheckpointError, match="split_rule: 'id-hash-v1' -> 'title-group-v1'"):
+        check_resume(tmp_path, state, _cfg())
+    with pytest.raises(CheckpointError, match="already finished 3 epochs"):
+        check_resume(tmp_path, {"config": config_dict(_cfg()), "epoch": 2}, replace(_cfg(), epochs=2))

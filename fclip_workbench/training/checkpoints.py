@@ -20,6 +20,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..models import EmbeddingModel, _read_state_dict, save_model_folder
+from ..splits import ID_RULE
 from .recipes import TrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -27,6 +28,8 @@ STATE_FILE = "training_state.pt"
 # Fields that may change on resume: epochs (to continue a run; never below the epochs done)
 # and the RAM given to the pixel cache (it changes no value).
 RESUMABLE_CHANGES = ("epochs", "pixel_cache_mb")
+# Values of settings that checkpoints written before the setting existed were trained with.
+LEGACY_DEFAULTS = {"split_rule": ID_RULE}
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -76,12 +79,11 @@ def _norm(v):
 def check_resume(ckpt: Path, state: dict, cfg: TrainConfig, model_cfg: dict | None = None,
                  preprocess_cfg: dict | None = None) -> None:
     """Refuse to resume `ckpt` with other settings or another architecture (CheckpointError naming them)."""
-    old = state.get("config") or {}
     new = config_dict(cfg)
-    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new
-             if k not in RESUMABLE_CHANGES and k in old and _norm(old[k]) != _norm(new[k])]
-    diffs += [f"{k}: (absent) -> {new[k]!r}" for k in new if k not in RESUMABLE_CHANGES and k not in old
-              and new[k] != TrainConfig.__dataclass_fields__[k].default]
+    defaults = {**config_dict(TrainConfig()), **LEGACY_DEFAULTS}  # for settings older checkpoints lack
+    old = {**defaults, **(state.get("config") or {})}
+    diffs = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new
+             if k not in RESUMABLE_CHANGES and _norm(old.get(k)) != _norm(new[k])]
     if diffs:
         raise CheckpointError(f"Cannot resume {ckpt} with other settings ({'; '.join(diffs)}). "
                               "Use the original settings (only epochs may grow) or another --out folder.")
