@@ -41,3 +41,11 @@ class CacheError(FclipError):
 
 class LeakageError(FclipError, ValueError):
     """An evaluation would score a model on products it was trained on; the message names the overlap."""
+
+
+class InvalidArgumentError(FclipError, ValueError):
+    """A bad argument value (k, a weight, a query, a batch size); the message names it and what is allowed."""
+
+
+class ConfigError(FclipError, ValueError):
+    """A training or evaluation setting out of range (batch size, learning rate, ...); the message names it."""

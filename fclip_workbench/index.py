@@ -17,13 +17,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .errors import FclipError, MissingExtraError
-
-try:  # one shared class once errors.py has it
-    from .errors import InvalidArgumentError  # type: ignore[attr-defined]
-except ImportError:
-    class InvalidArgumentError(FclipError, ValueError):  # type: ignore[no-redef]
-        """A bad argument value (k, a weight, a query); the message names it and what is allowed."""
+from .errors import InvalidArgumentError, MissingExtraError
 
 INDEX_KINDS = ("exact", "faiss")
 HNSW_M = 32  # neighbours per node
