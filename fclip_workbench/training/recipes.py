@@ -21,8 +21,7 @@ from ..models import MINILM_ALIAS, EmbeddingModel, build_model
 from ..prompts import KAGL_CAPTIONS
 from ..splits import DEFAULT_RULE, RULES
 
-# A bad training setting is a user error: errors.ConfigError when the project defines one.
-ConfigError = getattr(errors, "ConfigError", errors.FclipError)
+ConfigError = errors.ConfigError  # a bad training setting is a user error
 
 LOSSES = ("clip", "siglip")
 PRECISIONS = ("auto", "fp32", "amp")
