@@ -49,3 +49,35 @@ class InvalidArgumentError(FclipError, ValueError):
 
 class ConfigError(FclipError, ValueError):
     """A training or evaluation setting out of range (batch size, learning rate, ...); the message names it."""
+
+
+class LabelStoreError(FclipError):
+    """A label store that cannot be used (unreachable, damaged, not a label store); the message says what to do."""
+
+
+class LabelStoreBusyError(LabelStoreError):
+    """The label store stayed locked by another process for longer than the store's timeout."""
+
+
+class LabelStoreReadOnlyError(LabelStoreError, PermissionError):
+    """The label store cannot be written (read-only file, folder or server): labels could not be saved."""
+
+
+class UnknownItemError(FclipError, ValueError):
+    """A label for an item id that is not in the store's known ids (its catalog)."""
+
+
+class LabelValueError(FclipError, ValueError):
+    """A label value outside the field's taxonomy (or empty); the message lists the valid values."""
+
+
+class TaxonomyError(FclipError, ValueError):
+    """A taxonomy that cannot be built (bad file, unknown field or supercategory, empty value)."""
+
+
+class LabelImportError(FclipError, ValueError):
+    """A label file that cannot be imported at all (missing, unknown format, missing columns)."""
+
+
+class UndoConflictError(LabelStoreError):
+    """An undo that would overwrite a later decision made by someone else on the same item."""
