@@ -1,0 +1,237 @@
+"""UMAPProjector: 2-d maps of embeddings, scikit-learn style, cached on disk.
+
+The map of a matrix is stored under `paths.cache_dir() / "projections"` (one `.npz` per
+matrix x parameters x umap version), so a notebook rerun on the same vectors is instant.
+Optionally the vectors go through PCA (default 50 components) before UMAP: the
+neighbour search, UMAP's slowest step, then works in 50 instead of 256-512 dimensions.
+
+Example:
+    >>> proj = UMAPProjector(n_neighbors=15, random_state=0)          # doctest: +SKIP
+    >>> xy = proj.fit_transform(vectors)        # (n_items, 2); cached   # doctest: +SKIP
+    >>> proj.cache_hit_                                                 # doctest: +SKIP
+    False
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from .errors import InvalidArgumentError
+from .paths import cache_dir as default_cache_dir
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the cached file's layout or the projection recipe changes
+METRICS = ("cosine", "euclidean", "manhattan", "correlation")
+
+
+def _umap_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("umap-learn")
+    except Exception:  # not installed: reported when fit needs it
+        return "absent"
+
+
+def _check_matrix(X, what: str = "X") -> np.ndarray:
+    """X as a finite (n, d) float32 array, or a one-line InvalidArgumentError."""
+    try:
+        arr = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"{what} must be a numeric (n_items, dim) matrix: {e}") from e
+    if arr.ndim != 2:
+        raise InvalidArgumentError(f"{what} must be a 2-d (n_items, dim) matrix; got shape {arr.shape}")
+    if arr.shape[0] < 3 or arr.shape[1] < 1:
+        raise InvalidArgumentError(f"{what} has shape {arr.shape}: a map needs at least 3 items with 1+ dimensions")
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise InvalidArgumentError(f"{what} has non-finite values (NaN/inf) in {len(rows)} row(s), first "
+                                   f"{rows[:5].tolist()}: drop or re-embed them before projecting")
+    return np.ascontiguousarray(arr)
+
+
+def matrix_digest(X: np.ndarray) -> str:
+    """Hash of a matrix's shape, dtype and bytes (the cache key's data part).
+
+    >>> matrix_digest(np.zeros((2, 3), np.float32)) == matrix_digest(np.zeros((2, 3), np.float32))
+    True
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{X.shape}:{X.dtype}".encode())
+    h.update(memoryview(np.ascontiguousarray(X)).cast("B"))
+    return h.hexdigest()
+
+
+class UMAPProjector(TransformerMixin, BaseEstimator):
+    """UMAP to 2-d with an on-disk cache; fit/transform/fit_transform like scikit-learn.
+
+    Parameters are only stored by `__init__`; fitted attributes end in `_`:
+    `embedding_` (n_items, n_components) float32, `n_features_in_`, `cache_key_`,
+    `cache_hit_` (True when `fit` read the map from disk), `fit_seconds_`,
+    `pca_` (sklearn PCA or None), `umap_` (the umap.UMAP model; None after a cache hit until
+    `transform` needs it for new points).
+
+    >>> UMAPProjector().transform(np.zeros((4, 2)))
+    Traceback (most recent call last):
+    ...
+    sklearn.exceptions.NotFittedError: This UMAPProjector instance is not fitted yet. Call 'fit' with appropriate arguments before using this estimator.
+    """
+
+    def __init__(self, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
+                 n_components: int = 2, pca_components: int | None = 50, random_state: int | None = 0,
+                 cache_dir: str | Path | None = None, use_cache: bool = True) -> None:
+        self.n_neighbors = n_neighbors  # neighbours per point: larger = more global structure
+        self.min_dist = min_dist  # how tightly points pack in the map (0..1)
+        self.metric = metric  # distance in the (PCA-reduced) embedding space
+        self.n_components = n_components  # 2 for a map
+        self.pca_components = pca_components  # PCA to this many dims first (None: no PCA)
+        self.random_state = random_state  # fixed seed: same map every run (None: faster, parallel, not repeatable)
+        self.cache_dir = cache_dir  # None: paths.cache_dir() / "projections"
+        self.use_cache = use_cache  # False: always recompute, never write
+
+    # ------------------------------------------------------------ checks and keys
+    def _check_params(self) -> None:
+        if isinstance(self.n_neighbors, bool) or not isinstance(self.n_neighbors, (int, np.integer)) \
+                or self.n_neighbors < 2:
+            raise InvalidArgumentError(f"n_neighbors must be a whole number >= 2, got {self.n_neighbors!r}")
+        if not isinstance(self.min_dist, (int, float)) or not 0.0 <= float(self.min_dist) <= 1.0:
+            raise InvalidArgumentError(f"min_dist must be between 0 and 1, got {self.min_dist!r}")
+        if self.metric not in METRICS:
+            raise InvalidArgumentError(f"Unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
+        if isinstance(self.n_components, bool) or not isinstance(self.n_components, (int, np.integer)) \
+                or self.n_components < 1:
+            raise InvalidArgumentError(f"n_components must be a whole number >= 1, got {self.n_components!r}")
+        if self.pca_components is not None and (isinstance(self.pca_components, bool) or not isinstance(
+                self.pca_components, (int, np.integer)) or self.pca_components < self.n_components):
+            raise InvalidArgumentError(f"pca_components must be None or a whole number >= n_components "
+                                       f"({self.n_components}), got {self.pca_components!r}")
+
+    def _params_key(self) -> dict:
+        return {"n_neighbors": int(self.n_neighbors), "min_dist": float(self.min_dist), "metric": self.metric,
+                "n_components": int(self.n_components),
+                "pca_components": None if self.pca_components is None else int(self.pca_components),
+                "random_state": self.random_state, "umap": _umap_version(), "v": CACHE_VERSION}
+
+    def _folder(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir() / "projections"
+
+    def cache_path(self, X) -> Path:
+        """Where the map of `X` with these parameters is (or would be) cached."""
+        X = _check_matrix(X)
+        return self._folder() / f"umap-{self._key(X)}.npz"
+
+    def _key(self, X: np.ndarray) -> str:
+        params = json.dumps(self._params_key(), sort_keys=True)
+        return hashlib.blake2b((matrix_digest(X) + params).encode(), digest_size=16).hexdigest()
+
+    # ------------------------------------------------------------ cache
+    def _read(self, path: Path, n: int) -> np.ndarray | None:
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                emb = z["embedding"]
+        except Exception as e:  # truncated or foreign file: recompute and overwrite
+            log.warning("ignoring unreadable projection cache %s (%s); recomputing", path, e)
+            return None
+        if emb.shape != (n, self.n_components) or not np.isfinite(emb).all():
+            log.warning("ignoring projection cache %s of shape %s (expected %s); recomputing",
+                        path, emb.shape, (n, self.n_components))
+            return None
+        return emb.astype(np.float32, copy=False)
+
+    def _write(self, path: Path, emb: np.ndarray) -> None:
+        """Atomic write (temporary file + rename); a cache that cannot be written is a warning, not a loss."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.savez(f, embedding=emb, params=json.dumps(self._params_key()))
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as e:
+            log.warning("could not cache the projection in %s (%s); the map is still returned", path.parent, e)
+
+    # ------------------------------------------------------------ estimator API
+    def fit(self, X, y=None) -> "UMAPProjector":
+        """Project `X` (n_items, dim); read the map from the cache when it is there."""
+        self._check_params()
+        X = _check_matrix(X)
+        self.n_features_in_ = X.shape[1]
+        self.cache_key_ = self._key(X)
+        self._fit_digest = matrix_digest(X)
+        path = self._folder() / f"umap-{self.cache_key_}.npz"
+        t0 = time.perf_counter()
+        emb = self._read(path, len(X)) if self.use_cache else None
+        self.cache_hit_ = emb is not None
+        self.pca_, self.umap_ = None, None
+        self._X = X  # kept to fit the model lazily when a cache hit is followed by transform(new points)
+        if emb is None:
+            emb = self._compute(X)
+            if self.use_cache:
+                self._write(path, emb)
+        self.embedding_ = emb  # (n_items, n_components)
+        self.fit_seconds_ = time.perf_counter() - t0
+        log.info("UMAP of %s: %.1f s (%s)", X.shape, self.fit_seconds_, "cache" if self.cache_hit_ else "computed")
+        return self
+
+    def _reduce(self, X: np.ndarray) -> np.ndarray:
+        return X if self.pca_ is None else self.pca_.transform(X).astype(np.float32)
+
+    def _compute(self, X: np.ndarray) -> np.ndarray:
+        try:
+            import umap
+        except ImportError as e:
+            from .errors import MissingExtraError
+            raise MissingExtraError("UMAP maps need umap-learn: pip install 'fclip-workbench[maps]' "
+                                    "(or pip install umap-learn)") from e
+        n = len(X)
+        if self.pca_components is not None and X.shape[1] > self.pca_components:
+            from sklearn.decomposition import PCA
+            self.pca_ = PCA(n_components=min(int(self.pca_components), n), random_state=self.random_state).fit(X)
+        Z = self._reduce(X)  # (n, pca_components) or (n, dim)
+        k = min(int(self.n_neighbors), n - 1)
+        if k < self.n_neighbors:
+            log.info("n_neighbors %d > n_items - 1; using %d", self.n_neighbors, k)
+        self.umap_ = umap.UMAP(n_neighbors=k, min_dist=float(self.min_dist), metric=self.metric,
+                               n_components=int(self.n_components), random_state=self.random_state,
+                               n_jobs=1 if self.random_state is not None else -1,  # a seed forces one thread
+                               init="spectral" if n > self.n_components + 1 else "random")
+        return np.asarray(self.umap_.fit_transform(Z), dtype=np.float32)
+
+    def transform(self, X) -> np.ndarray:
+        """Map coordinates (n, n_components): the fitted map for the fitted matrix, else UMAP's transform."""
+        check_is_fitted(self, "embedding_")
+        X = _check_matrix(X)
+        if X.shape[1] != self.n_features_in_:
+            raise InvalidArgumentError(f"X has {X.shape[1]} dimensions; this projector was fitted on "
+                                       f"{self.n_features_in_}")
+        if matrix_digest(X) == self._fit_digest:
+            return self.embedding_.copy()
+        if self.umap_ is None:  # fitted from the cache: the UMAP model itself is not stored
+            log.info("fitting the UMAP model (the cached map has no model) to place new points")
+            self._compute(self._X)  # same parameters and seed: the same map as the cached one
+        return np.asarray(self.umap_.transform(self._reduce(X)), dtype=np.float32)
+
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        return self.fit(X).embedding_.copy()
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "embedding_")
+
+
+__all__ = ["UMAPProjector", "NotFittedError", "matrix_digest"]
