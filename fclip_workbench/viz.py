@@ -33,6 +33,35 @@ def thumbnail_data_uri(path: str | Path, size: int = 128) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def image_bytes(path: str | Path | None, size: int | None = None) -> tuple[bytes, str] | None:
+    """(bytes, "png" | "jpeg") of an image file for an `ipywidgets.Image`; None if it cannot be read.
+
+    PNG and JPEG files are passed through as stored when no `size` is asked (fast: no decoding);
+    other formats, or a `size`, are decoded and re-encoded as PNG scaled to fit `size` px.
+
+    >>> image_bytes("missing.png") is None
+    True
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    fmt = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(path.suffix.lower())
+    if size is None and fmt is not None:
+        try:
+            return path.read_bytes(), fmt
+        except OSError:
+            return None
+    try:
+        img = load_rgb(path)
+    except ImageLoadError:
+        return None
+    if size is not None:
+        img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue(), "png"
+
+
 def image_grid_html(paths: Sequence[str | Path], captions: Sequence[str], size: int = 128) -> str:
     """An HTML grid of thumbnails with captions (unreadable images shown as a grey box)."""
     cells = []

@@ -1,4 +1,6 @@
 """ipywidgets front ends: glue only, the work happens in the package."""
+from .annotator import Annotator
+from .explorer import Explorer
 from .search import SearchBox
 
-__all__ = ["SearchBox"]
+__all__ = ["Annotator", "SearchBox"]

@@ -1,0 +1,245 @@
+"""Annotator widget: drive the ipywidgets objects from Python (clicks, typed values, ipyevents key events)
+and check the label store after every action, and that the next item shows only after the write."""
+from __future__ import annotations
+
+import ipywidgets as w
+import numpy as np
+import pytest
+
+from fclip_workbench.annotate import AnnotationSession
+from fclip_workbench.errors import FclipError
+from fclip_workbench.labels import LabelStore
+from fclip_workbench.taxonomy import Taxonomy
+from fclip_workbench.widgets import Annotator
+from tests.test_annotate import COLOURS, PrototypeSuggester, WordModel, catalog, embeddings  # noqa: F401 (fixtures)
+
+DOM_CLASSES = ["fclip-annotator", "fclip-annotator-image", "fclip-annotator-title", "fclip-annotator-item",
+               "fclip-suggestion", "fclip-correct-input", "fclip-correct-save", "fclip-skip", "fclip-undo",
+               "fclip-progress", "fclip-status", "fclip-annotator-name", "fclip-mode", "fclip-batch",
+               "fclip-batch-item", "fclip-batch-label", "fclip-batch-confirm"]
+
+
+@pytest.fixture
+def store(tmp_path, catalog):  # noqa: F811
+    s = LabelStore(tmp_path / "labels.sqlite", catalog=catalog)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def widget(catalog, store, embeddings):  # noqa: F811
+    session = AnnotationSession(catalog, "colour", store, PrototypeSuggester(COLOURS, embeddings.vectors.shape[1]),
+                                embeddings, model=WordModel(embeddings.vectors.shape[1]), annotator="ana",
+                                taxonomy=Taxonomy.from_values("colour", COLOURS), background=False)
+    a = Annotator(session, batch_size=4)
+    yield a
+    session.close()
+    a.close_all() if hasattr(a, "close_all") else None
+
+
+def walk(widget: w.Widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from walk(child)
+
+
+def with_class(root: w.Widget, name: str) -> list[w.Widget]:
+    return [x for x in walk(root) if name in x._dom_classes]
+
+
+def key(k: str, tag: str = "DIV") -> dict:
+    """An ipyevents keydown message as the browser sends it."""
+    return {"event": "keydown", "key": k, "code": f"Digit{k}", "repeat": False, "altKey": False, "ctrlKey": False,
+            "shiftKey": False, "metaKey": False, "target": {"tagName": tag, "id": "", "className": ""}}
+
+
+def shown(a: Annotator) -> str:
+    return with_class(a, "fclip-annotator-item")[0].value
+
+
+def status(a: Annotator) -> str:
+    return with_class(a, "fclip-status")[0].value
+
+
+def test_dom_contract_classes_are_all_there(widget):
+    widget.set_mode("batch")  # fills the grid
+    for name in DOM_CLASSES:
+        assert with_class(widget, name), f"no widget with class {name}"
+    assert len(with_class(widget, "fclip-suggestion")) == 3
+    assert isinstance(with_class(widget, "fclip-annotator-image")[0], w.Image)
+    assert isinstance(with_class(widget, "fclip-correct-input")[0], (w.Combobox, w.Text))
+    assert all(isinstance(b, w.Checkbox) and b.value for b in with_class(widget, "fclip-batch-item"))
+    assert with_class(widget, "fclip-mode")[0].options == ("single", "batch")
+
+
+def test_item_is_drawn_large_with_its_suggestions(widget, catalog):  # noqa: F811
+    item = widget.session.current
+    assert shown(widget) == item.item_id and widget.item_id == item.item_id
+    img = with_class(widget, "fclip-annotator-image")[0]
+    assert img.value == (catalog.image_root / f"{item.item_id}.jpg").read_bytes() and img.format == "jpeg"
+    assert catalog.texts[catalog.row_of(item.item_id)] in with_class(widget, "fclip-annotator-title")[0].value
+    buttons = with_class(widget, "fclip-suggestion")
+    assert [b.description for b in buttons] == [lab for lab, _ in item.suggestions]
+    assert [bar.value for bar in widget.suggestion_bars] == pytest.approx([p for _, p in item.suggestions])
+
+
+def test_click_a_suggestion_saves_before_the_next_item_shows(widget, store, monkeypatch):
+    first = shown(widget)
+    label = with_class(widget, "fclip-suggestion")[1].description
+    seen_during_write = []
+    real = store.set
+
+    def spy(*a, **k):
+        seen_during_write.append(shown(widget))
+        return real(*a, **k)
+
+    monkeypatch.setattr(store, "set", spy)
+    with_class(widget, "fclip-suggestion")[1].click()
+    assert seen_during_write == [first], "the next item was shown before the write returned"
+    assert store.get(first, "colour") == label
+    assert store.history(field="colour")["source"].tolist() == ["suggestion-accepted"]
+    assert shown(widget) != first
+    assert f"saved: {first} colour = {label}" in status(widget)
+    assert "1 / 12" in with_class(widget, "fclip-progress")[0].value
+
+
+def test_keys_1_to_3_accept_but_not_while_typing(widget, store):
+    first = shown(widget)
+    label = with_class(widget, "fclip-suggestion")[0].description
+    widget.key_events._handle_mouse_msg(widget.key_events, key("1", tag="INPUT"), [])  # typed into a text box: ignored
+    assert store.get(first, "colour") is None and shown(widget) == first
+    widget.key_events._handle_mouse_msg(widget.key_events, key("1"), [])
+    assert store.get(first, "colour") == label and shown(widget) != first
+    second = shown(widget)
+    third_label = with_class(widget, "fclip-suggestion")[2].description
+    widget.key_events._handle_mouse_msg(widget.key_events, key("3"), [])
+    assert store.get(second, "colour") == third_label
+    widget.key_events._handle_mouse_msg(widget.key_events, key("x"), [])
+    assert len(store.history(field="colour")) == 2
+
+
+def test_correct_by_typing_enter_and_save_button(widget, store):
+    first = shown(widget)
+    box = with_class(widget, "fclip-correct-input")[0]
+    assert set(box.options) == set(COLOURS)
+    box.value = "Green"
+    widget.enter_events._handle_mouse_msg(widget.enter_events, {"event": "keydown", "key": "Enter", "target": {}}, [])
+    assert store.get(first, "colour") == "green"
+    assert store.history(field="colour")["source"].tolist() == ["corrected"]
+    assert box.value == "" and shown(widget) != first
+    second = shown(widget)
+    box.value = "red"
+    with_class(widget, "fclip-correct-save")[0].click()
+    assert store.get(second, "colour") == "red" and f"saved: {second} colour = red" in status(widget)
+
+
+def test_value_outside_taxonomy_shows_the_error_then_add_button_saves(widget, store):
+    first = shown(widget)
+    box = with_class(widget, "fclip-correct-input")[0]
+    add = with_class(widget, "fclip-taxonomy-add")[0]
+    assert add.layout.display == "none"
+    box.value = "mauve"
+    with_class(widget, "fclip-correct-save")[0].click()
+    assert "&#x27;mauve&#x27; is not a valid colour; valid values: red, green, blue" in status(widget)
+    assert store.get(first, "colour") is None and shown(widget) == first
+    assert add.layout.display != "none" and "mauve" in add.description
+    add.click()
+    assert store.get(first, "colour") == "mauve" and "mauve" in store.taxonomy("colour", refresh=True)
+    assert "mauve" in box.options and f"saved: {first} colour = mauve" in status(widget)
+
+
+def test_skip_and_undo(widget, store):
+    first = shown(widget)
+    with_class(widget, "fclip-skip")[0].click()
+    assert shown(widget) != first and store.history(field="colour").empty
+    second = shown(widget)
+    with_class(widget, "fclip-suggestion")[0].click()
+    assert store.get(second, "colour") is not None
+    with_class(widget, "fclip-undo")[0].click()
+    assert store.get(second, "colour") is None and shown(widget) == second
+    assert status(widget).count(f"undone: {second} colour") == 1
+    with_class(widget, "fclip-undo")[0].click()
+    assert "nothing to undo" in status(widget)
+
+
+def test_annotator_name_is_used_and_required(widget, store):
+    name = with_class(widget, "fclip-annotator-name")[0]
+    name.value = "bob"
+    first = shown(widget)
+    with_class(widget, "fclip-suggestion")[0].click()
+    assert store.labels("colour")["annotator"].tolist() == ["bob"]
+    name.value = ""
+    second = shown(widget)
+    with_class(widget, "fclip-suggestion")[0].click()
+    assert "type your name" in status(widget) and shown(widget) == second and store.get(second, "colour") is None
+    assert first != second
+
+
+def test_store_errors_are_shown_in_the_widget(widget, store, monkeypatch):
+    def locked(*a, **k):
+        raise FclipError("label store is locked by another process for more than 10 s; try again")
+
+    monkeypatch.setattr(store, "set", locked)
+    first = shown(widget)
+    with_class(widget, "fclip-suggestion")[0].click()
+    assert "locked by another process" in status(widget) and shown(widget) == first
+
+
+def test_queue_order_by_text_query(widget):
+    widget.order_dropdown.value = "query"
+    assert "type a text query" in status(widget)
+    widget.order_query.value = "blue"
+    assert widget.session.current.attributes["colour"] == "blue"
+    assert shown(widget) == widget.session.current.item_id
+
+
+def test_queue_order_by_cluster(widget):
+    widget.order_dropdown.value = "cluster"
+    assert len(widget.order_cluster.options) == 8  # n_clusters, on 12 products
+    assert widget.session.order == "cluster" and widget.session.cluster == 0
+    assert shown(widget) == widget.session.queue()[0]
+    widget.order_cluster.value = 5
+    members = {i for i, c in zip(widget.session.ids, widget.session._kmeans.labels_) if c == 5}
+    assert widget.session.cluster == 5 and shown(widget) in members and set(widget.session.queue()) == members
+
+
+def test_batch_untick_and_confirm_in_one_set_many(widget, store, monkeypatch):
+    calls = []
+    real = store.set_many
+    monkeypatch.setattr(store, "set_many", lambda *a, **k: calls.append(k) or real(*a, **k))
+    with_class(widget, "fclip-mode")[0].value = "batch"
+    with_class(widget, "fclip-batch-label")[0].value = "blue"
+    boxes = with_class(widget, "fclip-batch-item")
+    assert len(boxes) == 4
+    page = [b.description for b in boxes]
+    boxes[3].value = False  # the wrong one
+    confirm = with_class(widget, "fclip-batch-confirm")[0]
+    assert confirm.description == "Confirm 3"
+    confirm.click()
+    assert len(calls) == 1 and calls[0]["source"] == "batch"
+    assert [store.get(i, "colour") for i in page] == ["blue", "blue", "blue", None]
+    assert "saved: 3 labels" in status(widget)
+    nxt = [b.description for b in with_class(widget, "fclip-batch-item")]
+    assert nxt and not set(nxt) & set(page), "the next page shows new products"
+
+
+def test_from_catalog_builds_store_taxonomy_and_suggester(small_catalog_dir, tiny_model, tmp_path):
+    from fclip_workbench.catalog import Catalog
+
+    cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
+    a = Annotator.from_catalog(cat, "garment", model=tiny_model, store=tmp_path / "l.sqlite", annotator="ana",
+                               progress=False, background=False)
+    try:
+        assert sorted(a.session.taxonomy.values) == ["bag", "dress", "shirt", "shoe"]
+        assert a.session.progress()["total"] == 12
+        first = shown(a)
+        with_class(a, "fclip-suggestion")[0].click()
+        store = LabelStore(tmp_path / "l.sqlite")
+        assert store.get(first, "garment") in {"bag", "dress", "shirt", "shoe"}
+        store.close()
+    finally:
+        a.session.close()
+        a.session.store.close()
+    with pytest.raises(FclipError, match="has no column 'fabric'"):
+        Annotator.from_catalog(cat, "fabric", model=tiny_model, store=tmp_path / "l.sqlite", annotator="ana")
+    np.testing.assert_equal(len(a.session.vectors), 12)
