@@ -590,8 +590,8 @@ class LabelStore:
 
         def work(conn: sa.Connection) -> list[LabelEvent]:
             if added:
-                base = self.taxonomy(field, conn=conn, refresh=True)
                 self._lock_keys(conn, [f"taxonomy\x1f{field}"])
+                base = self.taxonomy(field, conn=conn, refresh=True)
                 if base is None and taxonomy is not None:  # per-call taxonomy: store it with the new values
                     self._add_values(conn, field, taxonomy.values, taxonomy.source, None)
                 self._add_values(conn, field, added, f"added by {annotator}", annotator)

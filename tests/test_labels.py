@@ -323,6 +323,30 @@ def test_read_only_store_clear_error(tmp_path):
     assert isinstance(e.value, PermissionError) and isinstance(e.value, FclipError)
 
 
+def test_read_only_postgres_clear_error(postgres_url):
+    with LabelStore(postgres_url) as s:
+        s.set("p1", "colour", "red", annotator="ana")
+    db = sa.engine.make_url(postgres_url).database
+    engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{db}" SET default_transaction_read_only = on')
+        with pytest.raises(LabelStoreReadOnlyError) as e:
+            LabelStore(postgres_url)
+        assert "read-only: your labels could not be saved" in one_line(e) and "***" in str(e.value)
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{db}" RESET default_transaction_read_only')
+        engine.dispose()
+
+
+def test_unreachable_postgres_one_line():
+    with pytest.raises(LabelStoreError) as e:
+        LabelStore("postgresql://ana:secret@127.0.0.1:1/labels", timeout=2)
+    msg = one_line(e)
+    assert "cannot be opened" in msg and "secret" not in msg and "ana:***@127.0.0.1:1/labels" in msg
+
+
 def test_corrupt_or_foreign_file_clear_error(tmp_path):
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not a database" * 100)
@@ -466,3 +490,12 @@ def test_acknowledged_label_survives_sigkill(store_url):
         if s.backend == "sqlite":
             with s.engine.connect() as conn:
                 assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import fclip_workbench.labels as mod
+
+    res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert res.attempted >= 8 and res.failed == 0

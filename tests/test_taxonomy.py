@@ -121,3 +121,12 @@ def test_fashionpedia_missing_or_bad_file(tmp_path):
     bad.write_text('{"categories": 3}')
     with pytest.raises(TaxonomyError, match="not the Fashionpedia ontology"):
         Taxonomy.from_fashionpedia(tmp_path)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import fclip_workbench.taxonomy as mod
+
+    res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert res.attempted >= 8 and res.failed == 0
