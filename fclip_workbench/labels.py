@@ -358,7 +358,9 @@ class LabelStore:
                         "accepts no writes (a standby?): connect to the primary")
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": 0x6C61_6265_6C73})  # 'labels'
             existing = set(sa.inspect(conn).get_table_names())
-            if existing and "label_meta" not in existing and "label_events" not in existing:
+            # a SQLite file of another kind (e.g. the embedding cache) is a mistake; a team's PostgreSQL
+            # database may hold other tables beside the label_* ones
+            if self.backend == "sqlite" and existing and "label_meta" not in existing:
                 raise LabelStoreError(
                     f"label store {self.name} is a database but not a label store (it has tables "
                     f"{', '.join(sorted(existing)[:5])}); give another file or database")

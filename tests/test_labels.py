@@ -190,6 +190,25 @@ def test_unknown_item_refused(store_url):
         assert s.labels("colour")["item_id"].tolist() == ["3"]
 
 
+def test_known_ids_from_catalog(store_url, small_catalog_dir):
+    from fclip_workbench.catalog import Catalog
+
+    cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
+    with LabelStore(store_url, catalog=cat) as s:
+        assert s.set("p0", "colour", "red", annotator="ana").item_id == "p0"
+        with pytest.raises(UnknownItemError, match="'p12'.*12 known ids"):
+            s.set("p12", "colour", "red", annotator="ana")
+
+
+def test_postgres_database_with_other_tables_is_fine(postgres_url):
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE team_notes (x text)")
+    engine.dispose()
+    with LabelStore(postgres_url) as s:
+        assert s.set("p1", "c", "v", annotator="ana").new_value == "v"
+
+
 def test_bad_arguments_one_line(store):
     for kwargs, match in [(dict(annotator=""), "annotator"), (dict(annotator="  "), "annotator"),
                           (dict(annotator="ana", source="guess"), "source 'guess'"),
