@@ -234,4 +234,54 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
         return hasattr(self, "embedding_")
 
 
-__all__ = ["UMAPProjector", "NotFittedError", "matrix_digest"]
+# ---------------------------------------------------------------- clusters named by zero-shot labels
+def cluster_items(vectors, n_clusters: int = 8, random_state: int | None = 0) -> np.ndarray:
+    """Cluster id of each row of `vectors` (n_items, dim): k-means on the unit vectors (cosine).
+
+    MiniBatchKMeans above 20,000 items (seconds, not minutes, on 40k x 256).
+
+    >>> X = np.r_[np.tile([1.0, 0.0], (5, 1)), np.tile([0.0, 1.0], (5, 1))]
+    >>> ids = cluster_items(X, n_clusters=2); bool(ids[0] != ids[-1]) and len(set(ids[:5])) == 1
+    True
+    """
+    X = _check_matrix(vectors, "vectors")
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or not 2 <= n_clusters <= len(X):
+        raise InvalidArgumentError(f"n_clusters must be a whole number from 2 to the number of items "
+                                   f"({len(X)}), got {n_clusters!r}")
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    if len(X) > 20_000:
+        km = MiniBatchKMeans(n_clusters=int(n_clusters), random_state=random_state, n_init=3, batch_size=4096)
+    else:
+        km = KMeans(n_clusters=int(n_clusters), random_state=random_state, n_init=3)
+    return km.fit_predict(X).astype(np.int32)  # (n_items,)
+
+
+def name_clusters(cluster_ids, label_proba, labels, top: int = 2) -> "pd.DataFrame":
+    """One row per cluster: its size, its `top` most likely labels (mean zero-shot probability) and a name.
+
+    `label_proba` (n_items, n_labels): e.g. `ZeroShotClassifier.predict_proba(vectors)`.
+
+    >>> name_clusters([0, 0, 1], np.array([[.9, .1], [.8, .2], [.3, .7]]), ["dress", "shoe"], top=1)
+       cluster  size top_labels top_scores   name
+    0        0     2    [dress]     [0.85]  dress
+    1        1     1     [shoe]      [0.7]   shoe
+    """
+    import pandas as pd
+
+    cid = np.asarray(cluster_ids)
+    P = np.asarray(label_proba, dtype=np.float64)
+    if P.ndim != 2 or len(P) != len(cid) or P.shape[1] != len(labels):
+        raise InvalidArgumentError(f"label_proba must be (n_items={len(cid)}, n_labels={len(labels)}); "
+                                   f"got shape {P.shape}")
+    rows = []
+    for c in np.unique(cid):
+        mean = P[cid == c].mean(axis=0)  # (n_labels,)
+        order = np.argsort(-mean, kind="stable")[:top]
+        names = [labels[j] for j in order]
+        rows.append({"cluster": int(c), "size": int((cid == c).sum()), "top_labels": names,
+                     "top_scores": [round(float(mean[j]), 3) for j in order], "name": " / ".join(names)})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["UMAPProjector", "NotFittedError", "matrix_digest", "cluster_items", "name_clusters"]

@@ -3,4 +3,4 @@ from .annotator import Annotator
 from .explorer import Explorer
 from .search import SearchBox
 
-__all__ = ["Annotator", "SearchBox"]
+__all__ = ["Annotator", "Explorer", "SearchBox"]
