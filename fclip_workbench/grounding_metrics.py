@@ -1,0 +1,129 @@
+"""Scores of a grounding map against a garment mask, and the two baselines every table shows.
+
+All maps and masks are in the image's own pixels: map (H, W) float, mask (H, W) bool.
+- `pointing_game`: is the map's maximum inside the mask, grown by `tolerance` px (15, as
+  Zhang et al.)? Ties (a flat map) score the share of maximal pixels that hit, so the
+  uniform map scores the (grown) mask's area share: chance level.
+- `energy_share`: share of the map's positive mass inside the mask.
+- `topk_iou`: IoU of the map's top k% pixels with the mask (k = the mask's own area share by
+  default, so a perfect map scores 1); ties broken by a fixed random order.
+- `deletion_auc`: similarity as the most-attributed pixels are replaced by the mean colour, in
+  `steps` equal steps, area under that curve (lower = more faithful). Needs the model.
+Baselines: `centre_map` (a Gaussian at the image centre) and `uniform_map`.
+
+Example:
+    >>> mask = np.zeros((4, 4), bool); mask[:2, :2] = True
+    >>> m = np.zeros((4, 4)); m[0, 0] = 1
+    >>> pointing_game(m, mask, tolerance=0), energy_share(m, mask)
+    (1.0, 1.0)
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InvalidArgumentError
+
+POINTING_TOLERANCE = 15  # px, in the image's own pixels (the pointing game's usual tolerance)
+
+
+def _check(map_: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    map_, mask = np.asarray(map_, np.float64), np.asarray(mask, bool)
+    if map_.ndim != 2 or map_.shape != mask.shape:
+        raise InvalidArgumentError(f"map {map_.shape} and mask {mask.shape} must be the same (H, W) shape")
+    if not mask.any():
+        raise InvalidArgumentError("the mask is empty: nothing to point at")
+    if not np.isfinite(map_).all():
+        raise InvalidArgumentError("the map has NaN or infinite values")
+    return map_, mask
+
+
+def pointing_game(map_: np.ndarray, mask: np.ndarray, tolerance: int = POINTING_TOLERANCE) -> float:
+    """1.0 when the map's maximum falls in the mask grown by `tolerance` px (ties: share that hit).
+
+    >>> pointing_game(np.ones((3, 3)), np.eye(3, dtype=bool), tolerance=0)
+    0.3333333333333333
+    """
+    map_, mask = _check(map_, mask)
+    if tolerance > 0:
+        yy, xx = np.mgrid[-tolerance:tolerance + 1, -tolerance:tolerance + 1]
+        mask = ndimage.binary_dilation(mask, structure=(yy ** 2 + xx ** 2) <= tolerance ** 2)
+    top = map_ >= map_.max()
+    return float(mask[top].mean())
+
+
+def energy_share(map_: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the map's positive mass inside the mask (a map with no positive mass: the mask's area share)."""
+    map_, mask = _check(map_, mask)
+    pos = np.clip(map_, 0, None)
+    total = pos.sum()
+    return float(mask.mean()) if total <= 0 else float(pos[mask].sum() / total)
+
+
+def _top_pixels(map_: np.ndarray, frac: float, seed: int = 0) -> np.ndarray:
+    """Boolean (H, W): the `frac` highest pixels, ties broken by a fixed random order."""
+    n = max(1, int(round(frac * map_.size)))
+    jitter = np.random.default_rng(seed).random(map_.size)
+    order = np.lexsort((jitter, -map_.ravel()))  # by value (desc), then the random key
+    top = np.zeros(map_.size, bool)
+    top[order[:n]] = True
+    return top.reshape(map_.shape)
+
+
+def topk_iou(map_: np.ndarray, mask: np.ndarray, k: float | None = None) -> float:
+    """IoU of the top `k` share of the map's pixels (default: the mask's area share) with the mask."""
+    map_, mask = _check(map_, mask)
+    frac = float(mask.mean()) if k is None else float(k)
+    if not 0 < frac <= 1:
+        raise InvalidArgumentError(f"k must be a share in (0, 1], got {k}")
+    top = _top_pixels(map_, frac)
+    return float((top & mask).sum() / (top | mask).sum())
+
+
+def deletion_curve(map_: np.ndarray, image: np.ndarray, score: Callable[[Sequence[np.ndarray]], np.ndarray],
+                   fill: Sequence[int] = (124, 117, 104), steps: int = 10) -> np.ndarray:
+    """Similarity (steps + 1,) after removing 0, 1/steps, ..., all of the pixels, most-attributed first."""
+    image = np.asarray(image, np.uint8)
+    if image.shape[:2] != np.shape(map_):
+        raise InvalidArgumentError(f"image {image.shape[:2]} and map {np.shape(map_)} sizes differ")
+    order = np.lexsort((np.random.default_rng(0).random(image.shape[0] * image.shape[1]),
+                        -np.asarray(map_, np.float64).ravel()))
+    frames = []
+    for i in range(steps + 1):
+        n = int(round(i / steps * order.size))
+        flat = image.reshape(-1, 3).copy()
+        flat[order[:n]] = fill
+        frames.append(flat.reshape(image.shape))
+    return np.asarray(score(frames), np.float64)
+
+
+def deletion_auc(map_: np.ndarray, image: np.ndarray, score: Callable[[Sequence[np.ndarray]], np.ndarray],
+                 fill: Sequence[int] = (124, 117, 104), steps: int = 10) -> float:
+    """Area under `deletion_curve` over the removed share 0..1 (trapezoids): lower = more faithful."""
+    curve = deletion_curve(map_, image, score, fill, steps)
+    return float(np.trapezoid(curve, dx=1.0 / steps))
+
+
+def centre_map(shape: tuple[int, int], sigma: float = 0.25) -> np.ndarray:
+    """Baseline: a Gaussian at the image centre, `sigma` x the side in each direction.
+
+    >>> np.unravel_index(centre_map((5, 7)).argmax(), (5, 7))
+    (np.int64(2), np.int64(3))
+    """
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.exp(-(((yy - (h - 1) / 2) / (sigma * h)) ** 2 + ((xx - (w - 1) / 2) / (sigma * w)) ** 2) / 2)
+
+
+def uniform_map(shape: tuple[int, int]) -> np.ndarray:
+    """Baseline: every pixel the same (scores chance level)."""
+    return np.ones(shape)
+
+
+def grounding_scores(map_: np.ndarray, mask: np.ndarray, tolerance: int = POINTING_TOLERANCE,
+                     k: float | None = None) -> dict[str, float]:
+    """pointing, energy and IoU of one map in one dict (deletion needs the model: `deletion_auc`)."""
+    return {"pointing": pointing_game(map_, mask, tolerance), "energy": energy_share(map_, mask),
+            "iou": topk_iou(map_, mask, k)}
