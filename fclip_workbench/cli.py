@@ -7,6 +7,7 @@
     fclip eval --model runs/tiny --data teaching
     fclip data list
     fclip lab
+    fclip label --data teaching --field colour --store labels.sqlite
 
 This module owns the whole command line: it imports the library, never the
 reverse. User mistakes (unknown model, missing file, bad data, bad option
@@ -350,6 +351,26 @@ def cmd_lab(args) -> int:
     return run_forwarding_signals(cmd)
 
 
+def cmd_label(args) -> int:
+    """Serve the annotator as a Voila app; every option is checked before Voila starts (see label_app)."""
+    from .datasets import detect_format
+    from .label_app import serve_label_app
+
+    options: dict = {}
+    if args.data not in ("auto", "teaching", "kagl"):
+        if args.format == "fmnist" or (Path(args.data).exists() and detect_format(Path(args.data)) == "fmnist"):
+            options = {"split": args.split}
+        elif Path(args.data).is_file() or args.format in ("csv", "parquet"):
+            options = {"id_col": args.id_col, "text_col": args.text_col, "image_col": args.image_col}
+            if args.image_root:
+                options["image_root"] = str(Path(args.image_root).resolve())
+    # --host given on the command line is the explicit request to bind beyond this machine
+    return serve_label_app(args.data, args.field, model=args.model, store=args.store,
+                           host=args.host or "127.0.0.1", port=args.port, annotator=args.annotator,
+                           allow_remote=args.host is not None, format=args.format, limit=args.limit,
+                           catalog_options=options, device=args.device, cache=args.cache)
+
+
 def run_forwarding_signals(cmd: list[str]) -> int:
     """Run `cmd` as a child (where exec is not available), passing SIGINT/SIGTERM on; never leaves it running."""
     proc = subprocess.Popen(cmd)
@@ -463,6 +484,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default=None, help="folder to open (default: the repository's notebooks/)")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed on to jupyter lab")
     p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("label", help="serve the annotator as a web app (Voila) for merchandisers")
+    add_data_args(p)
+    p.add_argument("--field", required=True, help="the catalog column to label, e.g. articleType")
+    p.add_argument("--store", default=None,
+                   help="label store: SQLite file or SQLAlchemy URL (default: data/labels.sqlite)")
+    p.add_argument("--host", default=None,
+                   help="address to serve on (default 127.0.0.1; e.g. 0.0.0.0 opens it to the network: no login)")
+    p.add_argument("--port", type=positive_int, default=8866, help="port (default 8866)")
+    p.add_argument("--annotator", default=None, help="default annotator name (the URL's ?annotator=NAME wins)")
+    p.set_defaults(func=cmd_label)
     return parser
 
 
