@@ -202,6 +202,16 @@ def _utc(t: object) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
+def _raw_time(col: sa.Column) -> sa.ColumnElement:
+    """Select a time column without per-row parsing in Python (SQLite: ISO text); `_times` converts in bulk."""
+    return sa.type_coerce(col, sa.Text).label(col.name)
+
+
+def _times(col: pd.Series) -> pd.Series:
+    """A column of stored times as UTC timestamps (naive values from SQLite are UTC)."""
+    return pd.to_datetime(col, utc=True) if len(col) else pd.Series([], dtype="datetime64[ns, UTC]")
+
+
 def _event(row) -> LabelEvent:
     m = row._mapping
     return LabelEvent(id=int(m["id"]), time=_utc(m["time"]), annotator=m["annotator"], item_id=m["item_id"],
@@ -716,13 +726,12 @@ class LabelStore:
 
     def labels(self, field: str) -> pd.DataFrame:
         """Current labels of `field`: DataFrame[item_id, value, annotator, time], in labelling order."""
-        q = (sa.select(current_t.c.item_id, current_t.c.value, current_t.c.annotator, current_t.c.time)
+        q = (sa.select(current_t.c.item_id, current_t.c.value, current_t.c.annotator, _raw_time(current_t.c.time))
              .where(current_t.c.field == field, current_t.c.value.is_not(None)).order_by(current_t.c.event_id))
         with self._read() as conn:
             rows = conn.execute(q).all()
-        df = pd.DataFrame(rows, columns=LABEL_COLUMNS)
-        df["time"] = pd.to_datetime([_utc(t) for t in df["time"]], utc=True) if len(df) else \
-            pd.Series([], dtype="datetime64[ns, UTC]")
+        df = pd.DataFrame([tuple(r) for r in rows], columns=LABEL_COLUMNS)
+        df["time"] = _times(df["time"])
         return df
 
     def fields(self) -> list[str]:
@@ -733,7 +742,7 @@ class LabelStore:
     def history(self, item_id: object | None = None, field: str | None = None) -> pd.DataFrame:
         """Every event (optionally of one item and/or field), oldest first: DataFrame[id, time, annotator,
         item_id, field, old_value, new_value, source, batch_id, undoes]."""
-        q = sa.select(events_t)
+        q = sa.select(*[_raw_time(c) if c.name == "time" else c for c in events_t.c])
         if item_id is not None:
             q = q.where(events_t.c.item_id == _text("item id", item_id, "'39386'"))
         if field is not None:
@@ -741,8 +750,7 @@ class LabelStore:
         with self._read() as conn:
             rows = conn.execute(q.order_by(events_t.c.id)).all()
         df = pd.DataFrame([tuple(r) for r in rows], columns=EVENT_COLUMNS)
-        df["time"] = pd.to_datetime([_utc(t) for t in df["time"]], utc=True) if len(df) else \
-            pd.Series([], dtype="datetime64[ns, UTC]")
+        df["time"] = _times(df["time"])
         df["undoes"] = df["undoes"].astype("Int64")
         for col in ("old_value", "new_value", "batch_id"):  # missing values stay None (not NaN)
             df[col] = df[col].astype(object).where(df[col].notna(), None)
