@@ -57,7 +57,8 @@ SCHEMA_VERSION = 1
 SOURCES = ("suggestion-accepted", "corrected", "batch", "import", "undo")
 DECISION_SOURCES = ("suggestion-accepted", "corrected", "batch")  # what an annotator decides (acceptance rate)
 GROUP_SOURCES = ("batch", "import")  # events sharing a batch_id with these sources are undone together
-EVENT_COLUMNS = ["id", "time", "annotator", "item_id", "field", "old_value", "new_value", "source", "batch_id", "undoes"]
+EVENT_COLUMNS = ["id", "time", "annotator", "item_id", "field", "old_value", "new_value", "source", "batch_id",
+                 "undoes"]
 LABEL_COLUMNS = ["item_id", "value", "annotator", "time"]
 SHOW_VALUES = 20  # valid values listed in a refusal, then "... and N more"
 _SQLITE_BUSY_MS = 200  # SQLite's own wait per attempt; the retry loop runs up to the store's timeout
