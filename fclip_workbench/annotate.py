@@ -360,6 +360,26 @@ class AnnotationSession:
         rows = np.concatenate([todo, later])[:limit]
         return [self.ids[r] for r in rows]
 
+    def queue_table(self, limit: int = 10):
+        """The next `limit` products of the queue with the model's best guess: DataFrame[item_id, title,
+        suggestion, probability, uncertainty].
+
+        >>> session.queue_table(3)          # doctest: +SKIP
+          item_id            title suggestion  probability  uncertainty
+        0   t0042  red striped bag      shirt         0.31         0.69
+        """
+        import pandas as pd
+
+        rows = [self._row[i] for i in self.queue(limit)]
+        best = [self.suggestions(r, top=1) for r in rows]
+        with self._lock:
+            unc = [float(self._uncertainty[r]) for r in rows]
+        return pd.DataFrame({"item_id": [self.ids[r] for r in rows],
+                             "title": [self.catalog.texts[self._cat_row[r]] for r in rows],
+                             "suggestion": [b[0][0] if b else "" for b in best],
+                             "probability": [round(b[0][1], 3) if b else float("nan") for b in best],
+                             "uncertainty": [round(u, 3) for u in unc]})
+
     def _next_row(self) -> int | None:
         while self._front:
             r = self._front.pop(0)

@@ -167,7 +167,30 @@ def check_train_and_evaluate(nb, params) -> None:
         assert re.fullmatch(r"\d\.\d+", row[col]) and 0.0 <= float(row[col]) <= 1.0, f"R@10 of {row[0]}: {row[col]!r}"
 
 
-CHECKS = {"01_embed_and_search": check_embed_and_search, "06_train_and_evaluate": check_train_and_evaluate}
+def check_label_with_suggestions(nb, params) -> None:
+    """The queue table (5 products, best guesses with probabilities), the Annotator showing the queue's first
+    product, and the label store's stats (the run labels nothing: 0 labelled items)."""
+    queues = [t for h in html_outputs(nb) for t in html_tables(h) if t and "suggestion" in t[0]]
+    assert len(queues) == 1 and len(queues[0]) == 6, f"no queue table of 5 products: {queues}"
+    header, *rows = queues[0]
+    first = rows[0][header.index("item_id")]
+    for row in rows:
+        assert 0.0 <= float(row[header.index("probability")]) <= 1.0, row
+    unc = [float(r[header.index("uncertainty")]) for r in rows]
+    assert unc == sorted(unc, reverse=True), f"the queue is not most-uncertain first: {unc}"
+    views = [o for o in outputs(nb) if WIDGET_VIEW in o.get("data", {})
+             and str(o["data"].get("text/plain", "")).startswith("Annotator(")]
+    assert len(views) == 1, "the Annotator is not shown"
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    shown = [m["state"].get("value") for m in state.values()
+             if "fclip-annotator-item" in m.get("state", {}).get("_dom_classes", [])]
+    assert shown == [first], f"the Annotator shows {shown}, the queue starts with {first}"
+    text = "".join(o.get("text", "") for o in outputs(nb) if o.get("output_type") == "stream")
+    assert "0 labelled items, 0 decisions" in text, "the label store's stats are not printed"
+
+
+CHECKS = {"01_embed_and_search": check_embed_and_search, "06_train_and_evaluate": check_train_and_evaluate,
+          "03_label_with_suggestions": check_label_with_suggestions}
 
 RUNS = [
     pytest.param("01_embed_and_search.ipynb", {"DATA": "teaching", "LIMIT": 300, "K": 6}, id="01-teaching"),
@@ -178,6 +201,9 @@ RUNS = [
                  id="01-kagl"),
     pytest.param("06_train_and_evaluate.ipynb", {"DATA": "teaching", "LIMIT": 400, "EPOCHS": 2, "MAX_STEPS": 6},
                  id="06-teaching"),
+    pytest.param("03_label_with_suggestions.ipynb",
+                 {"DATA": "teaching", "LIMIT": 200, "STORE": "labels.sqlite", "ANNOTATOR": "papermill"},
+                 id="03-teaching"),
 ]
 
 
