@@ -31,6 +31,34 @@ def percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
+def cached_subset(cat, model, store, sources: list[str], only_cached: bool):
+    """Copy this model's vectors of `cat` from `sources` into `store`; with `only_cached`, the sub-catalog
+    of products that have one."""
+    from fclip_workbench.embed import image_model_key
+    from fclip_workbench.store import EmbeddingStore
+
+    key = image_model_key(model)
+    rows = cat.usable_rows("image")
+    digests = store.file_digests([cat.image_path(int(r)) for r in rows])
+    want = {d for d in digests if d} - set(store.get_many(key, "image", {d for d in digests if d}))
+    for src in sources:
+        if not want:
+            break
+        with EmbeddingStore(src, readonly=True) as other:
+            got = other.get_many(key, "image", want)
+        if got:
+            ks = list(got)
+            store.put_many(key, "image", ks, np.stack([got[k] for k in ks]), normalised=True)
+            want -= set(ks)
+            print(f"copied {len(ks)} vectors from {src}")
+    if not only_cached:
+        return cat
+    have = store.get_many(key, "image", {d for d in digests if d})
+    keep = [int(r) for r, d in zip(rows, digests) if d in have]
+    print(f"--cached-only: {len(keep)} of {len(cat)} products have a cached vector; labelling those")
+    return cat.subset(keep, name=f"{cat.name}-cached")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "kagl"))
@@ -40,6 +68,10 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=50)
     ap.add_argument("--refit-every", type=int, default=5)
     ap.add_argument("--cache", default="/tmp/fclip-bench/embeddings.sqlite", help="embedding store (kept)")
+    ap.add_argument("--pull", nargs="*", default=[], help="other embedding stores to copy this model's vectors "
+                    "from first (opened read-only)")
+    ap.add_argument("--cached-only", action="store_true", help="label only the products whose vectors are "
+                    "already cached (no embedding: for a machine too loaded to embed 40k images); says how many")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -56,8 +88,11 @@ def main() -> None:
         cat = cat.subset(range(min(args.limit, len(cat))))
     model = load_model(args.model)
     Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
+    store_e = EmbeddingStore(args.cache)
+    if args.pull or args.cached_only:
+        cat = cached_subset(cat, model, store_e, args.pull, args.cached_only)
     t = time.perf_counter()
-    emb = embed_images(model, cat, store=EmbeddingStore(args.cache))
+    emb = embed_images(model, cat, store=store_e)
     print(f"catalog {cat.name}: {len(cat)} products; {emb.summary()} in {time.perf_counter() - t:.1f} s")
 
     with tempfile.TemporaryDirectory(prefix="fclip-bench-labels-") as tmp:

@@ -405,9 +405,8 @@ class AnnotationSession:
         attrs = {c: str(table.at[crow, c]) for c in self.catalog.attributes}
         image = self.catalog.image_path(crow) if table.at[crow, "image"] else None
         sugg = self.suggestions(row)
-        unsure = False
-        if hasattr(self.suggester, "unsure"):
-            unsure = bool(np.asarray(self.suggester.unsure(self.vectors[row:row + 1]))[0])
+        # from the probabilities already computed: the suggester itself may be refitting in another thread
+        unsure = bool(sugg) and sugg[0][1] < getattr(self.suggester, "unsure_below", 0.5)
         return Item(item_id, row, self.catalog.texts[crow], image, attrs, self.store.get(item_id, self.field),
                     sugg, unsure)
 
@@ -464,7 +463,8 @@ class AnnotationSession:
         event = self.store.set(item.item_id, self.field, value, annotator=self._check_annotator(), source=source)
         # durable: only now does the session move on
         decision = Decision([item.item_id], self.field, value, source, [event])
-        self._labelled[item.row] = True
+        with self._lock:  # a background refit swaps this mask's contents under the same lock
+            self._labelled[item.row] = True
         self._decisions.append(decision)
         self.counts[source] += 1
         self._count_labels(1)
@@ -565,7 +565,8 @@ class AnnotationSession:
         ids = list(dict.fromkeys(item_ids))
         events = self.store.set_many([(i, value) for i in ids], self.field, annotator=name, source=BATCH) if ids else []
         rows = [self._row[i] for i in ids]
-        self._labelled[rows] = True
+        with self._lock:
+            self._labelled[rows] = True
         key, page = getattr(self, "_last_page", (None, []))
         if key is not None:
             self._rejected.setdefault(key, set()).update(r for r in page if r not in set(rows))

@@ -33,11 +33,13 @@ def thumbnail_data_uri(path: str | Path, size: int = 128) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def image_bytes(path: str | Path | None, size: int | None = None) -> tuple[bytes, str] | None:
+def image_bytes(path: str | Path | None, size: int | None = None,
+                max_raw: int = 256_000) -> tuple[bytes, str] | None:
     """(bytes, "png" | "jpeg") of an image file for an `ipywidgets.Image`; None if it cannot be read.
 
-    PNG and JPEG files are passed through as stored when no `size` is asked (fast: no decoding);
-    other formats, or a `size`, are decoded and re-encoded as PNG scaled to fit `size` px.
+    PNG and JPEG files are passed through as stored (fast: no decoding; the browser scales them) when
+    no `size` is asked or the file is under `max_raw` bytes; other formats, and larger files when a
+    `size` is asked, are decoded and re-encoded as PNG scaled to fit `size` px.
 
     >>> image_bytes("missing.png") is None
     True
@@ -46,7 +48,11 @@ def image_bytes(path: str | Path | None, size: int | None = None) -> tuple[bytes
         return None
     path = Path(path)
     fmt = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(path.suffix.lower())
-    if size is None and fmt is not None:
+    try:
+        small = path.stat().st_size < max_raw
+    except OSError:
+        return None
+    if fmt is not None and (size is None or small):
         try:
             return path.read_bytes(), fmt
         except OSError:
@@ -113,3 +119,83 @@ def metrics_by_model(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     for label, table in tables.items():
         rows[label] = {_metric_column(t, m): float(v) for t, m, v in zip(table["task"], table["metric"], table["value"])}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def few_shot_figure(curve: pd.DataFrame, zero_shot: float | None = None, title: str = "few-shot linear probe"):
+    """Plotly chart of `probes.few_shot_curve` output: mean weighted F1 per k (error bars: std over seeds),
+    with the zero-shot figure as a dashed line when given."""
+    import plotly.graph_objects as go
+
+    agg = curve.groupby("k").weighted_f1.agg(["mean", "std"]).fillna(0.0).reset_index()  # one row per k
+    fig = go.Figure(go.Scatter(x=agg["k"], y=agg["mean"], mode="lines+markers", name="linear probe",
+                               error_y={"type": "data", "array": agg["std"]}))
+    if zero_shot is not None:
+        fig.add_hline(y=zero_shot, line_dash="dash", annotation_text=f"zero-shot {zero_shot:.3f}")
+    fig.update_layout(title=title, xaxis_title="labelled items per class (k)", yaxis_title="weighted F1",
+                      xaxis_type="log", yaxis_range=[0, 1], height=360)
+    return fig
+
+
+# ------------------------------------------------------------------ grounding maps (drawing only; maps come from grounding.py)
+def heatmap_rgb(map_, cmap: str = "jet"):
+    """(H, W) float map -> (H, W, 3) uint8 colours, min-max scaled (a flat map is all low colour)."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    m = np.asarray(map_, np.float64)
+    lo, hi = float(m.min()), float(m.max())
+    m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    return (colormaps[cmap](m)[..., :3] * 255).astype(np.uint8)
+
+
+def grounding_overlay(image, map_, alpha: float = 0.5, cmap: str = "jet"):
+    """The photo with its grounding map blended on top (PIL image, the photo's size).
+
+    >>> grounding_overlay(Image.new("RGB", (6, 4)), np.zeros((4, 6))).size     # doctest: +SKIP
+    (6, 4)
+    """
+    import numpy as np
+    from PIL import Image
+
+    photo = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, np.float32)
+    if photo.shape[:2] != np.shape(map_):
+        raise ValueError(f"map {np.shape(map_)} and image {photo.shape[:2]} sizes differ")
+    out = (1 - alpha) * photo + alpha * heatmap_rgb(map_, cmap).astype(np.float32)
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
+def side_by_side(images: Sequence, titles: Sequence[str], height: int = 256, pad: int = 6):
+    """One PIL image: the panels scaled to `height` px, left to right, each with its title above.
+
+    Use it for one image x several methods, or several queries on one image.
+    """
+    from PIL import Image, ImageDraw
+
+    if len(images) != len(titles):
+        raise ValueError(f"{len(images)} panels but {len(titles)} titles")
+    panels = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in images]
+    title_h = 16
+    sheet = Image.new("RGB", (sum(p.width for p in panels) + pad * (len(panels) + 1), height + title_h + 2 * pad),
+                      "white")
+    draw, x = ImageDraw.Draw(sheet), pad
+    for panel, title in zip(panels, titles):
+        draw.text((x, pad // 2), title[: max(4, panel.width // 6)], fill="black")
+        sheet.paste(panel, (x, pad + title_h))
+        x += panel.width + pad
+    return sheet
+
+
+def grounding_html(image, maps: Mapping[str, object], captions: Mapping[str, str] | None = None,
+                   height: int = 220, alpha: float = 0.5) -> str:
+    """HTML row of overlays, one per map (key = panel title), with optional captions (e.g. the time)."""
+    cells = []
+    for title, map_ in maps.items():
+        panel = grounding_overlay(image, map_, alpha)
+        panel = panel.resize((max(1, round(panel.width * height / panel.height)), height))
+        buf = io.BytesIO()
+        panel.save(buf, format="PNG")
+        uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        cap = html.escape(title) + (f"<br>{html.escape(captions[title])}" if captions and title in captions else "")
+        cells.append(f'<figure style="margin:4px;text-align:center;font-size:11px"><img src="{uri}">'
+                     f"<figcaption>{cap}</figcaption></figure>")
+    return f'<div class="fclip-grounding" style="display:flex;flex-wrap:wrap">' + "".join(cells) + "</div>"

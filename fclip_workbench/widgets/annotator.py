@@ -137,7 +137,8 @@ class Annotator(w.VBox):
                                 "fclip-batch-query")
         self.batch_grid = _css(w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(6, {THUMB_PX + 24}px)")),
                                "fclip-batch")
-        self.batch_boxes: list[w.Checkbox] = []
+        self.batch_boxes: list[w.Checkbox] = []  # the shown page's checkboxes
+        self._cells: list[tuple[w.VBox, w.Image, w.HTML, w.Checkbox]] = []
         self.batch_confirm = _css(w.Button(description="Confirm 0", button_style="success"), "fclip-batch-confirm")
         self.batch_pane = w.VBox([w.HBox([self.batch_label, self.batch_query]), self.batch_grid, self.batch_confirm],
                                  layout=w.Layout(display="none"))
@@ -358,15 +359,19 @@ class Annotator(w.VBox):
                 raise LabelValueError("pick a label for the batch")
             page = self.session.batch_candidates(label=self.batch_label.value, n=self.batch_size)
         self._page, self._page_value = page, self.batch_label.value
-        cells, self.batch_boxes = [], []
-        for c in page:
-            pic = image_bytes(c.image, size=THUMB_PX)
-            img = w.Image(value=pic[0] if pic else b"", format="png",
-                          layout=w.Layout(width=f"{THUMB_PX}px", height=f"{THUMB_PX}px", object_fit="contain"))
-            box = _css(w.Checkbox(value=True, description=c.item_id, indent=False), "fclip-batch-item")
+        while len(self._cells) < len(page):  # cells are reused from page to page (cheaper than new widgets)
+            img = w.Image(layout=w.Layout(width=f"{THUMB_PX}px", height=f"{THUMB_PX}px", object_fit="contain"))
+            box = _css(w.Checkbox(value=True, indent=False), "fclip-batch-item")
             box.observe(lambda _: self._count_ticks(), names="value")
-            self.batch_boxes.append(box)
-            cells.append(w.VBox([img, w.HTML(f"<small>{html.escape(c.title)}<br>{c.score:.2f}</small>"), box]))
+            cap = w.HTML()
+            self._cells.append((w.VBox([img, cap, box]), img, cap, box))
+        for c, (_, img, cap, box) in zip(page, self._cells):
+            pic = image_bytes(c.image, size=THUMB_PX)
+            img.format, img.value = (pic[1], pic[0]) if pic else ("png", b"")
+            cap.value = f"<small>{html.escape(c.title)}<br>{c.score:.2f}</small>"
+            box.description, box.value = c.item_id, True
+        cells = [cell for cell, *_ in self._cells[:len(page)]]
+        self.batch_boxes = [box for *_, box in self._cells[:len(page)]]
         self.batch_grid.children = cells
         self._count_ticks()
         if not page:
