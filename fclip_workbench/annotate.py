@@ -215,7 +215,10 @@ class AnnotationSession:
     def _refit(self) -> None:
         """Fit the suggester on the store's labels, recompute every probability, swap them in."""
         rows, values, labelled = self._fit_data()
-        known = set(map(str, getattr(self.suggester, "labels", None) or getattr(self.suggester, "classes_", ())))
+        label_set = getattr(self.suggester, "labels", None)
+        if label_set is None:
+            label_set = getattr(self.suggester, "classes_", ())
+        known = {str(v) for v in label_set}
         keep = [i for i, v in enumerate(values) if v in known]  # labels the suggester cannot learn are left out
         if len(keep) < len(values):
             log.info("refit: %d labels outside the suggester's label set not used", len(values) - len(keep))

@@ -6,7 +6,6 @@ estimator whose refits are counted; the label store is the real SQLite `LabelSto
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from fclip_workbench.annotate import ACCEPTED, BATCH, CORRECTED, AnnotationSession
