@@ -457,6 +457,57 @@ def add_data_parser(sub) -> None:
     q.set_defaults(func=cmd_data_fetch)
 
 
+GROUNDING_METHODS = ("paper", "occlusion", "ablation", "integrated_gradients", "saliency", "gradcam", "grad_eclip")
+
+
+def add_ground_parser(sub) -> None:
+    p = sub.add_parser("ground", help="grounding maps: where in a photo the model sees each query")
+    p.add_argument("image", help="photo file")
+    p.add_argument("queries", nargs="+", help='one or more texts, e.g. "red stripes" "shoes"')
+    p.add_argument("--method", nargs="+", default=None, choices=GROUNDING_METHODS, metavar="M",
+                   help=f"one or more of {', '.join(GROUNDING_METHODS)} (default: the explainer's default)")
+    p.add_argument("-o", "--out", default=None, help="PNG of the photo and one overlay per query x method "
+                                                     "(default: IMAGE_grounding.png beside the current folder)")
+    p.add_argument("--save-maps", default=None, help="also save the raw maps (n_methods, n_queries, H, W) to this .npy")
+    p.add_argument("--model", default="auto", help="model spec (default 'auto': fclip-mini)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--multiscale", action="store_true", help="grad_eclip: add four 2/3-size crops (finer grid)")
+    p.set_defaults(func=cmd_ground)
+
+
+def cmd_ground(args) -> int:
+    from .grounding import GroundingExplainer, check_texts, load_image
+    from .viz import grounding_overlay, side_by_side
+    from .workshop import resolve_model
+
+    texts = check_texts(args.queries)  # 1. the queries and the photo, before any slow work
+    img = load_image(args.image)
+    out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_grounding.png")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise FclipError(f"-o {out}: give a .png or .jpg file name")
+    if not out.parent.exists():
+        raise FclipError(f"-o {out}: folder {out.parent} does not exist")
+    model = resolve_model(args.model, None, device=args.device)  # 2. the model
+    methods = args.method or [GroundingExplainer.DEFAULT]
+    panels, titles, stack = [img], ["photo"], []
+    for method in methods:
+        opts = {"multiscale": True} if args.multiscale and method == "grad_eclip" else {}
+        ex = GroundingExplainer(model, method=method, **opts)
+        maps = ex.attribute(img, texts)  # (n_queries, H, W)
+        stack.append(maps)
+        print(f"{method}: {ex.last_seconds_:.2f} s for {len(texts)} map(s)")
+        for text, m in zip(texts, maps):
+            panels.append(grounding_overlay(img, m))
+            titles.append(f"{text} ({method})")
+    side_by_side(panels, titles).save(out)
+    print(f"wrote {out}")
+    if args.save_maps:
+        import numpy as np
+        np.save(args.save_maps, np.stack(stack))
+        print(f"wrote {args.save_maps}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fclip", description="FashionCLIP workbench: embed, search, train, evaluate.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -479,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_eval_parser(sub)
     add_data_parser(sub)
+    add_ground_parser(sub)
 
     p = sub.add_parser("lab", help="start JupyterLab on the notebooks")
     p.add_argument("--notebooks", default=None, help="folder to open (default: the repository's notebooks/)")

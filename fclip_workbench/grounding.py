@@ -348,7 +348,7 @@ def saliency_map(sim: Similarity, prep: Prepared) -> torch.Tensor:
     from captum.attr import Saliency
 
     sal = Saliency(sim)
-    return torch.stack([sal.attribute(prep.x.clone(), target=k, abs=True)[0].amax(dim=0)
+    return torch.stack([sal.attribute(prep.x.clone().requires_grad_(), target=k, abs=True)[0].amax(dim=0)
                         for k in range(sim.text_emb.shape[0])])
 
 

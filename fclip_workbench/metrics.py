@@ -64,3 +64,8 @@ def weighted_f1(y_true: Sequence, y_pred: Sequence) -> float:
     if not y_true:
         raise ValueError("weighted_f1 of no products is undefined (got empty label lists)")
     return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
+
+
+# grounding maps against masks (pointing game, energy share, top-k IoU, deletion AUC, baselines)
+from .grounding_metrics import (centre_map, deletion_auc, energy_share, grounding_scores,  # noqa: E402,F401
+                                pointing_game, topk_iou, uniform_map)

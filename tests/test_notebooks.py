@@ -189,8 +189,26 @@ def check_label_with_suggestions(nb, params) -> None:
     assert "0 labelled items, 0 decisions" in text, "the label store's stats are not printed"
 
 
+def check_grounding(nb, params) -> None:
+    methods = params["METHODS"]
+    panels = [h.count("<figure") for h in html_outputs(nb) if 'class="fclip-grounding"' in h]
+    assert panels[:1] == [len(methods)], f"expected a row of {len(methods)} maps (one per method), got {panels}"
+    tables = [t for h in html_outputs(nb) for t in html_tables(h)]
+    scored = [t for t in tables if t and "pointing" in t[0]]
+    assert len(scored) == 1, f"no grounding score table with a pointing column: {tables}"
+    header, *rows = scored[0]
+    assert {r[0] for r in rows} == {*methods, "centre", "uniform"}, [r[0] for r in rows]
+    for r in rows:
+        for col in ("pointing", "energy", "iou"):
+            v = r[header.index(col)]
+            assert re.fullmatch(r"\d(\.\d+)?", v) and 0.0 <= float(v) <= 1.0, f"{col} of {r[0]}: {v!r}"
+    assert any(str(o["data"].get("text/plain", "")).startswith("GroundingPanel(") for o in outputs(nb)
+               if WIDGET_VIEW in o.get("data", {})), "the GroundingPanel is not shown"
+
+
 CHECKS = {"01_embed_and_search": check_embed_and_search, "06_train_and_evaluate": check_train_and_evaluate,
-          "03_label_with_suggestions": check_label_with_suggestions}
+          "03_label_with_suggestions": check_label_with_suggestions,
+          "04_grounding": check_grounding}
 
 RUNS = [
     pytest.param("01_embed_and_search.ipynb", {"DATA": "teaching", "LIMIT": 300, "K": 6}, id="01-teaching"),
@@ -204,6 +222,8 @@ RUNS = [
     pytest.param("03_label_with_suggestions.ipynb",
                  {"DATA": "teaching", "LIMIT": 200, "STORE": "labels.sqlite", "ANNOTATOR": "papermill"},
                  id="03-teaching"),
+    pytest.param("04_grounding.ipynb", {"DATA": "teaching", "N_EVAL": 3, "METHODS": ["grad_eclip", "occlusion"]},
+                 id="04-teaching"),
 ]
 
 

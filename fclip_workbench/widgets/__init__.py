@@ -1,6 +1,7 @@
 """ipywidgets front ends: glue only, the work happens in the package."""
 from .annotator import Annotator
 from .explorer import Explorer
+from .grounding import GroundingPanel
 from .search import SearchBox
 
-__all__ = ["Annotator", "Explorer", "SearchBox"]
+__all__ = ["Annotator", "Explorer", "GroundingPanel", "SearchBox"]

@@ -1,0 +1,118 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Grounding maps: where in the photo does the model see "red stripes"?
+#
+# A CLIP model gives one number for a photo and a text: their **similarity**. A *grounding map*
+# asks which pixels that number comes from. There are two families of answers:
+# - **perturbation** methods hide parts of the photo and watch the similarity drop
+#   (`occlusion`: a grey square slid over the photo; `ablation`: superpixels removed one at a
+#   time; `paper`: the FashionCLIP paper's method, keeping one band of the photo at a time).
+#   Honest but slow: one model pass per hidden part;
+# - **gradient** methods ask the model how the similarity would change with each pixel or
+#   token (`saliency`, `integrated_gradients`, `gradcam` for ResNet towers, `grad_eclip` for
+#   the last attention step). One or a few passes: fast, but only as good as the model's
+#   gradients.
+#
+# Maps are not proof. This notebook **scores** them against garment masks (the pixels that
+# really are the "shoes"), so you can choose a method knowing its accuracy and its cost.
+#
+# `DATA = "auto"` uses CCP street photos with garment masks when they are on this machine,
+# else the generated teaching catalog (exact masks, runs offline in seconds).
+
+# %% tags=["parameters"]
+DATA = "auto"        # "ccp", "teaching", or "auto" (CCP when present, else teaching)
+MODEL = "auto"       # model spec; "auto": fclip-mini for CCP, the teaching model for teaching
+ITEM = 0             # which product to explain (row number)
+QUERIES = "auto"     # comma-separated texts; "auto": the garments in that product's mask
+METHODS = ["grad_eclip", "occlusion", "saliency", "paper"]  # methods to compare side by side
+N_EVAL = 20          # products scored against their masks (each takes every method once)
+
+# %% [markdown]
+# ## A product and its queries
+
+# %%
+from IPython.display import HTML, display
+
+from fclip_workbench.grounding import GroundingExplainer, load_image
+from fclip_workbench.grounding_metrics import grounding_table, mask_queries
+from fclip_workbench.paths import find_dataset
+from fclip_workbench.viz import grounding_html
+from fclip_workbench.widgets import GroundingPanel
+from fclip_workbench.workshop import resolve_data, resolve_model
+
+if DATA == "auto":
+    DATA = "ccp" if find_dataset("ccp") else "teaching"
+catalog = resolve_data(DATA)
+model = resolve_model(MODEL, catalog)
+photo = load_image(catalog.image_path(ITEM))
+queries = [q for q, _ in mask_queries(catalog, ITEM)] if QUERIES == "auto" else \
+    [q.strip() for q in QUERIES.split(",") if q.strip()]
+print(catalog.name, len(catalog), "products; model", model.name, "; photo", photo.size, "; queries", queries)
+
+# %% [markdown]
+# ## One photo, several methods
+# Each panel is the photo with a map on top (red = raises the similarity most). The caption says
+# how long the map took on this machine. `GroundingExplainer.methods()` lists every method.
+
+# %%
+for name, note in GroundingExplainer.methods().items():
+    print(f"{name:22s} {note}")
+maps, captions = {}, {}
+for method in METHODS:
+    ex = GroundingExplainer(model, method=method)
+    m = ex.attribute(photo, queries[0])           # (H, W), the photo's own pixels
+    maps[method] = m
+    captions[method] = f"'{queries[0]}': {ex.last_seconds_:.2f} s"
+display(HTML(grounding_html(photo, maps, captions)))
+
+# %% [markdown]
+# ## One method, several queries
+# Several texts at once: perturbation methods reuse the same masked photos for all of them.
+
+# %%
+ex = GroundingExplainer(model, method=METHODS[0])
+several = ex.attribute(photo, queries)           # (n_queries, H, W)
+display(HTML(grounding_html(photo, dict(zip(queries, several)))))
+
+# %% [markdown]
+# ## How good are the maps? Scores against the masks
+# For each product and each garment in its mask:
+# - **pointing**: is the map's highest pixel on the garment (15 px tolerance)?
+# - **energy**: the share of the map's positive mass on the garment;
+# - **IoU**: overlap of the map's top pixels (as many as the garment has) with the garment.
+#
+# Two baselines keep us honest: **centre** (always point at the middle of the photo, where
+# people and products usually are) and **uniform** (no idea at all: chance level). A method
+# that does not beat *centre* has not learned where things are.
+
+# %%
+table = grounding_table(model, catalog, range(min(N_EVAL, len(catalog))), METHODS)
+table.round(3)
+
+# %% [markdown]
+# ## Try it
+# Pick a product (or upload a photo), type queries separated by commas, choose methods, press
+# *Explain*. Slow methods (`paper`, `occlusion`) take longer on big models: the caption says how long.
+
+# %%
+GroundingPanel(model, catalog, query=", ".join(queries), methods=tuple(METHODS[:2]), item=catalog.ids[ITEM])
+
+# %% [markdown]
+# ## What limits these maps
+# A map can only be as sharp as the model's view of the photo: fclip-mini sees 64 x 64 pixels and
+# its last convolutional stage is a 2 x 2 grid, so `gradcam` and `grad_eclip` give blobs;
+# perturbation methods are sharper but cost a model pass per hidden part. Full-size presets
+# (ViT-B/32 at 224 px, a 7 x 7 token grid; `multiscale=True` for 14 x 14) see much more.
