@@ -325,9 +325,16 @@ def test_the_same_annotator_labels_in_jupyterlab(teaching_dir, tiny_model_dir, t
 
     page.goto(jupyterlab.url_for("lab/tree/annotate.ipynb"), timeout=PAGE_TIMEOUT_MS)
     page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=PAGE_TIMEOUT_MS)
+    # the kernel must be connected first: a Shift+Enter before that is dropped by JupyterLab
+    page.wait_for_selector("text=/Python 3 \\(ipykernel\\) \\| Idle/", timeout=PAGE_TIMEOUT_MS)
     page.click(".jp-Notebook .jp-Cell .cm-content")
     page.keyboard.press("Shift+Enter")
-    page.wait_for_selector(".jp-OutputArea .fclip-annotator .fclip-suggestion", timeout=PAGE_TIMEOUT_MS)
+    try:
+        page.wait_for_selector(".jp-OutputArea .fclip-annotator .fclip-suggestion", timeout=PAGE_TIMEOUT_MS)
+    except Exception:
+        page.screenshot(path=str(tmp_path / "lab.png"))
+        raise AssertionError(f"no annotator in JupyterLab (screenshot {tmp_path / 'lab.png'}): "
+                             + page.inner_text("body")[-1500:])
     item_id, value = label_one(page, "click1")
     item2, value2 = label_one(page, "click2")  # (keys 1-6 in a notebook are also JupyterLab's heading commands)
     assert store_labels(store) == {item_id: value, item2: value2}
