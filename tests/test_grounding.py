@@ -184,3 +184,55 @@ def test_methods_are_listed_with_a_description():
     assert {"paper", "occlusion", "ablation", "integrated_gradients", "saliency", "gradcam", "grad_eclip"} <= set(methods)
     assert all(isinstance(v, str) and v for v in methods.values())
     assert GroundingExplainer.DEFAULT in methods
+
+
+def test_the_papers_own_reference_misses_a_region_nothing_distracts_from(region_model):
+    """The authors score bands against the intact photo: a band holding the whole region scores like
+    the photo and gains nothing, so the map is noise or flat. The default (grey reference) finds it."""
+    _, model = region_model
+    intact = GroundingExplainer(model, method="paper", reference="intact", pixel_size=8, canvas=64)
+    m = intact.attribute(photo(), "target")
+    assert m.max() == m.min() or pointing_game(m, region_in_image(), tolerance=0) < 1.0
+    with pytest.raises(InvalidArgumentError, match="reference"):
+        GroundingExplainer(model, method="paper", reference="black").attribute(photo(), "target")
+
+
+# ------------------------------------------------------------------ CLI and widget
+def test_cli_ground_writes_a_png_and_refuses_bad_input(tiny_model_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from fclip_workbench.cli import main
+
+    path = tmp_path / "p.png"
+    Image.fromarray(photo()).save(path)
+    out = tmp_path / "map.png"
+    rc = main(["ground", str(path), "red stripes", "shoes", "--method", "saliency", "grad_eclip",
+               "--model", str(tiny_model_dir), "--device", "cpu", "-o", str(out), "--save-maps", str(tmp_path / "m.npy")])
+    assert rc == 0 and out.is_file()
+    assert np.load(tmp_path / "m.npy").shape == (2, 2, H, W)
+    assert "saliency:" in capsys.readouterr().out
+    assert main(["ground", str(path), "  ", "--model", str(tiny_model_dir)]) == 2
+    assert "empty query" in capsys.readouterr().err
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    assert main(["ground", str(bad), "shoes", "--model", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jpg" in err and len(err.strip().splitlines()) == 1
+    assert main(["ground", str(path), "shoes", "-o", str(tmp_path / "map.txt"), "--model", str(tiny_model_dir)]) == 2
+
+
+def test_grounding_panel_shows_maps_and_errors(tiny_model, small_catalog_dir):
+    from fclip_workbench.catalog import Catalog
+    from fclip_workbench.widgets import GroundingPanel
+
+    cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
+    panel = GroundingPanel(tiny_model, cat, query="red shirt, bag", methods=("saliency", "grad_eclip"))
+    html = [o["data"]["text/html"] for o in panel.out.outputs if "text/html" in o.get("data", {})]
+    assert len(html) == 1 and html[0].count("<figure") == 4 and "s per map" in html[0]
+    panel.query = " , "
+    panel.run()
+    assert "query" in "".join(o.get("text", "") for o in panel.out.outputs)
+    panel.selection = "upload"
+    panel.query = "shoes"
+    panel.run()
+    assert "no photo uploaded" in "".join(o.get("text", "") for o in panel.out.outputs)
