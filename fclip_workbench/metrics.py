@@ -66,6 +66,54 @@ def weighted_f1(y_true: Sequence, y_pred: Sequence) -> float:
     return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
 
 
+def _check_probs(probs: np.ndarray, y_true_idx: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(n, n_classes) float scores and (n,) int class indices, checked against each other."""
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true_idx)
+    if probs.ndim != 2:
+        raise ValueError(f"{what}: probs must be 2-D (n_items, n_classes), got shape {probs.shape}")
+    if y.shape != (len(probs),):
+        raise ValueError(f"{what}: y_true_idx must have shape ({len(probs)},) to match probs, got {y.shape}")
+    if len(y) == 0:
+        raise ValueError(f"{what} of no items is undefined (got empty arrays)")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= probs.shape[1]:
+        raise ValueError(f"{what}: y_true_idx must be whole numbers in [0, {probs.shape[1] - 1}], "
+                         f"got values from {y.min()} to {y.max()} ({y.dtype})")
+    if not np.isfinite(probs).all():
+        raise ValueError(f"{what}: probs has {int((~np.isfinite(probs)).sum())} non-finite values")
+    return probs, y.astype(np.int64)
+
+
+def top_k_accuracy(probs: np.ndarray, y_true_idx: Sequence[int], k: int = 1) -> float:
+    """Share of items whose true class is among the k highest scores (ties: lower class index first).
+
+    >>> top_k_accuracy(np.array([[0.5, 0.3, 0.2], [0.1, 0.3, 0.6]]), [1, 1], k=2)
+    1.0
+    """
+    probs, y = _check_probs(probs, y_true_idx, "top_k_accuracy")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"top_k_accuracy: k must be a whole number >= 1, got {k!r}")
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (n, min(k, n_classes))
+    return float(np.mean((top == y[:, None]).any(axis=1)))
+
+
+def expected_calibration_error(probs: np.ndarray, y_true_idx: Sequence[int], n_bins: int = 15) -> float:
+    """Top-label ECE: items binned by confidence (max prob) into `n_bins` equal-width bins of (0, 1];
+    the |accuracy - mean confidence| gap of each bin, weighted by its share of items.
+
+    >>> expected_calibration_error(np.array([[0.9, 0.1], [0.6, 0.4]]), [0, 1], n_bins=10)
+    0.35
+    """
+    probs, y = _check_probs(probs, y_true_idx, "expected_calibration_error")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"expected_calibration_error: n_bins must be a whole number >= 1, got {n_bins!r}")
+    conf = probs.max(axis=1)  # (n,)
+    correct = probs.argmax(axis=1) == y  # (n,)
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)  # (n,) bin (lo, hi]
+    gap = np.abs(np.bincount(bins, correct, n_bins) - np.bincount(bins, conf, n_bins))  # per bin, summed
+    return float(gap.sum() / len(y))
+
+
 # grounding maps against masks (pointing game, energy share, top-k IoU, deletion AUC, baselines)
 from .grounding_metrics import (centre_map, deletion_auc, energy_share, grounding_scores,  # noqa: E402,F401
                                 pointing_game, topk_iou, uniform_map)

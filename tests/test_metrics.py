@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from fclip_workbench.metrics import ranks_of_relevant, retrieval_metrics, weighted_f1
+from fclip_workbench.metrics import (expected_calibration_error, ranks_of_relevant, retrieval_metrics,
+                                     top_k_accuracy, weighted_f1)
 from fclip_workbench.splits import is_validation, split_rows
 
 
@@ -56,3 +57,40 @@ def test_relevant_must_match_sims():
         retrieval_metrics(np.zeros((2, 3)), np.ones((2, 2), dtype=bool))
     with pytest.raises(ValueError, match="2-D"):
         retrieval_metrics(np.zeros(3))
+
+
+def test_top_k_accuracy_by_hand():
+    probs = np.array([[0.5, 0.3, 0.2],   # true 1: rank 2
+                      [0.1, 0.3, 0.6],   # true 2: rank 1
+                      [0.4, 0.4, 0.2]])  # true 1: tie with class 0, which comes first -> rank 2
+    assert top_k_accuracy(probs, [1, 2, 1], k=1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(probs, [1, 2, 1], k=2) == 1.0
+    assert top_k_accuracy(probs, [1, 2, 1], k=10) == 1.0
+
+
+def test_expected_calibration_error_by_hand():
+    # bins of width 0.5: confidences 0.9, 0.8 (bin 2), 0.6 (bin 2), 0.4 (bin 1: 3 classes)
+    probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.6, 0.4, 0.0], [0.4, 0.3, 0.3]])
+    y = [0, 1, 0, 0]  # right, wrong, right, right
+    # bin 2: 3 items, accuracy 2/3, confidence 2.3/3 -> gap 0.1; bin 1: 1 item, 1 vs 0.4 -> gap 0.6
+    assert expected_calibration_error(probs, y, n_bins=2) == pytest.approx((3 * 0.1 + 1 * 0.6) / 4)
+    # a calibrated predictor: 60% confident, right 60% of the time
+    p = np.tile([0.6, 0.4], (10, 1))
+    assert expected_calibration_error(p, [0] * 6 + [1] * 4) == pytest.approx(0.0, abs=1e-12)
+    assert expected_calibration_error(np.array([[1.0, 0.0]]), [1]) == 1.0
+
+
+def test_calibration_metrics_refuse_bad_input():
+    p = np.array([[0.7, 0.3], [0.2, 0.8]])
+    with pytest.raises(ValueError, match=r"must have shape \(2,\)"):
+        expected_calibration_error(p, [0])
+    with pytest.raises(ValueError, match=r"whole numbers in \[0, 1\]"):
+        top_k_accuracy(p, [0, 2])
+    with pytest.raises(ValueError, match="no items"):
+        top_k_accuracy(np.zeros((0, 2)), [])
+    with pytest.raises(ValueError, match="k must be a whole number >= 1"):
+        top_k_accuracy(p, [0, 1], k=0)
+    with pytest.raises(ValueError, match="n_bins must be a whole number >= 1"):
+        expected_calibration_error(p, [0, 1], n_bins=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        expected_calibration_error(np.array([[np.nan, 1.0]]), [0])

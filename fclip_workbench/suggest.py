@@ -1,0 +1,343 @@
+"""Label suggestions for annotators: zero-shot prompts, plus a linear probe on what annotators decided, calibrated.
+
+`Suggester` is a scikit-learn-style classifier over frozen, L2-normalised image
+embeddings. Its classes are a fixed label set (a taxonomy); the labels given to
+`fit` may cover only some of them, or none (pure zero-shot).
+
+How a probability is made, for an image x and label c:
+
+1. zero-shot: cosine of x with the label's prompt-ensembled text vector
+   (`zeroshot.class_weights`), times a logit scale (CLIP's 100 without labels;
+   fitted on the labelled items when there are at least `MIN_CALIBRATION`);
+   softmax gives p0(c|x) over all labels;
+2. probe: a multinomial L-BFGS logistic regression on the labelled items gives
+   q(c|x) over the labels seen so far, S; spread over all labels as
+   p1(c|x) = p0(S|x) q(c|x) for c in S (unseen labels keep p0);
+3. blend per label, in log space, by how much labelled data it has:
+   w_c = n_c / (n_c + prior_strength) (0 below `min_per_class` labels),
+   logit_c = (1 - w_c) log p0(c|x) + w_c log p1(c|x);
+4. calibrate: softmax(logit / T), T fitted by minimising the negative log
+   likelihood on a held-out slice of the labels (every `CAL_EVERY`-th labelled
+   item, scored by a probe trained on the others).
+
+Refits are warm-started from the previous coefficients, so `partial_fit` after
+each new label is cheap.
+
+Example:
+    >>> s = Suggester(model, labels=["dress", "shirt", "shoe"])                  # doctest: +SKIP
+    >>> s.fit(vectors[:40], annotated[:40]).suggest(vectors[40:42], top=2)     # doctest: +SKIP
+    [[('dress', 0.91), ('shirt', 0.06)], [('shoe', 0.72), ('dress', 0.2)]]
+    >>> s.partial_fit(vectors[42:43], ["shirt"]).unsure(vectors[43:])           # doctest: +SKIP
+    array([False,  True, ...])
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Sequence
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, logsumexp, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.validation import check_is_fitted
+
+from .errors import InvalidArgumentError
+from .models import EmbeddingModel
+from .prompts import ZERO_SHOT_PROMPTS, check_prompts
+from .zeroshot import check_labels, class_weights
+
+log = logging.getLogger(__name__)
+
+ZERO_SHOT_SCALE = 100.0  # CLIP's logit scale (ZeroShotClassifier's temperature): used until labels fit one
+CAL_EVERY = 5  # every 5th labelled item (by position) is held out to fit the temperature
+MIN_CALIBRATION = 10  # fewer labelled items than this: no scale or temperature is fitted
+_LOG_T_BOUNDS = (-5.0, 5.0)  # search range of log(temperature)
+UNCERTAINTY_KINDS = ("least-confident", "margin", "entropy")
+
+__all__ = ["Suggester", "NotFittedError", "fit_temperature", "UNCERTAINTY_KINDS"]
+
+
+def fit_temperature(logits: np.ndarray, y_idx: np.ndarray) -> float:
+    """The T > 0 that minimises the mean NLL of softmax(logits / T) at the true classes. logits: (n, L).
+
+    >>> z = np.array([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])   # 3 of 4 right, over-confident
+    >>> round(fit_temperature(z, np.array([0, 0, 1, 1])), 2)
+    3.64
+    """
+    rows = np.arange(len(y_idx))
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(logits / np.exp(log_t), axis=1)[rows, y_idx].mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=_LOG_T_BOUNDS, method="bounded").x))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1.0, norms)
+
+
+class Suggester(ClassifierMixin, BaseEstimator):
+    """Zero-shot + linear-probe label suggestions with calibrated probabilities (see the module docstring).
+
+    Parameters (stored as given; checked in `fit`):
+        model: an `EmbeddingModel` whose `encode_texts` embeds the label prompts (None if `text_weights` is given).
+        labels: the label set (classes_), distinct non-blank strings.
+        prompts: zero-shot prompt templates with a `{label}` field, averaged per label.
+        text_weights: precomputed (n_labels, dim) label vectors, rows in `labels` order; skips the text model.
+        min_per_class: a label's probe score counts only once it has this many labelled items.
+        prior_strength: k in the blend weight n_c / (n_c + k): labels needed to trust the probe half.
+        C: inverse L2 strength of the logistic-regression probe (scikit-learn's C).
+        unsure_below: `unsure` flags items whose top probability is below this.
+        calibrate: fit the zero-shot scale and the temperature on the labelled items.
+        max_iter: L-BFGS iterations per probe fit.
+        warm_start: start each refit from the previous coefficients.
+
+    Fitted attributes: classes_, text_weights_ (n_labels, dim), probe_ (LogisticRegression or None),
+    class_counts_ (n_labels,), n_labelled_, zero_shot_scale_, temperature_, X_ (n_labelled, dim), y_ (n_labelled,).
+    """
+
+    def __init__(self, model: EmbeddingModel | None = None, labels: Sequence[str] | None = None,
+                 prompts: Sequence[str] = ZERO_SHOT_PROMPTS, text_weights: np.ndarray | None = None,
+                 min_per_class: int = 1, prior_strength: float = 5.0, C: float = 10.0, unsure_below: float = 0.5,
+                 calibrate: bool = True, max_iter: int = 300, warm_start: bool = True) -> None:
+        self.model = model
+        self.labels = labels
+        self.prompts = prompts
+        self.text_weights = text_weights
+        self.min_per_class = min_per_class
+        self.prior_strength = prior_strength
+        self.C = C
+        self.unsure_below = unsure_below
+        self.calibrate = calibrate
+        self.max_iter = max_iter
+        self.warm_start = warm_start
+
+    def __sklearn_clone__(self) -> "Suggester":
+        """A clone shares the (frozen, large) model; every other parameter is copied as scikit-learn does."""
+        params = self.get_params(deep=False)
+        model = params.pop("model")
+        return type(self)(model=model, **{k: clone(v, safe=False) for k, v in params.items()})
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        if self.labels is None:
+            raise InvalidArgumentError("Suggester needs labels=[...]: the label set to suggest from")
+        check_labels(self.labels)
+        check_prompts(self.prompts)
+        n = self.min_per_class
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InvalidArgumentError(f"min_per_class must be a whole number >= 1, got {n!r}")
+        for name in ("prior_strength", "C"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v <= 0:
+                raise InvalidArgumentError(f"{name} must be a number > 0, got {v!r}")
+        u = self.unsure_below
+        if isinstance(u, bool) or not isinstance(u, (int, float, np.number)) or not 0.0 <= u <= 1.0:
+            raise InvalidArgumentError(f"unsure_below must be a probability in [0, 1], got {u!r}")
+        m = self.max_iter
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise InvalidArgumentError(f"max_iter must be a whole number >= 1, got {m!r}")
+        if self.model is None and self.text_weights is None:
+            raise InvalidArgumentError("Suggester needs a model (to embed the label prompts) or "
+                                       "text_weights=(n_labels, dim) array; got neither")
+
+    def _check_weights(self, w: np.ndarray) -> np.ndarray:
+        w = np.asarray(w, dtype=np.float32)
+        n = len(self.labels)
+        if w.ndim != 2 or w.shape[0] != n:
+            raise InvalidArgumentError(f"text_weights must have shape (n_labels={n}, dim), got {w.shape}; "
+                                       "one row per label, in the labels' order")
+        if not np.isfinite(w).all() or (np.linalg.norm(w, axis=1) == 0).any():
+            raise InvalidArgumentError("text_weights has non-finite values or all-zero rows; "
+                                       "recompute them with zeroshot.class_weights(model, labels)")
+        return _unit_rows(w)
+
+    def _check_vectors(self, X: object, dim: int | None) -> np.ndarray:
+        """(n, dim) float32 unit rows; dim None: any width."""
+        try:
+            X = np.asarray(X, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"vectors must be a 2-D array (n_items, dim) of numbers: {e}") from e
+        if X.ndim != 2 or (dim is not None and X.shape[1] != dim):
+            raise InvalidArgumentError(f"vectors must be a 2-D array (n_items, {dim or 'dim'}) of image embeddings "
+                                       f"from the labels' model, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+            raise InvalidArgumentError(f"vectors has non-finite values in row(s) {bad[:10].tolist()}"
+                                       f"{' ...' if len(bad) > 10 else ''}; re-embed those images")
+        return _unit_rows(X)
+
+    def _label_indices(self, y: object, n: int) -> np.ndarray:
+        """(n,) indices into `labels` of the annotated labels `y`; unknown ones are refused."""
+        if isinstance(y, str):
+            raise InvalidArgumentError(f"labels must be a list of strings (one per vector), not the string {y!r}")
+        y = list(y)
+        if len(y) != n:
+            raise InvalidArgumentError(f"{n} vectors but {len(y)} labels: give one label per vector")
+        pos = {label: i for i, label in enumerate(self.labels)}
+        unknown = list(dict.fromkeys(v for v in y if not isinstance(v, str) or v not in pos))
+        if unknown:
+            n_bad = sum(not isinstance(v, str) or v not in pos for v in y)
+            shown = unknown[:5] + (["..."] if len(unknown) > 5 else [])
+            raise InvalidArgumentError(f"Label(s) outside the label set: {shown} ({n_bad} item(s)); valid labels "
+                                       f"({len(pos)}): {', '.join(map(repr, self.labels))}")
+        return np.array([pos[v] for v in y], dtype=np.int64)
+
+    # ------------------------------------------------------------------ fitting
+    def _text_key(self) -> tuple:
+        model_id = None if self.model is None else (id(self.model), getattr(self.model, "fingerprint", None))
+        return (tuple(self.labels), tuple(self.prompts), model_id)
+
+    def prepare(self) -> "Suggester":
+        """Embed the label prompts (or check `text_weights`); kept across refits while labels/prompts/model stay."""
+        self._check_params()
+        if self.text_weights is not None:
+            self.text_weights_ = self._check_weights(self.text_weights)  # (L, dim)
+        elif getattr(self, "_text_key_", None) != self._text_key() or not hasattr(self, "text_weights_"):
+            self.text_weights_ = self._check_weights(class_weights(self.model, self.labels, self.prompts))
+            self._text_key_ = self._text_key()
+        self.classes_ = np.array(self.labels, dtype=object)
+        return self
+
+    def fit(self, X: np.ndarray | None = None, y: Sequence[str] | None = None) -> "Suggester":
+        """Fit on labelled vectors X (n, dim) with labels y (n,) from the label set; no X/y: pure zero-shot."""
+        self._check_params()
+        if (X is None) != (y is None):
+            raise InvalidArgumentError("Give both vectors and labels to fit, or neither (pure zero-shot)")
+        if X is not None:  # checked before the text model runs
+            known = self._check_weights(self.text_weights).shape[1] if self.text_weights is not None else None
+            X = self._check_vectors(X, known)
+            y_idx = self._label_indices(y, len(X))
+        self.prepare()
+        dim = self.text_weights_.shape[1]
+        if X is None:
+            X, y_idx = np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
+        else:
+            X = self._check_vectors(X, dim)
+        self.X_, self.y_ = X, y_idx  # (n, dim), (n,)
+        self._refit()
+        return self
+
+    def partial_fit(self, X: np.ndarray, y: Sequence[str]) -> "Suggester":
+        """Add labelled items (n_new, dim) and refit, warm-started; the first call is `fit`."""
+        if not hasattr(self, "X_"):
+            return self.fit(X, y)
+        X = self._check_vectors(X, self.text_weights_.shape[1])
+        y_idx = self._label_indices(y, len(X))
+        self.X_ = np.concatenate([self.X_, X])
+        self.y_ = np.concatenate([self.y_, y_idx])
+        self._refit()
+        return self
+
+    def _fit_probe(self, X: np.ndarray, y: np.ndarray, previous: LogisticRegression | None) -> LogisticRegression | None:
+        """Multinomial logistic regression on (X, y); None with fewer than 2 distinct labels."""
+        classes = np.unique(y)
+        if len(classes) < 2:
+            return None
+        lr = LogisticRegression(C=self.C, max_iter=self.max_iter, warm_start=self.warm_start)
+        if self.warm_start and previous is not None:
+            old = previous.classes_
+            if np.array_equal(old, classes):
+                lr.coef_, lr.intercept_ = previous.coef_.copy(), previous.intercept_.copy()
+            elif len(old) > 2 and len(classes) > 2:  # new labels seen: old rows kept, new rows start at 0
+                where = {c: i for i, c in enumerate(old)}
+                coef = np.zeros((len(classes), X.shape[1]))  # (S, dim)
+                icpt = np.zeros(len(classes))  # (S,)
+                for j, c in enumerate(classes):
+                    if c in where:
+                        coef[j], icpt[j] = previous.coef_[where[c]], previous.intercept_[where[c]]
+                lr.coef_, lr.intercept_ = coef, icpt
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a warm refit may stop at max_iter; still useful
+            lr.fit(X, y)
+        return lr
+
+    def _blend(self, X: np.ndarray, scale: float, probe: LogisticRegression | None,
+               counts: np.ndarray) -> np.ndarray:
+        """(n, L) blended log-scores before the temperature (module docstring, steps 1-3)."""
+        logp0 = log_softmax(scale * (X @ self.text_weights_.T), axis=1)  # (n, L)
+        if probe is None:
+            return logp0
+        seen = probe.classes_  # (S,) label indices
+        n_c = counts[seen].astype(np.float64)
+        w = np.where(n_c >= self.min_per_class, n_c / (n_c + self.prior_strength), 0.0)  # (S,)
+        logq = probe.predict_log_proba(X)  # (n, S)
+        log_ps = logsumexp(logp0[:, seen], axis=1, keepdims=True)  # (n, 1) zero-shot mass on seen labels
+        out = logp0.copy()
+        out[:, seen] = (1.0 - w) * logp0[:, seen] + w * (log_ps + logq)
+        return out
+
+    def _refit(self) -> None:
+        X, y = self.X_, self.y_
+        L = len(self.labels)
+        self.n_labelled_ = len(y)
+        self.class_counts_ = np.bincount(y, minlength=L)  # (L,)
+        calibrate = self.calibrate and len(y) >= MIN_CALIBRATION
+        self.zero_shot_scale_ = ZERO_SHOT_SCALE
+        self.temperature_ = 1.0
+        if calibrate:
+            cos = X @ self.text_weights_.T  # (n, L)
+            self.zero_shot_scale_ = ZERO_SHOT_SCALE / fit_temperature(ZERO_SHOT_SCALE * cos, y)
+            held = np.arange(len(y)) % CAL_EVERY == CAL_EVERY - 1  # (n,) calibration slice
+            probe = self._fit_probe(X[~held], y[~held], getattr(self, "calibration_probe_", None))
+            self.calibration_probe_ = probe
+            counts = np.bincount(y[~held], minlength=L)
+            logits = self._blend(X[held], self.zero_shot_scale_, probe, counts)  # (n_held, L)
+            self.temperature_ = fit_temperature(logits, y[held])
+        self.probe_ = self._fit_probe(X, y, getattr(self, "probe_", None))
+        log.debug("Suggester refit: %d labels over %d labels seen, scale %.1f, T %.2f", len(y),
+                  int((self.class_counts_ > 0).sum()), self.zero_shot_scale_, self.temperature_)
+
+    # ------------------------------------------------------------------ predicting
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """(n, L) calibrated logits: softmax of them is `predict_proba`."""
+        check_is_fitted(self, "text_weights_")
+        X = self._check_vectors(X, self.text_weights_.shape[1])
+        probe = self.probe_ if hasattr(self, "probe_") else None
+        counts = getattr(self, "class_counts_", np.zeros(len(self.classes_), np.int64))
+        scale = getattr(self, "zero_shot_scale_", ZERO_SHOT_SCALE)
+        return self._blend(X, scale, probe, counts) / getattr(self, "temperature_", 1.0)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n, L) probabilities over `classes_`, rows summing to 1."""
+        return softmax(self.decision_function(X), axis=1)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """(n,) the most probable label of each item."""
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+    def suggest(self, X: np.ndarray, top: int = 3) -> list[list[tuple[str, float]]]:
+        """For each item the `top` labels (at most all) with their probabilities, best first."""
+        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+            raise InvalidArgumentError(f"top must be a whole number >= 1, got {top!r}")
+        p = self.predict_proba(X)  # (n, L)
+        k = min(int(top), p.shape[1])
+        part = np.argpartition(-p, k - 1, axis=1)[:, :k] if k < p.shape[1] else np.tile(np.arange(k), (len(p), 1))
+        pk = np.take_along_axis(p, part, axis=1)  # (n, k)
+        order = np.take_along_axis(part, np.argsort(-pk, axis=1, kind="stable"), axis=1)  # (n, k) best first
+        labels = self.classes_
+        return [[(labels[j], float(p[i, j])) for j in row] for i, row in enumerate(order.tolist())]
+
+    def uncertainty(self, X: np.ndarray, kind: str = "least-confident") -> np.ndarray:
+        """(n,) how unsure each suggestion is, higher first to label: 1 - max prob ('least-confident'),
+        1 - (p1 - p2) ('margin'), or the normalised entropy ('entropy'), all in [0, 1]."""
+        if kind not in UNCERTAINTY_KINDS:
+            raise InvalidArgumentError(f"Unknown uncertainty kind {kind!r}; choose one of {list(UNCERTAINTY_KINDS)}")
+        p = self.predict_proba(X)  # (n, L)
+        if kind == "least-confident":
+            return 1.0 - p.max(axis=1)
+        if kind == "margin":
+            if p.shape[1] < 2:
+                return np.zeros(len(p))
+            top2 = -np.partition(-p, 1, axis=1)[:, :2]  # (n, 2)
+            return 1.0 - (top2[:, 0] - top2[:, 1])
+        ent = -(p * np.log(np.clip(p, 1e-300, None))).sum(axis=1)
+        return ent / np.log(p.shape[1]) if p.shape[1] > 1 else np.zeros(len(p))
+
+    def unsure(self, X: np.ndarray) -> np.ndarray:
+        """(n,) bool: True where the top probability is below `unsure_below`."""
+        return self.predict_proba(X).max(axis=1) < self.unsure_below
