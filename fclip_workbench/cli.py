@@ -368,7 +368,8 @@ def cmd_label(args) -> int:
     return serve_label_app(args.data, args.field, model=args.model, store=args.store,
                            host=args.host or "127.0.0.1", port=args.port, annotator=args.annotator,
                            allow_remote=args.host is not None, format=args.format, limit=args.limit,
-                           catalog_options=options, device=args.device, cache=args.cache)
+                           catalog_options=options, device=args.device, cache=args.cache,
+                           progress=not args.quiet)
 
 
 def run_forwarding_signals(cmd: list[str]) -> int:
@@ -467,7 +468,7 @@ def add_ground_parser(sub) -> None:
     p.add_argument("--method", nargs="+", default=None, choices=GROUNDING_METHODS, metavar="M",
                    help=f"one or more of {', '.join(GROUNDING_METHODS)} (default: the explainer's default)")
     p.add_argument("-o", "--out", default=None, help="PNG of the photo and one overlay per query x method "
-                                                     "(default: IMAGE_grounding.png beside the current folder)")
+                                                     "(default: IMAGE_grounding.png in the current folder)")
     p.add_argument("--save-maps", default=None, help="also save the raw maps (n_methods, n_queries, H, W) to this .npy")
     p.add_argument("--model", default="auto", help="model spec (default 'auto': fclip-mini)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")

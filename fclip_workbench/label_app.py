@@ -3,7 +3,8 @@
 Everything the user can get wrong is checked here, in one line each, before Voila starts:
 host (loopback unless `allow_remote`), port (a number that is free), catalog, field (one of
 the catalog's attribute columns), model spec, and the label store (opened once, so a
-read-only or locked store fails now and not in the browser). Then this process becomes Voila
+read-only or locked store fails now and not in the browser). The catalog is then embedded into
+the cache (progress bar here, not a page stuck loading). Then this process becomes Voila
 (`os.execv`, same pid: Ctrl-C and SIGTERM stop the server) with the settings in
 `FCLIP_LABEL_APP` for the app's kernel.
 
@@ -113,6 +114,7 @@ def check_store(spec: str | None) -> str | None:
 def voila_command(host: str, port: int, notebook: Path = LABEL_NOTEBOOK, debug: bool = False) -> list[str]:
     """The Voila command line that serves `notebook` on host:port, no browser, sources stripped."""
     cmd = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", f"--Voila.ip={host}",
+           "--Voila.port_retries=0",  # never another port than the URL printed
            "--strip_sources=True", "--theme=light"]
     if debug:
         cmd.append("--debug")
@@ -128,8 +130,10 @@ def app_url(host: str, port: int) -> str:
 
 def prepare_label_app(data: str, field: str, model: str = "auto", store: str | None = None,
                       host: str = "127.0.0.1", port: int = DEFAULT_PORT, annotator: str | None = None,
-                      allow_remote: bool = False, **catalog: object) -> tuple[LabelAppConfig, list[str]]:
-    """Check every setting (cheap ones first) and return (config for the kernel, Voila command).
+                      allow_remote: bool = False, warm: bool = True, progress: bool = True,
+                      **catalog: object) -> tuple[LabelAppConfig, list[str]]:
+    """Check every setting (cheap ones first), embed the catalog into the cache (`warm`), and
+    return (config for the kernel, Voila command).
 
     `catalog` takes `format`, `limit`, `catalog_options`, `device`, `cache` (see LabelAppConfig).
     """
@@ -150,18 +154,38 @@ def prepare_label_app(data: str, field: str, model: str = "auto", store: str | N
     check_field(catalog_, field)
     check_model_spec(config.model, config.device)
     check_store(config.store)
+    if warm:
+        warm_embeddings(config, catalog_, progress=progress)
     return config, voila_command(host, port)
+
+
+def warm_embeddings(config: LabelAppConfig, catalog, progress: bool = True) -> int:
+    """Embed the catalog's images into the embedding cache now, with a progress bar in the terminal,
+    so the first page load finds them cached (a 40k-product catalog would otherwise leave the page
+    'executing' for minutes). Returns the number of products embedded or found cached."""
+    from .embed import embed_images
+    from .store import EmbeddingStore
+    from .workshop import resolve_model
+
+    model = resolve_model(config.model, catalog, device=config.device)
+    result = embed_images(model, catalog, store=EmbeddingStore(config.cache), progress=progress)
+    if result.failures:
+        log.warning("%d products have no image embedding and will not be offered for labelling",
+                    len(result.failures))
+    return len(result.ids)
 
 
 def serve_label_app(data: str, field: str, model: str = "auto", store: str | None = None,
                     host: str = "127.0.0.1", port: int = DEFAULT_PORT, annotator: str | None = None,
-                    allow_remote: bool = False, exec_: bool = True, **catalog: object) -> int:
+                    allow_remote: bool = False, exec_: bool = True, warm: bool = True, progress: bool = True,
+                    **catalog: object) -> int:
     """Check the settings, print the URL, and run Voila on the labelling app until stopped.
 
     With `exec_` (POSIX) this process becomes Voila and never returns; otherwise Voila runs as a
     child that SIGINT/SIGTERM stop, and its exit status is returned.
     """
-    config, cmd = prepare_label_app(data, field, model, store, host, port, annotator, allow_remote, **catalog)
+    config, cmd = prepare_label_app(data, field, model, store, host, port, annotator, allow_remote, warm=warm,
+                                    progress=progress, **catalog)
     env = {**os.environ, ENV_CONFIG: config.to_json()}
     url = app_url(host, port)
     print(f"labelling {config.field!r} of {config.data} into {config.store or 'the default label store'}", flush=True)

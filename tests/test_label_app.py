@@ -92,7 +92,8 @@ def wait_item(page) -> str:
 
 
 def wait_saved(page, item_id: str) -> str:
-    """Wait for the acknowledgement of `item_id`'s label; return the saved value."""
+    """Wait for the acknowledgement of `item_id`'s label; return the saved value.
+    (`settled` made sure the status did not already name `item_id` before the action.)"""
     page.wait_for_function("(id) => { const s = document.querySelector('.fclip-status');"
                            " return s && s.innerText.includes('saved: ' + id + ' '); }", arg=item_id,
                            timeout=PAGE_TIMEOUT_MS)
@@ -108,10 +109,11 @@ def settled(page, k: int) -> tuple[str, str]:
         return wait_item(page), page.locator(".fclip-suggestion").nth(k - 1).inner_text().strip()
 
     last = read()
-    for _ in range(50):
+    for _ in range(100):
         page.wait_for_timeout(300)
         now = read()
-        if now == last:
+        stale = f"saved: {now[0]} " in page.inner_text(".fclip-status")  # still showing the product just saved
+        if now == last and not stale:
             return now
         last = now
     raise AssertionError(f"the annotator did not settle: {last}")
@@ -282,7 +284,7 @@ def test_voila_app_loses_no_acknowledged_label_when_the_server_is_killed(teachin
     with label_server(tmp_path, teaching_dir, tiny_model_dir, store) as (url, proc, kernels, log):
         open_app(page, url, annotator="kim")
         acked = dict(label_one(page, how) for how in ("key1", "click1"))
-        item_id = wait_item(page)
+        item_id, _ = settled(page, 1)
         page.locator(".fclip-suggestion").nth(0).click()
         acked[item_id] = wait_saved(page, item_id)
         # the acknowledgement is on screen: kill everything at once, no chance to flush or close
