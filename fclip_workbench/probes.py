@@ -1,0 +1,462 @@
+"""Linear probes on frozen embeddings: the CLIP paper's protocol (App. A.3) as a scikit-learn classifier.
+
+`LinearProbe` is an L2-regularised multinomial logistic regression (L-BFGS). When
+`C` is None its strength is swept over a log grid `Cs` (warm-started from the
+strongest regularisation), the best C is picked on a stratified validation split
+(`val_fraction`) and the probe is refitted on all the data with it. A probe
+remembers the model it was fitted for (`fingerprint`) and refuses embeddings of
+another model or another width with a one-line `ModelMismatchError`.
+
+Also here: `cross_val_f1` (out-of-fold weighted F1, the FashionCLIP paper's
+metric), `few_shot_curve` (k labelled items per class, fixed test set) and
+`probe_vs_zero_shot` (a table per label field).
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (40, 8)), rng.normal(3, 1, (40, 8))]   # (80, 8)
+    >>> y = ["shirt"] * 40 + ["dress"] * 40
+    >>> probe = LinearProbe(fingerprint="abc").fit(X, y)
+    >>> probe.predict(X[:1]).tolist(), probe.classes_.tolist()
+    (['shirt'], ['dress', 'shirt'])
+"""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .errors import InvalidArgumentError, ModelMismatchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)  # log grid of inverse L2 strengths swept when C is None
+FALLBACK_C = 10.0  # used when there are too few items per class to validate (e.g. 1-shot); unit vectors need weak L2
+SCORINGS = ("accuracy", "f1_weighted")
+MISSING_LABELS = ("", "nan", "none")  # label values that mean "no label" in catalog columns
+FORMAT_VERSION = 1  # of the .npz written by `LinearProbe.save`
+
+
+def _fingerprint_of(model_or_fingerprint: object) -> str:
+    fp = getattr(model_or_fingerprint, "fingerprint", model_or_fingerprint)
+    if not isinstance(fp, str) or not fp:
+        raise InvalidArgumentError(f"Expected an EmbeddingModel or a fingerprint string, got {model_or_fingerprint!r}")
+    return fp
+
+
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """Logistic-regression probe over frozen embeddings; C swept on a validation split unless given.
+
+    Parameters: `C` (None: sweep `Cs`), `Cs` (grid), `val_fraction` (validation share of the sweep),
+    `scoring` ("accuracy" or "f1_weighted", the sweep's criterion), `max_iter` (L-BFGS iterations),
+    `random_state` (the validation split), `fingerprint` (the embedding model's; None: not checked).
+    Fitted: `classes_`, `n_features_in_`, `C_`, `sweep_` ({C: validation score}, empty when not swept),
+    `coef_` (n_classes or 1, dim), `intercept_`, `n_iter_`.
+
+    >>> LinearProbe(C=1.0).fit([[0.0], [1.0], [0.1], [0.9]], [0, 1, 0, 1]).predict([[0.95]]).tolist()
+    [1]
+    """
+
+    def __init__(self, C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, val_fraction: float = 0.2,
+                 scoring: str = "accuracy", max_iter: int = 1000, random_state: int | None = 0,
+                 fingerprint: str | None = None) -> None:
+        self.C = C
+        self.Cs = Cs
+        self.val_fraction = val_fraction
+        self.scoring = scoring
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.fingerprint = fingerprint
+
+    # ---- checks ---------------------------------------------------------
+    def _check_params(self) -> list[float]:
+        def positive(v: object) -> bool:
+            return isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+
+        if self.C is not None and not positive(self.C):
+            raise InvalidArgumentError(f"C must be a positive number or None (sweep Cs), got {self.C!r}")
+        cs = list(self.Cs) if not isinstance(self.Cs, (str, bytes)) and np.ndim(self.Cs) == 1 else None
+        if not cs or not all(positive(c) for c in cs):
+            raise InvalidArgumentError(f"Cs must be a non-empty list of positive numbers, got {self.Cs!r}")
+        if not isinstance(self.val_fraction, Real) or not 0.0 < self.val_fraction < 1.0:
+            raise InvalidArgumentError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
+        if self.scoring not in SCORINGS:
+            raise InvalidArgumentError(f"Unknown scoring {self.scoring!r}; choose one of {', '.join(SCORINGS)}")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, Integral) or self.max_iter < 1:
+            raise InvalidArgumentError(f"max_iter must be a whole number >= 1, got {self.max_iter!r}")
+        if self.fingerprint is not None and (not isinstance(self.fingerprint, str) or not self.fingerprint):
+            raise InvalidArgumentError(f"fingerprint must be a non-empty string or None, got {self.fingerprint!r}")
+        return sorted(float(c) for c in cs)
+
+    def _check_width(self, X: object) -> None:
+        """Refuse a width mismatch before anything else reads `X` (one line, scikit-learn's wording first)."""
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) == 2 and shape[1] != self.n_features_in_:
+            where = f" of model {self.fingerprint[:12]}" if self.fingerprint else ""
+            raise ModelMismatchError(
+                f"X has {shape[1]} features, but LinearProbe is expecting {self.n_features_in_} features as input "
+                f"(it was fitted on {self.n_features_in_}-d embeddings{where}); embed with the probe's model")
+
+    def check_compatible(self, model_or_fingerprint: object) -> None:
+        """Raise `ModelMismatchError` unless embeddings of `model_or_fingerprint` are what this probe was fitted on.
+
+        >>> LinearProbe(fingerprint="aaa").check_compatible("bbb")
+        Traceback (most recent call last):
+        ...
+        fclip_workbench.errors.ModelMismatchError: This probe was fitted on embeddings of model aaa, not of model bbb; refit it on embeddings of bbb or load that model
+        """
+        fp = _fingerprint_of(model_or_fingerprint)
+        if self.fingerprint is not None and fp != self.fingerprint:
+            raise ModelMismatchError(f"This probe was fitted on embeddings of model {self.fingerprint[:12]}, not of "
+                                     f"model {fp[:12]}; refit it on embeddings of {fp[:12]} or load that model")
+        dim = getattr(model_or_fingerprint, "dim", None)
+        if dim is not None and hasattr(self, "n_features_in_") and int(dim) != self.n_features_in_:
+            raise ModelMismatchError(f"Model {fp[:12]} gives {dim}-d embeddings but this probe expects "
+                                     f"{self.n_features_in_}-d ones; refit the probe on that model's embeddings")
+
+    # ---- fit ------------------------------------------------------------
+    def _logreg(self, C: float, warm: bool = False) -> LogisticRegression:
+        return LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter, warm_start=warm)
+
+    def _sweep(self, X: np.ndarray, y: np.ndarray, cs: list[float]) -> dict[float, float]:
+        """{C: validation score}, each C warm-started from the previous (smaller) one."""
+        Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=self.val_fraction, stratify=y,
+                                              random_state=self.random_state)
+        clf, scores = self._logreg(cs[0], warm=True), {}
+        for c in cs:
+            clf.set_params(C=c)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # early grid points only steer the warm start
+                clf.fit(Xtr, ytr)
+            pred = clf.predict(Xva)
+            scores[c] = (accuracy_score(yva, pred) if self.scoring == "accuracy"
+                         else f1_score(yva, pred, average="weighted", zero_division=0))
+        return scores
+
+    def fit(self, X, y) -> "LinearProbe":
+        """Fit on (n, dim) embeddings and n labels (strings or ints); returns self."""
+        cs = self._check_params()
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2:
+            raise InvalidArgumentError(f"LinearProbe needs labels of at least 2 classes; got 1 class: "
+                                       f"{classes.tolist()!r}")
+        n_val = int(np.ceil(self.val_fraction * len(y)))
+        can_validate = counts.min() >= 2 and n_val >= len(classes) and len(y) - n_val >= len(classes)
+        if self.C is not None:
+            self.C_, self.sweep_ = float(self.C), {}
+        elif len(cs) == 1 or not can_validate:
+            self.C_, self.sweep_ = (cs[0] if len(cs) == 1 else FALLBACK_C), {}
+            if len(cs) > 1:
+                log.info("LinearProbe: too few items per class to validate (smallest class: %d); C=%g",
+                         counts.min(), self.C_)
+        else:
+            self.sweep_ = self._sweep(X, y, cs)
+            self.C_ = max(self.sweep_, key=lambda c: (self.sweep_[c], -c))  # ties: stronger regularisation
+            log.info("LinearProbe: C=%g (validation %s %.3f)", self.C_, self.scoring, self.sweep_[self.C_])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.model_ = self._logreg(self.C_).fit(X, y)
+        self.classes_ = self.model_.classes_
+        self.coef_, self.intercept_ = self.model_.coef_, self.model_.intercept_  # (n_classes or 1, dim), (...)
+        self.n_iter_ = int(np.max(self.model_.n_iter_))
+        return self
+
+    # ---- predict --------------------------------------------------------
+    def _X(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        self._check_width(X)
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def decision_function(self, X) -> np.ndarray:
+        """(n,) for two classes, else (n, n_classes) logits."""
+        X = self._X(X)  # checks fitted first
+        return self.model_.decision_function(X)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(n, n_classes) probabilities, columns in `classes_` order."""
+        X = self._X(X)  # checks fitted first
+        return self.model_.predict_proba(X)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        return np.log(np.clip(self.predict_proba(X), 1e-300, None))
+
+    def predict(self, X) -> np.ndarray:
+        """(n,) labels from `classes_`."""
+        X = self._X(X)  # checks fitted first
+        return self.model_.predict(X)
+
+    # ---- save / load (npz + json, no pickle) ------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted probe to one `.npz` file (arrays + JSON metadata, loadable without pickle)."""
+        check_is_fitted(self)
+        classes = self.classes_
+        if classes.dtype == object and all(isinstance(c, str) for c in classes):
+            classes = classes.astype(str)  # (n_classes,) unicode: no pickle needed; object dtype restored on load
+        if classes.dtype.kind not in "iuUSb":
+            raise InvalidArgumentError(f"Only string or integer labels can be saved; this probe's classes have "
+                                       f"dtype {self.classes_.dtype} (e.g. {self.classes_[:3].tolist()!r})")
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": "fclip-linear-probe", "version": FORMAT_VERSION, "params": self.get_params(),
+                "C_": self.C_, "sweep_": [[c, s] for c, s in self.sweep_.items()], "n_iter_": self.n_iter_,
+                "n_features_in_": self.n_features_in_, "classes_dtype": str(self.classes_.dtype)}
+        meta["params"]["Cs"] = [float(c) for c in self.Cs]
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, coef=self.coef_, intercept=self.intercept_, classes=classes,
+                 meta=np.array(json.dumps(meta)))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LinearProbe":
+        """A probe written by `save`; `InvalidArgumentError` for a file that is not one."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidArgumentError(f"No saved probe at {path}; save one with LinearProbe.save(path)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                coef, intercept, classes = z["coef"], z["intercept"], z["classes"]
+        except (OSError, ValueError, KeyError) as e:
+            raise InvalidArgumentError(f"{path} is not a saved LinearProbe ({e}); save one with "
+                                       "LinearProbe.save(path)") from e
+        if meta.get("format") != "fclip-linear-probe" or meta.get("version") != FORMAT_VERSION:
+            raise InvalidArgumentError(f"{path} is not a LinearProbe file of version {FORMAT_VERSION} "
+                                       f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
+        if meta.get("classes_dtype") == "object":
+            classes = classes.astype(object)
+        params = dict(meta["params"], Cs=tuple(meta["params"]["Cs"]))
+        probe = cls(**params)
+        lr = probe._logreg(meta["C_"])
+        lr.coef_, lr.intercept_, lr.classes_ = coef, intercept, classes
+        lr.n_features_in_, lr.n_iter_ = meta["n_features_in_"], np.array([meta["n_iter_"]])
+        probe.model_, probe.classes_, probe.coef_, probe.intercept_ = lr, classes, coef, intercept
+        probe.n_features_in_, probe.C_, probe.n_iter_ = meta["n_features_in_"], meta["C_"], meta["n_iter_"]
+        probe.sweep_ = {float(c): float(s) for c, s in meta["sweep_"]}
+        return probe
+
+
+# ------------------------------------------------------------------ helpers over embeddings + labels
+def check_vectors_labels(vectors, labels, what: str = "vectors", min_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) float array and (n,) label array, checked: same length, finite, at least `min_classes` classes.
+
+    >>> check_vectors_labels(np.zeros((2, 3)), ["a"])
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: 2 vectors but 1 labels; pass one label per row of vectors
+    """
+    X = np.asarray(vectors)
+    y = np.asarray(labels)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise InvalidArgumentError(f"{what} must be a non-empty (n, dim) array, got shape {X.shape}")
+    if y.ndim != 1 or len(y) != len(X):
+        raise InvalidArgumentError(f"{len(X)} {what} but {len(y) if y.ndim == 1 else y.shape} labels; "
+                                   f"pass one label per row of {what}")
+    if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
+        bad = np.flatnonzero(~np.isfinite(X.astype(float)).all(axis=1))[:5].tolist() \
+            if np.issubdtype(X.dtype, np.number) else "non-numeric"
+        raise InvalidArgumentError(f"{what} must be finite numbers; bad rows: {bad}; drop or re-embed them")
+    if len(np.unique(y)) < min_classes:
+        raise InvalidArgumentError(f"Need labels of at least {min_classes} classes, got {np.unique(y).tolist()!r}")
+    return X, y
+
+
+def _check_cv(cv: object, y: np.ndarray) -> int:
+    if isinstance(cv, bool) or not isinstance(cv, Integral) or cv < 2:
+        raise InvalidArgumentError(f"cv must be a whole number >= 2, got {cv!r}")
+    if cv > len(y):
+        raise InvalidArgumentError(f"cv={cv} folds but only {len(y)} items; use cv <= {len(y)}")
+    return int(cv)
+
+
+def out_of_fold(vectors, labels, cv: int = 5, probe: LinearProbe | None = None, method: str = "predict_proba",
+                random_state: int = 0) -> np.ndarray:
+    """Out-of-sample predictions (`method` of `probe`) for every item, from `cv` stratified folds.
+
+    The probe's C is chosen once on all items (when `probe.C` is None), then kept for every fold.
+    """
+    X, y = check_vectors_labels(vectors, labels)
+    cv = _check_cv(cv, y)
+    probe = LinearProbe() if probe is None else probe
+    if probe.C is None:
+        probe = LinearProbe(**{**probe.get_params(), "C": LinearProbe(**probe.get_params()).fit(X, y).C_})
+    folds = StratifiedKFold(cv, shuffle=True, random_state=random_state)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")  # rare classes: fine out of fold
+        return cross_val_predict(probe, X, y, cv=folds, method=method)
+
+
+def cross_val_f1(vectors, labels, cv: int = 5, probe: LinearProbe | None = None, random_state: int = 0) -> float:
+    """Weighted F1 of out-of-fold probe predictions (the FashionCLIP paper's metric).
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (30, 4)), rng.normal(4, 1, (30, 4))]
+    >>> round(cross_val_f1(X, [0] * 30 + [1] * 30, cv=3), 2)
+    1.0
+    """
+    _, y = check_vectors_labels(vectors, labels)
+    pred = out_of_fold(vectors, labels, cv, probe, method="predict", random_state=random_state)
+    return float(f1_score(y, pred, average="weighted", zero_division=0))
+
+
+def _sample_k_per_class(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices: k items of each class (all of a class with fewer), sorted."""
+    rows = [rng.choice(np.flatnonzero(y == c), size=min(k, int((y == c).sum())), replace=False) for c in np.unique(y)]
+    return np.sort(np.concatenate(rows))
+
+
+def few_shot_curve(vectors, labels, ks: Sequence[int] = (1, 5, 10, 50), seeds: Sequence[int] = (0, 1, 2),
+                   test_vectors=None, test_labels=None, test_size: float = 0.2,
+                   probe: LinearProbe | None = None) -> pd.DataFrame:
+    """Probe scores with k labelled items per class, for each k and seed, on one fixed test set.
+
+    The test set is `test_vectors`/`test_labels`, else a stratified `test_size` share of
+    the data (split with seed 0, the same for every k). Training items are drawn from the
+    rest: k per class (all of a class that has fewer). Columns: k, seed, n_train,
+    weighted_f1, accuracy, C.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (50, 4)), rng.normal(3, 1, (50, 4))]
+    >>> few_shot_curve(X, [0] * 50 + [1] * 50, ks=(1, 5), seeds=(0,)).k.tolist()
+    [1, 5]
+    """
+    X, y = check_vectors_labels(vectors, labels)
+    ks = list(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, Integral) or k < 1 for k in ks):
+        raise InvalidArgumentError(f"ks must be whole numbers >= 1, got {ks!r}")
+    if not list(seeds):
+        raise InvalidArgumentError("seeds must list at least one seed, got an empty list")
+    if test_vectors is None:
+        if not 0.0 < test_size < 1.0:
+            raise InvalidArgumentError(f"test_size must be between 0 and 1 (exclusive), got {test_size!r}")
+        _, counts = np.unique(y, return_counts=True)
+        X, Xte, y, yte = train_test_split(X, y, test_size=test_size, random_state=0,
+                                          stratify=y if counts.min() >= 2 else None)
+    else:
+        Xte, yte = check_vectors_labels(test_vectors, test_labels, "test_vectors", min_classes=1)
+        if Xte.shape[1] != X.shape[1]:
+            raise ModelMismatchError(f"test_vectors have {Xte.shape[1]} features but vectors have {X.shape[1]}; "
+                                     "embed both with the same model")
+    base = LinearProbe() if probe is None else probe
+    records = []
+    for k in ks:
+        for seed in seeds:
+            rows = _sample_k_per_class(y, int(k), np.random.default_rng(seed))
+            p = LinearProbe(**{**base.get_params(), "random_state": seed}).fit(X[rows], y[rows])
+            pred = p.predict(Xte)
+            records.append({"k": int(k), "seed": seed, "n_train": len(rows),
+                            "weighted_f1": float(f1_score(yte, pred, average="weighted", zero_division=0)),
+                            "accuracy": float(accuracy_score(yte, pred)), "C": p.C_})
+    return pd.DataFrame.from_records(records)
+
+
+def labelled(values: Sequence[object]) -> np.ndarray:
+    """(n,) bool: True where a catalog label value is present (not empty / nan / none)."""
+    return np.array([str(v).strip().lower() not in MISSING_LABELS for v in values], dtype=bool)
+
+
+def probe_vs_zero_shot(model, train_vectors, train_labels: Mapping[str, Sequence], test_vectors,
+                       test_labels: Mapping[str, Sequence], probe: LinearProbe | None = None,
+                       classes: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """Weighted F1 of zero-shot and of a linear probe, one row per label field, on the same test items.
+
+    `train_labels` / `test_labels` map a field to one label per row of the vectors;
+    missing labels ("", nan) are left out of that field and counted in `n_unlabelled`.
+    Zero-shot classes are `classes[field]` when given (e.g. every value in the whole
+    catalog), else every label value of the field in train and test; the probe
+    is fitted on the training rows. Columns: field, n_classes, n_train, n_test,
+    n_unlabelled, zero_shot_f1, probe_f1, probe_C.
+    """
+    from .zeroshot import ZeroShotClassifier
+
+    fields = list(train_labels)
+    if not fields or set(fields) != set(test_labels):
+        raise InvalidArgumentError(f"train_labels and test_labels must name the same non-empty fields; got "
+                                   f"{fields!r} and {list(test_labels)!r}")
+    train_vectors, test_vectors = np.asarray(train_vectors), np.asarray(test_vectors)
+    if getattr(model, "dim", train_vectors.shape[-1]) != train_vectors.shape[-1]:
+        raise ModelMismatchError(f"Model {model.name!r} gives {model.dim}-d embeddings but the vectors are "
+                                 f"{train_vectors.shape[-1]}-d; embed them with this model")
+    base = LinearProbe() if probe is None else probe
+    if base.fingerprint is not None:
+        base.check_compatible(model)
+    records = []
+    for fld in fields:
+        ytr = np.array([str(v).strip() for v in train_labels[fld]], dtype=object)
+        yte = np.array([str(v).strip() for v in test_labels[fld]], dtype=object)
+        mtr, mte = labelled(ytr), labelled(yte)
+        Xtr, ytr_ = check_vectors_labels(train_vectors[mtr], ytr[mtr].astype(str), f"{fld} training vectors")
+        Xte, yte_ = check_vectors_labels(test_vectors[mte], yte[mte].astype(str), f"{fld} test vectors", 1)
+        given = None if classes is None else classes.get(fld)
+        names = sorted(set(ytr_) | set(yte_)) if given is None else [str(c).strip() for c in given]
+        unknown = sorted(set(yte_) - set(names))
+        if unknown:
+            raise InvalidArgumentError(f"Test labels of field {fld!r} missing from its zero-shot classes: "
+                                       f"{unknown[:5]!r}; add them to classes[{fld!r}]")
+        zs = ZeroShotClassifier(model, names).predict(Xte)
+        p = LinearProbe(**{**base.get_params(), "fingerprint": getattr(model, "fingerprint", None)}).fit(Xtr, ytr_)
+        records.append({"field": fld, "n_classes": len(names), "n_train": len(ytr_), "n_test": len(yte_),
+                        "n_unlabelled": int((~mtr).sum() + (~mte).sum()),
+                        "zero_shot_f1": float(f1_score(yte_, zs, average="weighted", zero_division=0)),
+                        "probe_f1": float(f1_score(yte_, p.predict(Xte), average="weighted", zero_division=0)),
+                        "probe_C": p.C_})
+    return pd.DataFrame.from_records(records)
+
+
+def heldout_rows(model, catalog, ids: Sequence[str]) -> np.ndarray:
+    """(n,) bool over `ids` (items of `catalog`): True for products held out from `model`'s training.
+
+    Uses the model's recorded split (`evaluate.model_split`), else the default
+    title-group split, so probe test items are never ones the model trained on.
+    """
+    from .evaluate import choose_split, model_split, split_mask
+
+    found = model_split(model)
+    split = choose_split(found[0] if found else None)
+    held = split_mask(catalog, split.rule, split.seed, split.val_fraction)  # (len(catalog),)
+    held_of = dict(zip(catalog.ids, held))
+    missing = [i for i in ids if i not in held_of]
+    if missing:
+        raise InvalidArgumentError(f"{len(missing)} ids are not items of catalog {catalog.name!r} "
+                                   f"(e.g. {missing[:3]!r}); pass ids of the embedded catalog")
+    return np.array([bool(held_of[i]) for i in ids], dtype=bool)
+
+
+def catalog_labels(catalog, ids: Sequence[str], fields: Sequence[str]) -> dict[str, np.ndarray]:
+    """{field: (n,) labels (stripped strings, "" where missing)} for the items `ids` of `catalog`, in that order.
+
+    >>> catalog_labels(catalog, result.ids, ["articleType"])["articleType"][:2]    # doctest: +SKIP
+    array(['Shirts', 'Jeans'], dtype=object)
+    """
+    unknown = [f for f in fields if f not in catalog.attributes]
+    if unknown:
+        raise InvalidArgumentError(f"Unknown label field(s) {unknown} in catalog {catalog.name!r}; valid fields: "
+                                   f"{', '.join(catalog.attributes) or '(none)'}")
+    row = {i: r for r, i in enumerate(catalog.ids)}
+    missing = [i for i in ids if i not in row]
+    if missing:
+        raise InvalidArgumentError(f"{len(missing)} ids are not items of catalog {catalog.name!r} "
+                                   f"(e.g. {missing[:3]!r}); pass ids of the embedded catalog")
+    rows = [row[i] for i in ids]
+    out = {}
+    for fld in fields:
+        values = np.array([str(v).strip() for v in catalog.table[fld].iloc[rows]], dtype=object)
+        values[~labelled(values)] = ""
+        out[fld] = values
+    return out
