@@ -81,3 +81,7 @@ class LabelImportError(FclipError, ValueError):
 
 class UndoConflictError(LabelStoreError):
     """An undo that would overwrite a later decision made by someone else on the same item."""
+
+
+class ModelMismatchError(FclipError, ValueError):
+    """Embeddings from another model (fingerprint) or of another width than a fitted probe expects."""

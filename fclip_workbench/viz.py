@@ -127,8 +127,8 @@ def few_shot_figure(curve: pd.DataFrame, zero_shot: float | None = None, title: 
     import plotly.graph_objects as go
 
     agg = curve.groupby("k").weighted_f1.agg(["mean", "std"]).fillna(0.0).reset_index()  # one row per k
-    fig = go.Figure(go.Scatter(x=agg["k"], y=agg["mean"], mode="lines+markers", name="linear probe",
-                               error_y={"type": "data", "array": agg["std"]}))
+    fig = go.Figure(go.Scatter(x=agg["k"].tolist(), y=agg["mean"].tolist(), mode="lines+markers",  # lists: plain JSON
+                               name="linear probe", error_y={"type": "data", "array": agg["std"].tolist()}))
     if zero_shot is not None:
         fig.add_hline(y=zero_shot, line_dash="dash", annotation_text=f"zero-shot {zero_shot:.3f}")
     fig.update_layout(title=title, xaxis_title="labelled items per class (k)", yaxis_title="weighted F1",
