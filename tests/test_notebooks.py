@@ -206,11 +206,39 @@ def check_grounding(nb, params) -> None:
                if WIDGET_VIEW in o.get("data", {})), "the GroundingPanel is not shown"
 
 
+def check_explore_map(nb, params) -> None:
+    """The Explorer is shown; the map holds LIMIT products; the query selected K; N_CLUSTERS named clusters;
+    selecting the biggest cluster selects exactly its size, shown as a grid in the widget."""
+    text = "".join(o.get("text", "") for o in outputs(nb) if o.get("output_type") == "stream")
+    m = re.search(r"(\d+) products on the map; UMAP [\d.]+ s", text)
+    assert m and int(m.group(1)) == params["LIMIT"], f"map size not printed or wrong: {text[:500]}"
+    assert f"{params['K']} products selected" in text, f"the query did not select {params['K']} products"
+    assert any(str(o["data"].get("text/plain", "")).startswith("Explorer(") for o in outputs(nb)
+               if WIDGET_VIEW in o.get("data", {})), "the Explorer is not shown"
+    tables = [t for h in html_outputs(nb) for t in html_tables(h)]
+    named = [t for t in tables if t and {"cluster", "size", "name"} <= set(t[0])]
+    assert len(named) == 1 and len(named[0]) == params["N_CLUSTERS"] + 1, f"no table of named clusters: {named}"
+    header, *rows = named[0]
+    sizes = [int(r[header.index("size")]) for r in rows]
+    assert sum(sizes) == params["LIMIT"] and all(r[header.index("name")].strip() for r in rows)
+    m = re.search(r"cluster '.+': (\d+) products selected", text)
+    assert m and int(m.group(1)) == max(sizes), f"the biggest cluster ({max(sizes)}) was not selected: {text[-300:]}"
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    widget_html = [str(v["state"].get("value", "")) for v in state.values() if v.get("model_name") == "HTMLModel"]
+    assert min(max(sizes), 48) in grids(widget_html), "the Explorer's grid does not show the selection"
+
+
 CHECKS = {"01_embed_and_search": check_embed_and_search, "06_train_and_evaluate": check_train_and_evaluate,
           "03_label_with_suggestions": check_label_with_suggestions,
           "04_grounding": check_grounding}
 
+CHECKS["02_explore_map"] = check_explore_map
+
 RUNS = [
+    pytest.param("02_explore_map.ipynb",
+                 {"DATA": "teaching", "MODEL": "fclip-mini", "LIMIT": 300, "K": 20, "N_CLUSTERS": 4},
+                 marks=pytest.mark.skipif(not HAVE_MINI, reason="needs the bundled fclip-mini weights"),
+                 id="02-teaching"),
     pytest.param("01_embed_and_search.ipynb", {"DATA": "teaching", "LIMIT": 300, "K": 6}, id="01-teaching"),
     pytest.param("01_embed_and_search.ipynb",
                  {"DATA": str(dataset_path("kagl")), "MODEL": "fclip-mini", "LIMIT": 300, "K": 6},

@@ -1,0 +1,124 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # A map of the catalog
+#
+# **What the map is.** Every product is a point in a space of a few hundred dimensions (its
+# embedding). Nobody can look at 256 dimensions, so **UMAP** squeezes them into two while trying
+# to keep each product's nearest neighbours near it. Products the model thinks alike end up
+# close together: islands of shoes, of watches, of kurtas. Distances *between* islands mean
+# little; what is *inside* an island (and what is in the wrong island) tells you what the model
+# has learned.
+#
+# This notebook:
+# 1. embeds the catalog (cached) and computes its UMAP map (cached too: a rerun is instant);
+# 2. colours the map by a catalog column;
+# 3. highlights the products that match a text query;
+# 4. groups products into clusters and names each by its most likely zero-shot labels.
+#
+# Hover a point to see the product; switch the map's toolbar to the lasso and drag around points
+# to select them: they appear in the grid below the map, and in Python as `explorer.selection`.
+
+# %% tags=["parameters"]
+DATA = "auto"          # catalog folder or CSV/Parquet file; "auto", "kagl" or "teaching"
+MODEL = "auto"         # model spec; "auto" picks one that knows the catalog
+LIMIT = 5000           # map only the first N products; None for the whole catalog
+COLOR_BY = "auto"      # a catalog column to colour by; "auto" picks one
+QUERY = "auto"         # text query to highlight; "auto" picks one that suits the catalog
+K = 50                 # products highlighted by the query
+N_CLUSTERS = 8         # k-means clusters, named by zero-shot labels
+
+# %% [markdown]
+# ## Embed and project
+# `Explorer.build` embeds every image (the embedding cache makes this instant the second time),
+# then `UMAPProjector` maps the vectors to 2-d. The projector follows scikit-learn's conventions
+# (`fit`, `transform`, fitted attributes ending in `_`) and stores each map on disk, keyed by the
+# exact vectors and parameters: rerunning this notebook does not recompute it.
+
+# %%
+from IPython.display import display
+
+from fclip_workbench.projection import UMAPProjector
+from fclip_workbench.widgets import Explorer
+from fclip_workbench.workshop import resolve_data, resolve_model
+
+catalog = resolve_data(DATA, limit=LIMIT)
+model = resolve_model(MODEL, catalog)
+projector = UMAPProjector(n_neighbors=15, min_dist=0.1, random_state=0)
+explorer = Explorer.build(model, catalog, projector=projector)
+print(f"{len(explorer.table)} products on the map; UMAP {projector.fit_seconds_:.1f} s "
+      f"({'from the cache' if projector.cache_hit_ else 'computed'})")
+
+# %% [markdown]
+# ## Colour by a column
+# Any catalog column can colour the map (rare values are grouped as "other"). If the model has
+# learned a column well, its colours form clean islands; mixed islands are where the model (or
+# the labels) are confused.
+
+# %%
+if COLOR_BY == "auto":
+    COLOR_BY = next((c for c in ("articleType", "masterCategory", "garment", "category") if c in explorer.table),
+                    catalog.attributes[0] if catalog.attributes else "")
+if COLOR_BY:
+    explorer.color_by(COLOR_BY)
+explorer
+
+# %% [markdown]
+# ## Highlight a query
+# The query goes through the text tower; the `K` products whose image vectors are closest to it
+# are selected (and coloured "match" if you colour by `query`). On a good model they sit in one
+# or two islands: the model's idea of the words. Type other queries in the box above the map.
+
+# %%
+if QUERY == "auto":
+    QUERY = "red striped dress" if catalog.name == "teaching" else "black leather watch"
+hits = explorer.search(QUERY, k=K)
+print(f"query {QUERY!r}: {len(explorer.selection)} products selected")
+explorer.selection.head(10)
+
+# %% [markdown]
+# ## Clusters named by zero-shot labels
+# k-means groups the *embeddings* (not the 2-d map) into `N_CLUSTERS` clusters. Each cluster is
+# named by the labels the model finds most likely for its products, on average (zero-shot: the
+# label set below is only text, no training). A cluster named "shoe / sandal" that contains
+# watches is worth a look.
+
+# %%
+if "articleType" in catalog.attributes:
+    counts = catalog.table["articleType"].value_counts()
+    LABELS = [str(v) for v in counts.index[:30]]
+else:
+    LABELS = sorted({str(v) for c in catalog.attributes[:2] for v in catalog.table[c].dropna().unique()})[:30]
+clusters = explorer.clusters(LABELS, n_clusters=N_CLUSTERS)
+clusters
+
+# %% [markdown]
+# ## Selections in Python
+# `explorer.selection` is a DataFrame of whatever is selected on the map (a lasso in the page or
+# `explorer.select(ids)` here); `explorer.observe(f, names="selected_ids")` calls `f` whenever it
+# changes, and `explorer.on_send(callback)` connects the "Send to annotator" button to the
+# labelling tools. Here: select the largest cluster.
+
+# %%
+biggest = clusters.sort_values("size", ascending=False).iloc[0]
+members = explorer.table.loc[explorer.table["cluster"].str.startswith(f"{biggest.cluster}:"), "item_id"]
+explorer.select(list(members))
+print(f"cluster {biggest['name']!r}: {len(explorer.selection)} products selected")
+explorer.selection.head(10)
+
+# %% [markdown]
+# ## Next
+# Notebook `03` labels products with the model's suggestions; a selection made here can be sent
+# there with the "Send to annotator" button once an annotator is connected with `on_send`.
