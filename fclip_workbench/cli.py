@@ -241,14 +241,18 @@ def cmd_embed(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from .search import Searcher, load_query_image, require_images
+    from .search import Searcher, check_query, load_query_image, require_images
 
     # 1. the query itself, before any slow work
     image = None
+    if args.image and args.query is not None:
+        raise FclipError("give a text query or --image PATH, not both")
     if args.image:
         image = load_query_image(args.image)
-    elif args.query is None or not args.query.strip():
+    elif args.query is None:
         raise FclipError("give a non-empty query, or --image PATH")
+    else:
+        check_query(args.query)
     # 2. the catalog, 3. the model
     cat = open_from_args(args)
     require_images(cat)
@@ -270,6 +274,10 @@ def cmd_train(args) -> int:
 
     if args.recipe is not None and args.recipe not in RECIPES:
         raise FclipError(f"Unknown recipe {args.recipe!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    from .training.outdir import check_out_dir
+
+    check_out_dir(args.out, args.resume, args.overwrite,
+                  args.model if args.model and Path(args.model).exists() else None)  # before any slow work
     cat = open_from_args(args)
     store = EmbeddingStore(args.cache)
     model = model_from_args(args, cat, spec=args.model) if args.model else None
@@ -280,7 +288,7 @@ def cmd_train(args) -> int:
                               lock_text=False if args.unlock_text else None,
                               lock_image=True if args.lock_image else None)
     t0 = time.perf_counter()
-    res = train(cat, cfg, args.out, model=model, recipe=args.recipe, resume=args.resume,
+    res = train(cat, cfg, args.out, model=model, recipe=args.recipe, resume=args.resume, overwrite=args.overwrite,
                 store=store, num_workers=args.workers, progress=not args.quiet)
     n_val = getattr(res, "n_val", getattr(res, "n_heldout", 0))
     print(f"trained on {res.n_train} products ({n_val} held out, {len(res.skipped)} skipped) "
@@ -426,6 +434,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--unlock-text", action="store_true", help="train the text tower too")
     p.add_argument("--lock-image", action="store_true", help="freeze the image tower")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the training run already in --out (its checkpoints, weights and training.json)")
     p.add_argument("--workers", type=nonnegative_int, default=None, help="image decoding processes (default: by core count)")
     p.set_defaults(func=cmd_train)
 

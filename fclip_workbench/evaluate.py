@@ -215,7 +215,7 @@ def plan_eval(catalog: Catalog, fields: Sequence[str] | None = None, all_items: 
 # ------------------------------------------------------------------ the report
 def _csv_safe(value: object) -> object:
     """Strings a spreadsheet would run as a formula get a leading quote; other values pass."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    if isinstance(value, str) and (value.startswith(_FORMULA_START) or value.lstrip().startswith(_FORMULA_START)):
         return "'" + value
     return value
 
@@ -223,7 +223,7 @@ def _csv_safe(value: object) -> object:
 def _md_cell(value: object) -> str:
     """One Markdown table cell: no newlines, `|` escaped."""
     text = " ".join(str(value).splitlines())
-    return text.replace("|", "\\|")
+    return text.replace("\\", "\\\\").replace("|", "\\|")  # backslashes first, so `\|` stays escaped
 
 
 @dataclass

@@ -25,6 +25,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import os
 import pickle
 import sys
@@ -310,6 +311,42 @@ def check_config(model_cfg: dict, preprocess_cfg: dict, where: str) -> None:
         if unknown:
             raise CheckpointError(f"Unknown key(s) {unknown} in {section} of {where}; valid keys: "
                                   f"{', '.join(valid[section])}")
+    _check_sizes(model_cfg, preprocess_cfg, where)
+
+
+# Sizes a config may give, with the largest value accepted (beyond it a typo would exhaust memory).
+SIZE_LIMITS = {
+    "model_cfg": {"embed_dim": 65536},
+    "vision_cfg": {"layers": 1000, "width": 16384, "head_width": 16384, "image_size": 8192, "patch_size": 8192,
+                   "heads": 1024},
+    "text_cfg": {"context_length": 100000, "vocab_size": 10_000_000, "width": 16384, "heads": 1024, "layers": 1000},
+    "preprocess_cfg": {"size": 8192, "resize_size": 16384},
+}
+
+
+def _check_sizes(model_cfg: dict, preprocess_cfg: dict, where: str) -> None:
+    """Sizes are positive integers within `SIZE_LIMITS`; mean/std are finite, std > 0 (else `CheckpointError`)."""
+    sections = {"model_cfg": model_cfg, "vision_cfg": model_cfg.get("vision_cfg") or {},
+                "text_cfg": model_cfg.get("text_cfg") or {}, "preprocess_cfg": preprocess_cfg}
+    for section, limits in SIZE_LIMITS.items():
+        for key, limit in limits.items():
+            value = sections[section].get(key)
+            if value is None:
+                continue
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+            if not items or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= limit for v in items):
+                raise CheckpointError(f"{section}.{key} in {where} must be a positive integer (or a list of them) "
+                                      f"of at most {limit}, found {value!r}")
+    for key in ("mean", "std"):
+        value = preprocess_cfg.get(key)
+        if value is None:
+            continue
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        ok = len(items) in (1, 3) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                          and math.isfinite(v) for v in items)
+        if not ok or (key == "std" and any(v <= 0 for v in items)):
+            need = "positive" if key == "std" else "finite"
+            raise CheckpointError(f"preprocess_cfg.{key} in {where} must be 1 or 3 {need} numbers, found {value!r}")
 
 
 def read_open_clip_config(path: Path) -> tuple[dict, dict]:

@@ -39,8 +39,8 @@ def check_query(query: object) -> str:
     >>> check_query(" navy shirt ")
     ' navy shirt '
     """
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidArgumentError(f"give a non-empty query (got {query!r})")
+    if not isinstance(query, str) or not any(c.isprintable() and not c.isspace() for c in query):
+        raise InvalidArgumentError(f"give a non-empty query: {query!r} has no visible character")
     return query
 
 

@@ -196,6 +196,7 @@ class EmbeddingStore:
         try:
             if self._version(db) != SCHEMA_VERSION:  # another process may have done it meanwhile
                 tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                self._check_is_ours(db, tables)
                 if "vectors" in tables:
                     n = db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
                     log.warning("cache %s has the old layout without checksums: its %d vectors are dropped "
@@ -211,6 +212,17 @@ class EmbeddingStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def _check_is_ours(self, db: sqlite3.Connection, tables: set[str]) -> None:
+        """Refuse to migrate (drop tables of) a database that is not an fclip embedding store."""
+        known = {"vectors": ["model", "kind", "key", "dim", "vec"],
+                 "file_digests": ["path", "size", "mtime_ns", "digest"]}
+        foreign = sorted(t for t in tables if t not in known and not t.startswith("sqlite_"))
+        wrong = [t for t in tables & known.keys()
+                 if [r[1] for r in db.execute(f"PRAGMA table_info({t})")] != known[t]]
+        if foreign or wrong:
+            raise CacheError(f"{self.path} is an SQLite database but not an embedding store (tables: "
+                             f"{', '.join(sorted(tables))}); pass --cache elsewhere")
 
     def _open_readonly(self) -> sqlite3.Connection:
         """Open without ever writing (no WAL switch, no schema): `mode=ro`, else `immutable=1`."""
@@ -239,15 +251,16 @@ class EmbeddingStore:
         """One line for the user: what is wrong with the file and what to do."""
         c = _code(e)
         if "SQLITE_NOTADB" in c or "NOT A DATABASE" in c:
-            msg = f"{self.path} is not an embedding store: file is not a database; delete it or pass --cache elsewhere"
+            msg = f"{self.path} is not an embedding store (not an SQLite database); pass --cache elsewhere"
         elif "SQLITE_CORRUPT" in c or "MALFORMED" in c:
-            msg = f"{self.path} is damaged ({e}); delete it or pass --cache elsewhere"
+            msg = (f"{self.path} is damaged ({e}); if it is an fclip cache, delete it (its vectors are recomputed), "
+                   "else pass --cache elsewhere")
         elif "SQLITE_FULL" in c or "DISK IS FULL" in c:
             msg = f"cache {self.path}: database or disk is full; free space or use --cache elsewhere"
         elif _is_busy(e):
             msg = f"cache {self.path} stayed locked by another process ({e}); try again or use --cache elsewhere"
         else:
-            msg = f"cache {self.path}: {e}; delete it or pass --cache elsewhere"
+            msg = f"cache {self.path}: {e}; pass --cache elsewhere"
         return CacheError(msg)
 
     def _retry(self, fn: Callable[[], object]) -> object:

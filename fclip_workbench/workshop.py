@@ -63,7 +63,8 @@ def teaching_model(progress: bool = False, device=None) -> EmbeddingModel:
     if not (out / "open_clip_model.safetensors").is_file():
         log.info("training the teaching model once into %s", out)
         cat = make_teaching_catalog(cache_dir() / "teaching", n=TEACHING_SIZE)
-        train(cat, out_dir=out, recipe="tiny-teaching", store=EmbeddingStore(), progress=progress)
+        train(cat, out_dir=out, recipe="tiny-teaching", store=EmbeddingStore(), progress=progress,
+              overwrite=True)  # a run interrupted earlier is replaced
     return load_model(out, device=device)
 
 

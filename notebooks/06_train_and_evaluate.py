@@ -82,7 +82,7 @@ before.table[['task', 'n', 'metric', 'value']]
 # one that rises or turns into `nan` means the learning rate is too high.
 
 # %%
-result = train(catalog, cfg, OUT, model=model)
+result = train(catalog, cfg, OUT, model=model, overwrite=True)  # rerunning the notebook replaces its run in OUT
 loss_curve(result.step_losses).show()
 pd.DataFrame(result.history)
 

@@ -117,6 +117,8 @@ CASES = [
     ("image-weight-nan", [*SEARCH, "--image-weight", "nan"], ["argument --image-weight"], None, ()),
     ("blank-query", ["search", "   ", *DATA, *MODEL], ["give a non-empty query"], None, ()),
     ("no-query", ["search", *DATA, *MODEL], ["give a non-empty query"], None, ()),
+    ("zero-width-query", ["search", "\u200b\u200b", *DATA, *MODEL], ["give a non-empty query"], None, ()),
+    ("query-and-image", ["search", "red", *DATA, *MODEL, "--image", "{tmp}/nope.jpg"], ["not both"], None, ()),
     ("embed-batch-size-0", ["embed", *DATA, *MODEL, "--batch-size", "0"], ["argument --batch-size: must be >= 1"],
      None, ()),
     ("embed-workers-negative", ["embed", *DATA, *MODEL, "--workers", "-1"], ["argument --workers: must be >= 0"],

@@ -222,7 +222,7 @@ def test_cli_reports_a_bad_cache_file_in_one_line(tiny_model_dir, small_catalog_
                "--no-text", "-q", "--device", "cpu", "--workers", "0"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "Traceback" not in err
-    assert err.endswith(f"{bad} is not an embedding store: file is not a database; delete it or pass --cache "
+    assert err.endswith(f"{bad} is not an embedding store (not an SQLite database); pass --cache "
                         "elsewhere") and len(err.splitlines()) == 1
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 
 import numpy as np
@@ -237,3 +238,17 @@ def test_plan_eval_fmnist_scores_every_product_without_retrieval(tmp_path):
     assert default_fields(fm) == ["label"]
     plan = plan_eval(fm)
     assert plan.fields == ("label",) and not plan.heldout and not plan.retrieval and plan.notes
+
+
+def test_backslash_pipes_and_spaced_formulas_are_escaped(tmp_path):
+    """`a\\|b` used to become `a\\\\|b` (an extra column); " =1+1" was not formula-quoted."""
+    from fclip_workbench.evaluate import EvalReport
+
+    table = pd.DataFrame([{"model": "a\\|b", "data": " =1+1", "task": "t|u\\", "n": 3, "metric": "m", "value": 0.5}])
+    csv_path, md_path = EvalReport(table).save(tmp_path / "out")
+    line = md_path.read_text().splitlines()[2]
+    cells = [c for c in re.split(r"(?<!\\)\|", line.replace("\\\\", ""))[1:-1]]
+    assert len(cells) == len(table.columns), line
+    with open(csv_path, newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["data"] == "' =1+1"

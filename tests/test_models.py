@@ -241,6 +241,22 @@ def test_malformed_config_json(tiny_model_dir, tmp_path, text, match):
     _one_line_error(_folder(tmp_path, tiny_model_dir, text), match)
 
 
+@pytest.mark.parametrize("section, key, value, match", [
+    ("model_cfg", "embed_dim", -5, "model_cfg.embed_dim .* must be a positive integer"),
+    ("model_cfg", "embed_dim", 10**12, "model_cfg.embed_dim .* of at most 65536"),
+    ("preprocess_cfg", "size", -1, "preprocess_cfg.size .* must be a positive integer"),
+    ("preprocess_cfg", "std", [0, 0, 0], "preprocess_cfg.std .* positive numbers"),
+    ("preprocess_cfg", "mean", [float("nan")] * 3, "preprocess_cfg.mean .* finite numbers"),
+])
+def test_config_sizes_and_normalisation_are_checked(tiny_model_dir, tmp_path, section, key, value, match):
+    """A negative or absurd size used to crash in torch (or allocate terabytes); std 0 failed every image later."""
+    import json
+
+    cfg = json.loads((tiny_model_dir / "open_clip_config.json").read_text())
+    cfg[section][key] = value
+    _one_line_error(_folder(tmp_path, tiny_model_dir, json.dumps(cfg)), match)
+
+
 @pytest.mark.parametrize("where, key", [("top", "modl_cfg"), ("model_cfg", "embed_dimm"),
                                         ("vision_cfg", "patch_sise"), ("preprocess_cfg", "sise")])
 def test_unknown_config_keys_are_named_with_the_valid_ones(tiny_model_dir, tmp_path, where, key):

@@ -52,7 +52,7 @@ def test_bad_image_weight_refused_before_embedding(catalog, weight):
         Searcher.build("no-such-model-so-loading-would-fail", catalog, image_weight=weight)
 
 
-@pytest.mark.parametrize("query", ["", "   ", "\t\n"])
+@pytest.mark.parametrize("query", ["", "   ", "\t\n", "\u200b\u200b", "\x01\x02", "\u00a0\u2003"])
 def test_blank_query_refused(tiny_model, catalog, store, query):
     searcher = Searcher.build(tiny_model, catalog, store=store, progress=False)
     with pytest.raises(FclipError, match="non-empty query"):

@@ -155,7 +155,7 @@ def test_a_folder_means_the_store_file_inside_it(tmp_path):
 def test_a_file_that_is_not_a_store_gives_one_line(tmp_path):
     bad = tmp_path / "notes.sqlite"
     bad.write_text("these are my notes, not a database\n" * 50)
-    with pytest.raises(CacheError, match="is not an embedding store: file is not a database; delete it") as e:
+    with pytest.raises(CacheError, match=r"is not an embedding store \(not an SQLite database\); pass --cache elsewhere$") as e:
         EmbeddingStore(bad).get_many("m", "image", ["k"])
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
     assert isinstance(e.value, FclipError)
@@ -168,7 +168,7 @@ def test_a_truncated_store_gives_one_line(tmp_path):
     store.close()
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CacheError, match="delete it or pass --cache elsewhere") as e:
+    with pytest.raises(CacheError, match="if it is an fclip cache, delete it .*else pass --cache elsewhere") as e:
         EmbeddingStore(path).get_many("m", "image", [f"k{i}" for i in range(3000)])
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
@@ -315,3 +315,23 @@ def test_wal_store_in_an_unwritable_folder_is_opened_immutable(tmp_path, monkeyp
     store = EmbeddingStore(path)
     assert set(store.get_many("m", "image", ["k0", "k1", "k2", "k3"])) == {"k0", "k1", "k2"}
     assert any(t.endswith("?immutable=1") for t in tried)
+
+
+def test_another_apps_database_is_refused_and_left_untouched(tmp_path):
+    """A database with its own `vectors` table is not an old cache: nothing is dropped."""
+    import sqlite3
+
+    path = tmp_path / "app.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE vectors (id INTEGER PRIMARY KEY, embedding BLOB)")
+    db.execute("CREATE TABLE users (name TEXT)")
+    db.execute("INSERT INTO vectors VALUES (1, x'00'), (2, x'01')")
+    db.execute("INSERT INTO users VALUES ('ana')")
+    db.commit()
+    db.close()
+    with pytest.raises(CacheError, match="is an SQLite database but not an embedding store .*users.*vectors"):
+        EmbeddingStore(path).get_many("m", "image", ["k"])
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == 2
+    assert db.execute("SELECT name FROM users").fetchall() == [("ana",)]
+    db.close()

@@ -38,6 +38,7 @@ from ..store import EmbeddingStore
 from .checkpoints import (CHECKPOINTS, check_resume, check_resume_data, config_dict, latest_checkpoint,
                           load_weights, read_state, save_checkpoint)
 from .data import PixelCache, PixelSource, augment, caption_rows, caption_table, pixel_keys
+from .outdir import claim_out_dir
 from .recipes import ConfigError, Recipe, TrainConfig, get_recipe, new_model
 from .text import TextSide
 
@@ -145,13 +146,29 @@ def train(
     num_workers: int | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train `model` (a loaded model, trained in place; a spec; or a fresh `recipe` model) on `catalog`.
 
     `stop_after_epochs` ends the run early (as an interruption would) after that
     many epochs; the checkpoint lets `resume=True` finish the same schedule.
     `result.model` is the trained model (the same object when one was passed).
+    `out_dir` must not hold another run (unless `resume`, or `overwrite=True`
+    replaces it) nor be the starting model's folder; one run writes it at a time
+    (`outdir.claim_out_dir`).
     """
+    if isinstance(model, EmbeddingModel):
+        source = model.source
+    elif isinstance(model, (str, Path)) and Path(model).exists():
+        source = Path(model)
+    else:
+        source = None
+    with claim_out_dir(out_dir, resume, overwrite, source):
+        return _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, progress, stop_after_epochs)
+
+
+def _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, progress,
+           stop_after_epochs) -> TrainResult:
     from ..models import load_model
 
     # 1. settings, then the checkpoint's settings: before any slow work
@@ -166,8 +183,6 @@ def train(
     state = read_state(ckpt) if ckpt is not None else None
     if state is not None:
         check_resume(ckpt, state, cfg)
-    elif resume:
-        log.info("no checkpoint in %s: starting from scratch", out_dir)
     # 2. captions and the split (cheap, no model needed): enough training products for one step?
     rows, captions, skipped = caption_rows(catalog, cfg.captions)
     ids = [catalog.ids[r] for r in rows]
