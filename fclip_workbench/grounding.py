@@ -442,7 +442,9 @@ def _token_relevance(sim: Similarity, x: torch.Tensor) -> torch.Tensor:
         g_out = g_out if out.dim() == 2 else (g_out[0, 0] if batch_first else g_out[0, 0])
         g = (g_out.reshape(-1, w_out.shape[0])[0] @ w_out).detach()  # (d,): before the output projection
         contrib = (v[prefix:] * g).view(L - prefix, heads, dh).sum(-1).T  # (heads, L - prefix)
-        maps.append(torch.relu((lam * contrib).sum(0)))  # (L - prefix,)
+        signed = (lam * contrib).sum(0)  # (L - prefix,)
+        # ReLU as Grad-ECLIP; when no token raises the similarity, the signed values (else a flat map)
+        maps.append(torch.relu(signed) if (signed > 0).any() else signed)
     rel = torch.stack(maps)  # (n_texts, L - prefix)
     if "grid" in grabbed:
         gh, gw = grabbed["grid"]
@@ -472,8 +474,18 @@ def grad_eclip_map(sim: Similarity, prep: Prepared, multiscale: bool = False) ->
 
 
 # ------------------------------------------------------------------ the explainer
+def default_method(model) -> str:
+    """The method `method="auto"` picks: `grad_eclip` for ViT towers (the only method within 2 s per
+    map for ViT-B/32 on a 2-core CPU), `saliency` otherwise (on fclip-mini's ResNet, whose last stage
+    is a 2 x 2 grid, it points better than `grad_eclip` and `gradcam`; see the README's table)."""
+    visual = getattr(getattr(model, "model", None), "visual", None)
+    is_vit = hasattr(visual, "transformer") and getattr(visual, "attn_pool", None) is None \
+        and getattr(visual, "pool_type", "tok") == "tok"
+    return "grad_eclip" if is_vit else "saliency"
+
+
 class GroundingExplainer:
-    """Grounding maps of text queries on an image, by one of `methods()`.
+    """Grounding maps of text queries on an image, by one of `methods()` (default "auto": `default_method`).
 
     `__init__` stores the model and settings (method options as keywords, e.g.
     `patch=16` for occlusion); `attribute` does the work. Timing of the last call is in
@@ -484,11 +496,13 @@ class GroundingExplainer:
     (2, 832, 550)
     """
 
-    DEFAULT = "occlusion"
+    DEFAULT = "auto"  # grad_eclip for ViT towers, saliency otherwise: chosen by benchmarks/bench_grounding.py
 
     def __init__(self, model, method: str | None = None, batch_size: int = 32, fit: str = "auto",
                  **options) -> None:
         method = self.DEFAULT if method is None else method
+        if method == "auto":
+            method = default_method(model)
         if method not in METHOD_NOTES:
             raise InvalidArgumentError(f"Unknown grounding method {method!r}; known: {', '.join(METHOD_NOTES)}")
         unknown = set(options) - METHOD_OPTIONS[method]

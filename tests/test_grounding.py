@@ -183,7 +183,14 @@ def test_methods_are_listed_with_a_description():
     methods = GroundingExplainer.methods()
     assert {"paper", "occlusion", "ablation", "integrated_gradients", "saliency", "gradcam", "grad_eclip"} <= set(methods)
     assert all(isinstance(v, str) and v for v in methods.values())
-    assert GroundingExplainer.DEFAULT in methods
+    assert GroundingExplainer.DEFAULT == "auto"
+
+
+def test_auto_picks_grad_eclip_for_vit_and_saliency_otherwise(region_model):
+    tower, model = region_model
+    ex = GroundingExplainer(model)
+    assert ex.method == ("grad_eclip" if tower == "vit" else "saliency")
+    assert pointing_game(ex.attribute(photo(), "target"), region_in_image(), tolerance=0) == 1.0
 
 
 def test_the_papers_own_reference_misses_a_region_nothing_distracts_from(region_model):
