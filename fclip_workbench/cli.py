@@ -476,7 +476,8 @@ def add_ground_parser(sub) -> None:
     p.add_argument("image", help="photo file")
     p.add_argument("queries", nargs="+", help='one or more texts, e.g. "red stripes" "shoes"')
     p.add_argument("--method", nargs="+", default=None, choices=GROUNDING_METHODS, metavar="M",
-                   help=f"one or more of {', '.join(GROUNDING_METHODS)} (default: the explainer's default)")
+                   help=f"one or more of {', '.join(GROUNDING_METHODS)} "
+                        "(default: grad_eclip for ViT towers, saliency otherwise)")
     p.add_argument("-o", "--out", default=None, help="PNG of the photo and one overlay per query x method "
                                                      "(default: IMAGE_grounding.png in the current folder)")
     p.add_argument("--save-maps", default=None, help="also save the raw maps (n_methods, n_queries, H, W) to this .npy")
