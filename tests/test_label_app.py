@@ -152,6 +152,16 @@ def store_labels(store: Path) -> dict[str, str]:
         s.close()
 
 
+def store_history(store: Path) -> list[tuple]:
+    from fclip_workbench.labels import LabelStore
+
+    s = LabelStore(str(store))
+    try:
+        return list(s.history(field=FIELD)[["item_id", "new_value", "source"]].itertuples(index=False, name=None))
+    finally:
+        s.close()
+
+
 # ----------------------------------------------------------------------------- no browser: the CLI's checks
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fclip_workbench.cli", "label", *args],
@@ -233,7 +243,7 @@ def test_voila_app_labels_with_clicks_keys_and_a_batch_and_keeps_them(teaching_d
         assert "build_label_app" not in page.content()  # no code shown to a merchandiser
         saved = dict(label_one(page, how) for how in ("click1", "key1", "click2", "key2", "click3"))
         assert len(saved) == 5
-        assert progress_count(page) == 5
+        assert progress_count(page) == 5, f"labelled {saved}; store: {store_history(store)}"
 
         # batch: pick a label, untick one product, confirm the rest in one action
         page.locator(".fclip-mode button", has_text="batch").click()
