@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--cv", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cached-only", action="store_true", help="audit only products already embedded in --store")
+    ap.add_argument("--dup-thresholds", default="0.95,0.98")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     store = EmbeddingStore(args.store)
@@ -92,15 +93,20 @@ def main() -> None:
     print(f"\n## Planted label errors ({args.share:.0%} of articleType flipped), {args.cv}-fold probe probabilities")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
-    ids = res.ids
+    rows = np.arange(len(kagl))  # near-duplicates and outliers: every product (--cached-only: every embedded one)
+    if args.cached_only:
+        rows = rows[cached(model, kagl, rows, store)]
+    everything = embed_images(model, kagl.subset(rows, name="kagl"), store, progress=True)
+    vecs, ids = everything.vectors, everything.ids
+    for threshold in [float(x) for x in args.dup_thresholds.split(",")]:
+        t = time.perf_counter()
+        groups = near_duplicates(vecs, ids, threshold=threshold)
+        t_dup = time.perf_counter() - t
+        print(f"\n## Near-duplicates (cosine >= {threshold}) over {len(ids)} products: {t_dup:.1f} s, "
+              f"{groups.group.nunique() if len(groups) else 0} groups, {len(groups)} products in them, "
+              f"largest group {groups.group_size.max() if len(groups) else 0}")
     t = time.perf_counter()
-    groups = near_duplicates(res.vectors, ids, threshold=0.95)
-    t_dup = time.perf_counter() - t
-    print(f"\n## Near-duplicates (cosine >= 0.95) over {len(ids)} products: {t_dup:.1f} s, "
-          f"{groups.group.nunique() if len(groups) else 0} groups, {len(groups)} products in them, "
-          f"largest group {groups.group_size.max() if len(groups) else 0}")
-    t = time.perf_counter()
-    odd = outliers(res.vectors, ids, k=10)
+    odd = outliers(vecs, ids, k=10)
     print(f"\n## kNN outliers (k=10) over {len(ids)} products: {time.perf_counter() - t:.1f} s; top 5:")
     print(odd.head(5).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

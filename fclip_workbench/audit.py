@@ -4,10 +4,10 @@ Each audit returns a DataFrame, most suspicious first, with `position` (the row
 of the input vectors) so callers can map back to catalog items.
 
 - `find_label_issues`: out-of-sample `LinearProbe` probabilities (stratified
-  cross-validation), then cleanlab: confident learning (`cleanlab.filter`) flags
-  the items whose given label the probabilities contradict, ranked by
-  cleanlab's label-quality score; `method="self_confidence"` is the plain
-  baseline (rank by the probability of the given label).
+  cross-validation), ranked by cleanlab's self-confidence label quality (measured
+  best on planted KAGL errors; confident learning first-then-rank and normalized
+  margin are options); cleanlab's confident learning (`cleanlab.filter`) marks
+  the items it judges mislabelled (`is_issue`).
 - `near_duplicates`: FAISS range search (exact inner product, unit vectors)
   for every pair with cosine >= threshold, then connected components.
 - `outliers`: mean cosine distance to the k nearest other items (kNN, exact FAISS).
@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import warnings
 from numbers import Integral, Real
 from typing import Sequence
 
@@ -31,7 +32,7 @@ from .probes import LinearProbe, check_vectors_labels, out_of_fold
 
 log = logging.getLogger(__name__)
 
-ISSUE_METHODS = ("confident_learning", "self_confidence", "normalized_margin")
+ISSUE_METHODS = ("self_confidence", "confident_learning", "normalized_margin")
 ISSUE_COLUMNS = ["position", "given_label", "suggested_label", "score", "label_quality", "is_issue"]
 QUERY_BATCH = 4096  # query rows per FAISS call (bounds the memory of a range search)
 
@@ -42,15 +43,18 @@ def _rank_quality(labels_enc: np.ndarray, pred_probs: np.ndarray, method: str) -
     return get_label_quality_scores(labels_enc, pred_probs, method=method)  # (n,) in [0, 1], low = suspicious
 
 
-def find_label_issues(vectors, labels, cv: int = 5, method: str = "confident_learning",
+def find_label_issues(vectors, labels, cv: int = 5, method: str = "self_confidence",
                       probe: LinearProbe | None = None, pred_probs: np.ndarray | None = None,
                       random_state: int = 0) -> pd.DataFrame:
     """One row per item, most suspicious first: position, given_label, suggested_label, score, label_quality, is_issue.
 
-    `score` = 1 - label quality (higher = more suspicious); `is_issue` marks the
-    items confident learning flags (for `self_confidence` / `normalized_margin`:
-    the items whose suggested label differs from the given one). Pass `pred_probs`
-    ((n, n_classes), columns in sorted label order) to skip the cross-validation.
+    Ranking (`method`): "self_confidence" (default: the probe's out-of-sample probability
+    of the given label, lowest first; it found planted KAGL errors best, see
+    benchmarks/bench_audit.py), "confident_learning" (cleanlab's flagged items first,
+    then by self-confidence) or "normalized_margin" (cleanlab). `score` = 1 - label
+    quality (higher = more suspicious); `is_issue` marks the items cleanlab's confident
+    learning (`cleanlab.filter.find_label_issues`) flags, for every method. Pass
+    `pred_probs` ((n, n_classes), columns in sorted label order) to skip the cross-validation.
 
     >>> rng = np.random.default_rng(0)
     >>> X = np.r_[rng.normal(0, 1, (40, 4)), rng.normal(4, 1, (40, 4))]   # (80, 4)
@@ -70,17 +74,16 @@ def find_label_issues(vectors, labels, cv: int = 5, method: str = "confident_lea
         raise InvalidArgumentError(f"pred_probs must have shape {(len(y), len(classes))} (items x classes in "
                                    f"sorted order), got {pred_probs.shape}")
     suggested = classes[pred_probs.argmax(axis=1)]
-    if method == "confident_learning":
-        from cleanlab.filter import find_label_issues as cl_find
+    from cleanlab.filter import find_label_issues as cl_find
 
-        quality = _rank_quality(y_enc, pred_probs, "self_confidence")
-        flagged = np.zeros(len(y), dtype=bool)
+    flagged = np.zeros(len(y), dtype=bool)  # cleanlab's confident-learning verdict, whatever the ranking
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="May not flag all label issues")  # rare classes
         flagged[cl_find(y_enc, pred_probs, filter_by="prune_by_noise_rate", return_indices_ranked_by=None)] = True
-    else:
-        quality = _rank_quality(y_enc, pred_probs, method)
-        flagged = suggested != y
-    # flagged items first, each part by label quality (lowest first); ties keep input order
-    order = np.lexsort((np.arange(len(y)), quality, ~flagged))
+    quality = _rank_quality(y_enc, pred_probs, "self_confidence" if method == "confident_learning" else method)
+    # ties keep input order; confident_learning puts its flagged items first
+    keys = (np.arange(len(y)), quality) + ((~flagged,) if method == "confident_learning" else ())
+    order = np.lexsort(keys)
     out = pd.DataFrame({"position": order, "given_label": y[order], "suggested_label": suggested[order],
                         "score": 1.0 - quality[order], "label_quality": quality[order], "is_issue": flagged[order]})
     log.info("find_label_issues (%s): %d of %d items flagged", method, int(flagged.sum()), len(y))

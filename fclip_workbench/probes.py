@@ -149,7 +149,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """Fit on (n, dim) embeddings and n labels (strings or ints); returns self."""
         cs = self._check_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        check_classification_targets(y)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The number of unique classes")  # few-shot: 1 item per class
+            check_classification_targets(y)
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
             raise InvalidArgumentError(f"LinearProbe needs labels of at least 2 classes; got 1 class: "
@@ -169,10 +171,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             log.info("LinearProbe: C=%g (validation %s %.3f)", self.C_, self.scoring, self.sweep_[self.C_])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.filterwarnings("ignore", message="The number of unique classes")
             self.model_ = self._logreg(self.C_).fit(X, y)
         self.classes_ = self.model_.classes_
         self.coef_, self.intercept_ = self.model_.coef_, self.model_.intercept_  # (n_classes or 1, dim), (...)
         self.n_iter_ = int(np.max(self.model_.n_iter_))
+        if self.n_iter_ >= self.max_iter:
+            log.warning("LinearProbe: L-BFGS stopped at max_iter=%d before converging (C=%g); raise max_iter",
+                        self.max_iter, self.C_)
         return self
 
     # ---- predict --------------------------------------------------------
@@ -299,6 +305,7 @@ def out_of_fold(vectors, labels, cv: int = 5, probe: LinearProbe | None = None, 
     folds = StratifiedKFold(cv, shuffle=True, random_state=random_state)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")  # rare classes: fine out of fold
+        warnings.filterwarnings("ignore", message="Number of classes in training fold")  # their column gets p = 0
         return cross_val_predict(probe, X, y, cv=folds, method=method)
 
 

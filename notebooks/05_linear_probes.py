@@ -104,8 +104,9 @@ print(f"saved {path.name}: C={probe.C_:g}, {len(probe.classes_)} classes, model 
 # %% [markdown]
 # ## Label audit
 # Every labelled product gets out-of-sample probabilities from probes that did not see it
-# (5-fold cross-validation). Confident learning (cleanlab) then flags the products whose given
-# label the probabilities confidently contradict, most suspicious first. Published test sets
+# (5-fold cross-validation). They are ranked by *self-confidence*, the probability of their given
+# label, lowest (most suspicious) first; cleanlab's confident learning marks those it judges
+# mislabelled (`is_issue`). Published test sets
 # hold label errors too (3.3% on average, Northcutt et al. 2021): check these before trusting a score.
 
 # %%
