@@ -228,8 +228,30 @@ def check_explore_map(nb, params) -> None:
     assert min(max(sizes), 48) in grids(widget_html), "the Explorer's grid does not show the selection"
 
 
+def check_linear_probes(nb, params) -> None:
+    """Zero-shot vs probe table (one row per field, F1 in [0, 1]), a Plotly few-shot curve at k = 1, 5, 10, 50,
+    a saved probe, and the label-issue table (10 rows, most suspicious first) with its grid of 10 products."""
+    tables = [t for h in html_outputs(nb) for t in html_tables(h)]
+    vs = [t for t in tables if t and {"field", "zero_shot_f1", "probe_f1"} <= set(t[0])]
+    assert len(vs) == 1 and len(vs[0]) == 4, f"no zero-shot vs probe table with 3 fields: {vs}"
+    for row in vs[0][1:]:
+        for col in ("zero_shot_f1", "probe_f1"):
+            assert 0.0 <= float(row[vs[0][0].index(col)]) <= 1.0, row
+    figs = [o["data"]["application/vnd.plotly.v1+json"] for o in outputs(nb)
+            if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figs) == 1, "no Plotly few-shot figure"
+    assert [int(x) for x in figs[0]["data"][0]["x"]] == [1, 5, 10, 50], figs[0]["data"][0]["x"]
+    text = "".join(o.get("text", "") for o in outputs(nb) if o.get("output_type") == "stream")
+    assert re.search(r"saved teaching-garment\.npz: C=\S+, \d+ classes", text), text
+    issues = [t for t in tables if t and {"position", "given_label", "suggested_label", "score"} <= set(t[0])]
+    assert len(issues) == 1 and len(issues[0]) == 11, f"no label-issue table of 10 products: {issues}"
+    scores = [float(r[issues[0][0].index("score")]) for r in issues[0][1:]]
+    assert scores == sorted(scores, reverse=True), f"the label issues are not most suspicious first: {scores}"
+    assert grids(html_outputs(nb)) == [10], "no grid of the 10 most suspicious products"
+
+
 CHECKS = {"01_embed_and_search": check_embed_and_search, "06_train_and_evaluate": check_train_and_evaluate,
-          "03_label_with_suggestions": check_label_with_suggestions,
+          "03_label_with_suggestions": check_label_with_suggestions, "05_linear_probes": check_linear_probes,
           "04_grounding": check_grounding}
 
 CHECKS["02_explore_map"] = check_explore_map
@@ -250,6 +272,7 @@ RUNS = [
     pytest.param("03_label_with_suggestions.ipynb",
                  {"DATA": "teaching", "LIMIT": 200, "STORE": "labels.sqlite", "ANNOTATOR": "papermill"},
                  id="03-teaching"),
+    pytest.param("05_linear_probes.ipynb", {"DATA": "teaching", "LIMIT": 400}, id="05-teaching"),
     pytest.param("04_grounding.ipynb", {"DATA": "teaching", "N_EVAL": 3, "METHODS": ["grad_eclip", "occlusion"]},
                  id="04-teaching"),
 ]
