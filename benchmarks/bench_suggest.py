@@ -16,7 +16,7 @@ Speed: suggestions (top 3) for all 39,953 KAGL products over the articleType
 labels from stored embeddings; a refit after one new label on top of 1,000.
 
     python benchmarks/bench_suggest.py [--data DIR] [--store /tmp/fclip-suggest/embeddings.sqlite]
-        [--sizes 50 200 1000] [--seeds 3] [--pool-limit N]
+        [--sizes 50 200 1000] [--seeds 3] [--pool-limit N] [--speed-only]
 
 The first run embeds what it needs into --store (all KAGL images: minutes to an
 hour on 2 CPU cores); later runs read the store.
@@ -89,7 +89,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--pool-limit", type=int, default=None,
                     help="label from only the first N training products (catalog order); default all")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="articleType, 1,000 labels, 1 seed: just enough for the speed lines")
     args = ap.parse_args()
+    if args.speed_only:
+        args.fields, args.sizes, args.seeds = ["articleType"], [1000], 1
     logging.basicConfig(level=logging.WARNING)
 
     from fclip_workbench.datasets import open_catalog

@@ -10,7 +10,7 @@ How a probability is made, for an image x and label c:
    (`zeroshot.class_weights`), times a logit scale (CLIP's 100 without labels;
    fitted on the labelled items when there are at least `MIN_CALIBRATION`);
    softmax gives p0(c|x) over all labels;
-2. probe: a multinomial L-BFGS logistic regression on the labelled items gives
+2. probe: a multinomial L-BFGS logistic regression (`SoftmaxProbe`) on the labelled items gives
    q(c|x) over the labels seen so far, S; spread over all labels as
    p1(c|x) = p0(S|x) q(c|x) for c in S (unseen labels keep p0);
 3. blend per label, in log space, by how much labelled data it has:
@@ -33,16 +33,15 @@ Example:
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Sequence
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, logsumexp, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.linear_model import LogisticRegression
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from .errors import InvalidArgumentError
 from .models import EmbeddingModel
@@ -54,10 +53,11 @@ log = logging.getLogger(__name__)
 ZERO_SHOT_SCALE = 100.0  # CLIP's logit scale (ZeroShotClassifier's temperature): used until labels fit one
 CAL_EVERY = 5  # every 5th labelled item (by position) is held out to fit the temperature
 MIN_CALIBRATION = 10  # fewer labelled items than this: no scale or temperature is fitted
+RECALIBRATE_GROWTH = 0.1  # partial_fit refits scale and temperature once labels grew 10% since the last fit
 _LOG_T_BOUNDS = (-5.0, 5.0)  # search range of log(temperature)
 UNCERTAINTY_KINDS = ("least-confident", "margin", "entropy")
 
-__all__ = ["Suggester", "NotFittedError", "fit_temperature", "UNCERTAINTY_KINDS"]
+__all__ = ["Suggester", "SoftmaxProbe", "NotFittedError", "fit_temperature", "UNCERTAINTY_KINDS"]
 
 
 def fit_temperature(logits: np.ndarray, y_idx: np.ndarray) -> float:
@@ -80,6 +80,62 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms == 0, 1.0, norms)
 
 
+class SoftmaxProbe:
+    """Multinomial logistic regression on the labels seen, fitted with L-BFGS; warm-startable.
+
+    The objective is scikit-learn's `LogisticRegression` one (C * summed cross-entropy
+    + 0.5 * ||coef||^2, intercept not penalised), written in NumPy so a refit starts
+    from the previous coefficients even when new labels appear, and runs in one BLAS
+    call per step (scikit-learn's solver took ~4 s for 1,000 x 256 x 143 here).
+
+    >>> p = SoftmaxProbe(C=10.0).fit(np.eye(3), np.array([0, 2, 2]))
+    >>> p.classes_.tolist(), p.predict_log_proba(np.eye(3)).shape
+    ([0, 2], (3, 2))
+    """
+
+    def __init__(self, C: float = 10.0, max_iter: int = 300, tol: float = 1e-4) -> None:
+        self.C = C
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def fit(self, X: np.ndarray, y: np.ndarray, init: "SoftmaxProbe | None" = None) -> "SoftmaxProbe":
+        """X (n, dim), y (n,) int labels; `init`: a fitted probe whose rows start the classes it shares."""
+        classes, yi = np.unique(y, return_inverse=True)  # (S,), (n,)
+        n, d = X.shape
+        S = len(classes)
+        X32 = np.asarray(X, dtype=np.float32)  # float32 matmuls: twice as fast, ample for L-BFGS at gtol 1e-4
+        onehot = np.zeros((n, S), np.float32)
+        onehot[np.arange(n), yi] = 1.0
+        w0 = np.zeros((S, d + 1))  # (S, dim + 1): coef | intercept
+        if init is not None:
+            where = {c: i for i, c in enumerate(init.classes_.tolist())}
+            for j, c in enumerate(classes.tolist()):
+                if c in where:
+                    w0[j, :d], w0[j, d] = init.coef_[where[c]], init.intercept_[where[c]]
+
+        def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+            W = w.reshape(S, d + 1)
+            W32 = W.astype(np.float32)
+            logp = log_softmax(X32 @ W32[:, :d].T + W32[:, d], axis=1)  # (n, S)
+            g = np.exp(logp) - onehot  # (n, S)
+            grad = np.empty_like(W)
+            grad[:, :d] = self.C * (g.T @ X32) + W[:, :d]
+            grad[:, d] = self.C * g.sum(axis=0)
+            loss = -self.C * float((logp * onehot).sum(dtype=np.float64)) + 0.5 * (W[:, :d] ** 2).sum()
+            return loss / n, grad.ravel() / n
+
+        with threadpool_limits(1, user_api="blas"):  # small matmuls: threads only add contention
+            res = minimize(objective, w0.ravel(), jac=True, method="L-BFGS-B",
+                           options={"maxiter": self.max_iter, "gtol": self.tol})
+        W = res.x.reshape(S, d + 1)
+        self.classes_, self.coef_, self.intercept_, self.n_iter_ = classes, W[:, :d], W[:, d], int(res.nit)
+        return self
+
+    def predict_log_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n, S) log-probabilities over `classes_`."""
+        return log_softmax(X @ self.coef_.T.astype(X.dtype) + self.intercept_.astype(X.dtype), axis=1)
+
+
 class Suggester(ClassifierMixin, BaseEstimator):
     """Zero-shot + linear-probe label suggestions with calibrated probabilities (see the module docstring).
 
@@ -96,7 +152,7 @@ class Suggester(ClassifierMixin, BaseEstimator):
         max_iter: L-BFGS iterations per probe fit.
         warm_start: start each refit from the previous coefficients.
 
-    Fitted attributes: classes_, text_weights_ (n_labels, dim), probe_ (LogisticRegression or None),
+    Fitted attributes: classes_, text_weights_ (n_labels, dim), probe_ (SoftmaxProbe or None),
     class_counts_ (n_labels,), n_labelled_, zero_shot_scale_, temperature_, X_ (n_labelled, dim), y_ (n_labelled,).
     """
 
@@ -223,40 +279,27 @@ class Suggester(ClassifierMixin, BaseEstimator):
         return self
 
     def partial_fit(self, X: np.ndarray, y: Sequence[str]) -> "Suggester":
-        """Add labelled items (n_new, dim) and refit, warm-started; the first call is `fit`."""
+        """Add labelled items (n_new, dim) and refit the probe, warm-started; the first call is `fit`.
+
+        The zero-shot scale and the temperature are refitted once the labels grew by
+        `RECALIBRATE_GROWTH` (10%) since they were last fitted; `fit` always refits them."""
         if not hasattr(self, "X_"):
             return self.fit(X, y)
         X = self._check_vectors(X, self.text_weights_.shape[1])
         y_idx = self._label_indices(y, len(X))
         self.X_ = np.concatenate([self.X_, X])
         self.y_ = np.concatenate([self.y_, y_idx])
-        self._refit()
+        self._refit(incremental=True)
         return self
 
-    def _fit_probe(self, X: np.ndarray, y: np.ndarray, previous: LogisticRegression | None) -> LogisticRegression | None:
+    def _fit_probe(self, X: np.ndarray, y: np.ndarray, previous: SoftmaxProbe | None) -> SoftmaxProbe | None:
         """Multinomial logistic regression on (X, y); None with fewer than 2 distinct labels."""
-        classes = np.unique(y)
-        if len(classes) < 2:
+        if len(np.unique(y)) < 2:
             return None
-        lr = LogisticRegression(C=self.C, max_iter=self.max_iter, warm_start=self.warm_start)
-        if self.warm_start and previous is not None:
-            old = previous.classes_
-            if np.array_equal(old, classes):
-                lr.coef_, lr.intercept_ = previous.coef_.copy(), previous.intercept_.copy()
-            elif len(old) > 2 and len(classes) > 2:  # new labels seen: old rows kept, new rows start at 0
-                where = {c: i for i, c in enumerate(old)}
-                coef = np.zeros((len(classes), X.shape[1]))  # (S, dim)
-                icpt = np.zeros(len(classes))  # (S,)
-                for j, c in enumerate(classes):
-                    if c in where:
-                        coef[j], icpt[j] = previous.coef_[where[c]], previous.intercept_[where[c]]
-                lr.coef_, lr.intercept_ = coef, icpt
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # a warm refit may stop at max_iter; still useful
-            lr.fit(X, y)
-        return lr
+        init = previous if self.warm_start else None
+        return SoftmaxProbe(C=self.C, max_iter=self.max_iter).fit(X, y, init=init)
 
-    def _blend(self, X: np.ndarray, scale: float, probe: LogisticRegression | None,
+    def _blend(self, X: np.ndarray, scale: float, probe: SoftmaxProbe | None,
                counts: np.ndarray) -> np.ndarray:
         """(n, L) blended log-scores before the temperature (module docstring, steps 1-3)."""
         logp0 = log_softmax(scale * (X @ self.text_weights_.T), axis=1)  # (n, L)
@@ -271,15 +314,17 @@ class Suggester(ClassifierMixin, BaseEstimator):
         out[:, seen] = (1.0 - w) * logp0[:, seen] + w * (log_ps + logq)
         return out
 
-    def _refit(self) -> None:
+    def _refit(self, incremental: bool = False) -> None:
+        """Fit the probe on (X_, y_); the scale and temperature too, unless `incremental` and labels grew < 10%."""
         X, y = self.X_, self.y_
         L = len(self.labels)
         self.n_labelled_ = len(y)
         self.class_counts_ = np.bincount(y, minlength=L)  # (L,)
         calibrate = self.calibrate and len(y) >= MIN_CALIBRATION
-        self.zero_shot_scale_ = ZERO_SHOT_SCALE
-        self.temperature_ = 1.0
-        if calibrate:
+        last = getattr(self, "calibrated_on_", 0) if incremental else 0
+        if not calibrate:
+            self.zero_shot_scale_, self.temperature_, self.calibrated_on_ = ZERO_SHOT_SCALE, 1.0, 0
+        elif last < MIN_CALIBRATION or len(y) >= last * (1 + RECALIBRATE_GROWTH):
             cos = X @ self.text_weights_.T  # (n, L)
             self.zero_shot_scale_ = ZERO_SHOT_SCALE / fit_temperature(ZERO_SHOT_SCALE * cos, y)
             held = np.arange(len(y)) % CAL_EVERY == CAL_EVERY - 1  # (n,) calibration slice
@@ -288,6 +333,7 @@ class Suggester(ClassifierMixin, BaseEstimator):
             counts = np.bincount(y[~held], minlength=L)
             logits = self._blend(X[held], self.zero_shot_scale_, probe, counts)  # (n_held, L)
             self.temperature_ = fit_temperature(logits, y[held])
+            self.calibrated_on_ = len(y)
         self.probe_ = self._fit_probe(X, y, getattr(self, "probe_", None))
         log.debug("Suggester refit: %d labels over %d labels seen, scale %.1f, T %.2f", len(y),
                   int((self.class_counts_ > 0).sum()), self.zero_shot_scale_, self.temperature_)

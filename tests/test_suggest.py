@@ -112,12 +112,18 @@ def test_partial_fit_adds_labels_and_matches_a_full_fit(world):
     text, sample = world
     x, y = sample(200, 7)
     inc = Suggester(text_weights=text, labels=LABELS).fit(x[:150], names(y[:150]))
-    for i in range(150, 200, 10):
+    t150 = inc.temperature_
+    inc.partial_fit(x[150:160], names(y[150:160]))  # +6.7%: temperature kept, probe refitted
+    assert inc.temperature_ == t150 and inc.calibrated_on_ == 150 and inc.probe_.coef_.shape == (6, DIM)
+    for i in range(160, 200, 10):
         inc.partial_fit(x[i:i + 10], names(y[i:i + 10]))
+    assert inc.calibrated_on_ == 190  # recalibrated at 170 (>= 165) and 190 (>= 187)
     full = Suggester(text_weights=text, labels=LABELS).fit(x, names(y))
     assert inc.n_labelled_ == 200 and inc.class_counts_.sum() == 200
+    np.testing.assert_allclose(inc.probe_.coef_, full.probe_.coef_, atol=0.05 * np.abs(full.probe_.coef_).max())
     x_test, _ = sample(300, 8)
-    np.testing.assert_allclose(inc.predict_proba(x_test), full.predict_proba(x_test), atol=2e-2)
+    np.testing.assert_allclose(inc.predict_proba(x_test), full.predict_proba(x_test), atol=0.05)
+    assert np.mean(inc.predict(x_test) == full.predict(x_test)) > 0.98
     first = Suggester(text_weights=text, labels=LABELS).partial_fit(x[:20], names(y[:20]))
     assert first.n_labelled_ == 20
 
