@@ -243,3 +243,17 @@ def test_from_catalog_builds_store_taxonomy_and_suggester(small_catalog_dir, tin
     with pytest.raises(FclipError, match="has no column 'fabric'"):
         Annotator.from_catalog(cat, "fabric", model=tiny_model, store=tmp_path / "l.sqlite", annotator="ana")
     np.testing.assert_equal(len(a.session.vectors), 12)
+
+
+def test_one_key_press_delivered_twice_decides_one_product(widget, store):
+    """ipyevents may attach its document listener twice: both copies of a key press carry the same
+    timeStamp, and the second must not accept a suggestion for the product that follows (seen in Voila)."""
+    first = shown(widget)
+    press = {**key("1"), "timeStamp": 1234.5, "type": "keydown"}
+    widget.key_events._handle_mouse_msg(widget.key_events, press, [])
+    widget.key_events._handle_mouse_msg(widget.key_events, dict(press), [])
+    second = shown(widget)
+    assert second != first and store.get(second, "colour") is None
+    assert len(store.history(field="colour")) == 1
+    widget.key_events._handle_mouse_msg(widget.key_events, {**press, "timeStamp": 1300.0}, [])  # a new press
+    assert store.get(second, "colour") is not None

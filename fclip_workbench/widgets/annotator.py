@@ -285,17 +285,27 @@ class Annotator(w.VBox):
         self.show_item()
         self.show_status(decision.status)
 
+    def _is_repeat_delivery(self, event: dict) -> bool:
+        """True for a second delivery of the same DOM event (ipyevents can attach its document listener twice,
+        and both copies carry the event's own `timeStamp`): one key press must never decide two products."""
+        stamp = (event.get("type"), event.get("key"), event.get("timeStamp"))
+        if stamp[2] is not None and stamp == getattr(self, "_last_key_event", None):
+            return True
+        self._last_key_event = stamp
+        return False
+
     def on_key(self, event: dict) -> None:
         """ipyevents keydown on the container: 1-3 accept (not while typing in a text box)."""
         target = event.get("target") or {}
         if str(target.get("tagName", "")).upper() in TEXT_INPUTS:
             return
         if self.mode == "single" and event.get("key") in ("1", "2", "3") and not event.get("repeat"):
-            self.accept(int(event["key"]))
+            if not self._is_repeat_delivery(event):
+                self.accept(int(event["key"]))
 
     def on_correct_key(self, event: dict) -> None:
         """Enter in the correction box saves it."""
-        if event.get("key") == "Enter":
+        if event.get("key") == "Enter" and not self._is_repeat_delivery(event):
             self.correct()
 
     @_guarded
