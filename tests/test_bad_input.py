@@ -97,6 +97,7 @@ def config_with_unknown_key(tiny_model_dir: Path) -> str:
 DATA = ["--data", "{tmp}/products.csv", "--image-root", "{tmp}/images", "--cache", "{tmp}/c.sqlite", "-q"]
 MODEL = ["--model", "{tiny}", "--device", "cpu"]
 SEARCH = ["search", "red shirt", *DATA, *MODEL]
+BY_IMAGE = ["search", *DATA, *MODEL]  # a query image replaces the text query (both together are refused)
 
 
 def waiting(reason: str):
@@ -108,10 +109,10 @@ CASES = [
     ("k-negative", [*SEARCH, "-k", "-3"], ["argument -k: must be >= 1"], None, ()),
     ("k-zero", [*SEARCH, "-k", "0"], ["argument -k: must be >= 1"], None, ()),
     ("k-not-a-number", [*SEARCH, "-k", "ten"], ["argument -k"], None, ()),
-    ("image-missing", [*SEARCH, "--image", "{tmp}/nope.jpg"], ["does not exist"], bad_images, ()),
-    ("image-is-a-folder", [*SEARCH, "--image", "{tmp}/folder"], ["is a folder"], bad_images, ()),
-    ("image-garbage", [*SEARCH, "--image", "{tmp}/garbage.jpg"], ["cannot use query image"], bad_images, ()),
-    ("image-truncated", [*SEARCH, "--image", "{tmp}/truncated.png"], ["cannot use query image"], bad_images, ()),
+    ("image-missing", [*BY_IMAGE, "--image", "{tmp}/nope.jpg"], ["does not exist"], bad_images, ()),
+    ("image-is-a-folder", [*BY_IMAGE, "--image", "{tmp}/folder"], ["is a folder"], bad_images, ()),
+    ("image-garbage", [*BY_IMAGE, "--image", "{tmp}/garbage.jpg"], ["cannot use query image"], bad_images, ()),
+    ("image-truncated", [*BY_IMAGE, "--image", "{tmp}/truncated.png"], ["cannot use query image"], bad_images, ()),
     ("image-weight-5", [*SEARCH, "--image-weight", "5"], ["argument --image-weight: must be between 0 and 1"],
      None, ()),
     ("image-weight-nan", [*SEARCH, "--image-weight", "nan"], ["argument --image-weight"], None, ()),
