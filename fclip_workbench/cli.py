@@ -23,8 +23,6 @@ import logging
 import math
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -352,11 +350,9 @@ def cmd_lab(args) -> int:
         extra.append("--allow-root")  # containers and CI boxes run as root; Jupyter refuses without it
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", *extra]
     print("starting:", " ".join(cmd), flush=True)
-    if os.name == "posix":
-        sys.stderr.flush()
-        # JupyterLab replaces this process: same pid, so Ctrl-C, SIGTERM and a killed terminal reach the server
-        os.execv(sys.executable, cmd)
-    return run_forwarding_signals(cmd)
+    from .processes import become
+
+    return become(cmd)  # JupyterLab replaces this process: Ctrl-C and SIGTERM reach the server
 
 
 def cmd_label(args) -> int:
@@ -378,29 +374,6 @@ def cmd_label(args) -> int:
                            allow_remote=args.host is not None, format=args.format, limit=args.limit,
                            catalog_options=options, device=args.device, cache=args.cache,
                            progress=not args.quiet)
-
-
-def run_forwarding_signals(cmd: list[str]) -> int:
-    """Run `cmd` as a child (where exec is not available), passing SIGINT/SIGTERM on; never leaves it running."""
-    proc = subprocess.Popen(cmd)
-
-    def forward(signum, _frame) -> None:
-        if signum == signal.SIGTERM:
-            proc.terminate()
-        # SIGINT (Ctrl-C) reaches the child through the console already; the parent just keeps waiting
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return proc.wait()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 # ------------------------------------------------------------------ the parser

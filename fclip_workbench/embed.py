@@ -52,11 +52,12 @@ class EmbeddingResult:
                 f"{len(self.failures)} failed")
 
 
-class _ImageDataset(Dataset):
-    """(position, pixels or None, error or None) for each path; runs in worker processes."""
+class DecodeDataset(Dataset):
+    """(position, (3, S, S) pixels or None, error or None) per image path; picklable for worker processes
+    (embedding and training decode through it)."""
 
     def __init__(self, paths: Sequence[str], preprocess) -> None:
-        self.paths, self.preprocess = list(paths), preprocess
+        self.paths, self.preprocess = [str(p) for p in paths], preprocess
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -77,7 +78,7 @@ def _collate(batch):
     return [i for i, _ in ok], pixels, bad
 
 
-def _worker_init(_):
+def worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
@@ -142,9 +143,9 @@ def embed_images(
     n_computed = 0
     if todo:
         num_workers = default_num_workers() if num_workers is None else num_workers
-        ds = _ImageDataset([str(catalog.image_path(r)) for r in todo], model.preprocess)
+        ds = DecodeDataset([str(catalog.image_path(r)) for r in todo], model.preprocess)
         loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
-                            worker_init_fn=_worker_init if num_workers else None,
+                            worker_init_fn=worker_init if num_workers else None,
                             persistent_workers=False)
         with tqdm(total=len(todo), desc=f"embedding images ({catalog.name})", unit="img",
                   disable=not progress) as bar:

@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -192,23 +191,9 @@ def serve_label_app(data: str, field: str, model: str = "auto", store: str | Non
     print(f"open {url} (annotator name: {url}?annotator=NAME); Ctrl-C stops the server", flush=True)
     if not is_loopback(host):
         log.warning("serving on %s: anyone who can reach this machine can read the catalog and write labels", host)
-    if exec_ and os.name == "posix":
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execve(sys.executable, cmd, env)
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    from .processes import become, run_forwarding_signals
+
+    return become(cmd, env) if exec_ else run_forwarding_signals(cmd, env)
 
 
 __all__ = ["serve_label_app", "prepare_label_app", "check_host", "check_port", "is_loopback", "FclipError"]

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import images as _images
 from ..catalog import Catalog, Problem
-from ..images import ImageLoadError, load_rgb
+from ..embed import DecodeDataset, worker_init
 from ..prompts import product_texts
 
 log = logging.getLogger(__name__)
@@ -81,31 +81,9 @@ def caption_table(captions: Sequence[Sequence[str]]) -> tuple[list[str], torch.T
 
 
 # ------------------------------------------------------------------ decoding
-class DecodeDataset(Dataset):
-    """(position, (3, S, S) pixels or None, error or None) per image path; picklable for worker processes."""
-
-    def __init__(self, paths: Sequence[str], preprocess) -> None:
-        self.paths, self.preprocess = [str(p) for p in paths], preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            return i, self.preprocess(load_rgb(self.paths[i])), None
-        except ImageLoadError as e:
-            return i, None, str(e)
-        except Exception as e:  # preprocessing failure on odd input: reported, not fatal
-            return i, None, f"preprocessing failed: {type(e).__name__}: {e}"
-
-
 def collate_items(batch: list) -> list:
     """Keep items as a list: failed ones (pixels None) cannot be stacked."""
     return batch
-
-
-def worker_init(_: int) -> None:
-    torch.set_num_threads(1)
 
 
 def make_loader(dataset: Dataset, positions: Sequence[int], batch_size: int = 64, num_workers: int = 0,
