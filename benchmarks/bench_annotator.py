@@ -1,6 +1,6 @@
 """Benchmark: the annotator's next-item latency on KAGL (40k products) with fclip-mini (target < 200 ms).
 
-Embeds the catalog into an embedding store under /tmp (cached: later runs skip it), opens a fresh
+Embeds the catalog into the workbench's embedding store (cached: later runs skip it), opens a fresh
 SQLite label store, builds the session + widget for `articleType`, then makes 50 decisions the way
 an annotator would: accept the suggestion that matches the catalog's value (click its button),
 else type the catalog's value in the correction box and click Save. Each latency is the time from
@@ -10,7 +10,7 @@ use, so their cost shows in the latencies they overlap. Then it times one batch 
 products, one set_many, next page drawn) and one refit done inline.
 
     python benchmarks/bench_annotator.py [--data ../shared/data/kagl] [--model fclip-mini] [--limit N]
-        [--decisions 50] [--cache /tmp/fclip-bench/embeddings.sqlite]
+        [--decisions 50] [--cache PATH]
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--decisions", type=int, default=50)
     ap.add_argument("--refit-every", type=int, default=5)
-    ap.add_argument("--cache", default="/tmp/fclip-bench/embeddings.sqlite", help="embedding store (kept)")
+    ap.add_argument("--cache", default=None, help="embedding store (default: the workbench's, data/cache/embeddings.sqlite)")
     ap.add_argument("--pull", nargs="*", default=[], help="other embedding stores to copy this model's vectors "
                     "from first (opened read-only)")
     ap.add_argument("--cached-only", action="store_true", help="label only the products whose vectors are "
@@ -87,7 +87,6 @@ def main() -> None:
     if args.limit:
         cat = cat.subset(range(min(args.limit, len(cat))))
     model = load_model(args.model)
-    Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
     store_e = EmbeddingStore(args.cache)
     if args.pull or args.cached_only:
         cat = cached_subset(cat, model, store_e, args.pull, args.cached_only)

@@ -11,7 +11,7 @@ normalized margin, and the plain self-confidence ranking (the baseline).
 Near-duplicates (cosine >= 0.95, exact FAISS range search + connected components)
 and kNN outliers (k=10) over every embedded product, timed.
 
-    .venv/bin/python benchmarks/bench_audit.py --store /tmp/fclip_p1/embeddings.sqlite [--cached-only] [--max-items N]
+    .venv/bin/python benchmarks/bench_audit.py [--store PATH] [--cached-only] [--max-items N]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from fclip_workbench.audit import ISSUE_METHODS, find_label_issues, near_duplicates, outliers
+from fclip_workbench.audit import ISSUE_METHODS, find_label_issues, near_duplicates, outliers, plant_label_errors
 from fclip_workbench.datasets.kagl import load_kagl
 from fclip_workbench.embed import embed_images
 from bench_probes import cached
@@ -33,20 +33,9 @@ from fclip_workbench.probes import labelled, out_of_fold
 from fclip_workbench.store import EmbeddingStore
 
 
-def flip(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(noisy labels, flipped positions): `share` of the items moved to another class, uniformly at random."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(y)
-    pos = rng.choice(len(y), size=int(round(share * len(y))), replace=False)
-    noisy = y.copy()
-    for i in pos:
-        noisy[i] = rng.choice(classes[classes != y[i]])
-    return noisy, pos
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", default="/tmp/fclip_p1/embeddings.sqlite")
+    ap.add_argument("--store", default=None, help="embedding store (default: the workbench's, data/cache/embeddings.sqlite)")
     ap.add_argument("--max-items", type=int, default=0, help="products for the label audit (0: all; random, seed 0)")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--share", type=float, default=0.02)
@@ -76,7 +65,7 @@ def main() -> None:
     records = []
     with threadpool_limits(args.threads):
         for seed in [int(s) for s in args.seeds.split(",")]:
-            noisy, flipped = flip(y, args.share, seed)
+            noisy, flipped = plant_label_errors(y, args.share, seed)
             t = time.perf_counter()
             probs = out_of_fold(X, noisy, cv=args.cv)  # (n, n_classes), columns in sorted class order
             t_cv = time.perf_counter() - t

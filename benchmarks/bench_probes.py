@@ -10,7 +10,7 @@ Few-shot: k training products per articleType (seeds 0-2), scored on the held-ou
 Fashion-MNIST: probe fitted on the first --fmnist-train training images, scored on
 the first --fmnist-test test images (10,000 = the whole test set); zero-shot beside it.
 
-    .venv/bin/python benchmarks/bench_probes.py --store /tmp/fclip_p1/embeddings.sqlite
+    .venv/bin/python benchmarks/bench_probes.py [--store PATH]
 
 BLAS runs single-threaded (--threads 1): on a busy 2-core machine, L-BFGS with more
 threads than free cores is several times slower.
@@ -69,7 +69,7 @@ def vectors_for(model, catalog, rows, store) -> tuple[np.ndarray, pd.DataFrame]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", default="/tmp/fclip_p1/embeddings.sqlite")
+    ap.add_argument("--store", default=None, help="embedding store (default: the workbench's, data/cache/embeddings.sqlite)")
     ap.add_argument("--max-train", type=int, default=10000, help="training products for the KAGL probe (0: all)")
     ap.add_argument("--ks", default="1,5,10,50")
     ap.add_argument("--seeds", default="0,1,2")
@@ -107,8 +107,8 @@ def main() -> None:
         print(f"\n## Few-shot curve, articleType, k per class, seeds {seeds} ({time.perf_counter() - t:.0f} s)")
         print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
 
-        fm_tr = load_fashion_mnist(split="train", limit=args.fmnist_train, cache_dir="/tmp/fclip_p1/fmnist")
-        fm_te = load_fashion_mnist(split="test", limit=args.fmnist_test, cache_dir="/tmp/fclip_p1/fmnist")
+        fm_tr = load_fashion_mnist(split="train", limit=args.fmnist_train)
+        fm_te = load_fashion_mnist(split="test", limit=args.fmnist_test)
         Ftr, FTtr = vectors_for(model, fm_tr, np.arange(len(fm_tr)), store)
         Fte, FTte = vectors_for(model, fm_te, np.arange(len(fm_te)), store)
         t = time.perf_counter()

@@ -15,7 +15,7 @@ on the labels).
 Speed: suggestions (top 3) for all 39,953 KAGL products over the articleType
 labels from stored embeddings; a refit after one new label on top of 1,000.
 
-    python benchmarks/bench_suggest.py [--data DIR] [--store /tmp/fclip-suggest/embeddings.sqlite]
+    python benchmarks/bench_suggest.py [--data DIR] [--store PATH]
         [--sizes 50 200 1000] [--seeds 3] [--pool-limit N] [--speed-only]
 
 The first run embeds what it needs into --store (all KAGL images: minutes to an
@@ -27,11 +27,9 @@ import argparse
 import logging
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
-DEFAULT_STORE = Path("/tmp/fclip-suggest/embeddings.sqlite")
 MISSING = ("", "nan", "none")
 
 
@@ -83,7 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="KAGL folder (default: paths.find_dataset('kagl'))")
     ap.add_argument("--model", default="fclip-mini")
-    ap.add_argument("--store", default=str(DEFAULT_STORE))
+    ap.add_argument("--store", default=None, help="embedding store (default: the workbench's, data/cache/embeddings.sqlite)")
     ap.add_argument("--fields", nargs="+", default=["articleType", "baseColour"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[50, 200, 1000])
     ap.add_argument("--seeds", type=int, default=3)

@@ -91,6 +91,27 @@ def find_label_issues(vectors, labels, cv: int = 5, method: str = "self_confiden
 
 
 # ------------------------------------------------------------------ neighbours
+def plant_label_errors(labels, share: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy labels, flipped positions): `share` of the items moved to another class, uniformly at random.
+
+    The protocol of the audit benchmark and tests: how many planted errors does `find_label_issues` flag?
+
+    >>> noisy, pos = plant_label_errors(np.array(["a", "b"] * 50, dtype=object), 0.1, seed=0)
+    >>> len(pos), int((noisy != np.array(["a", "b"] * 50, dtype=object)).sum())
+    (10, 10)
+    """
+    y = np.asarray(labels, dtype=object)
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise InvalidArgumentError(f"planting label errors needs at least 2 classes, got {len(classes)}")
+    pos = rng.choice(len(y), size=int(round(share * len(y))), replace=False)  # (n_flipped,)
+    noisy = y.copy()
+    for i in pos:
+        noisy[i] = rng.choice(classes[classes != y[i]])
+    return noisy, pos
+
+
 def _check_ids(vectors, ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     X = np.asarray(vectors)
     if X.ndim != 2 or len(X) == 0 or not np.issubdtype(X.dtype, np.number):

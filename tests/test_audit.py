@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fclip_workbench.audit import ISSUE_COLUMNS, find_label_issues, near_duplicates, outliers
+from fclip_workbench.audit import ISSUE_COLUMNS, find_label_issues, near_duplicates, outliers, plant_label_errors
 from fclip_workbench.errors import InvalidArgumentError
 
 
@@ -17,13 +17,8 @@ def clusters(n_per_class=80, n_classes=5, dim=24, spread=1.2, seed=0):
 
 
 def plant_flips(y, share, seed):
-    rng = np.random.default_rng(seed)
-    classes = np.unique(y)
-    flipped = rng.choice(len(y), size=int(round(share * len(y))), replace=False)
-    noisy = y.copy()
-    for i in flipped:
-        noisy[i] = rng.choice(classes[classes != y[i]])
-    return noisy, set(flipped.tolist())
+    noisy, pos = plant_label_errors(y, share, seed)
+    return noisy, set(pos.tolist())
 
 
 @pytest.mark.parametrize("method", ["confident_learning", "self_confidence", "normalized_margin"])
