@@ -14,6 +14,9 @@ Queue orders (`QUEUE_ORDERS`):
 - "cluster": the products of one KMeans cluster of the embeddings, most typical first;
 - "random": a fixed random permutation (`seed`).
 
+`review(item_ids)` queues given products in the given order instead: a label-issue list
+(`audit.find_label_issues`) or a selection on the map (`Explorer.on_send`).
+
 Only products without a label for the field are queued; skipped ones come back after the rest.
 
 Example:
@@ -303,7 +306,33 @@ class AnnotationSession:
             members = np.flatnonzero(km.labels_ == self.cluster)
             dist = np.linalg.norm(self.vectors[members] - km.cluster_centers_[self.cluster], axis=1)  # (m,)
             return members[np.argsort(dist, kind="stable")]
+        if self.order == "review":
+            return self._review_rows
         return np.random.default_rng(self.seed).permutation(n)
+
+    def review(self, item_ids: Sequence[str]) -> Item | None:
+        """Queue exactly `item_ids`, in their order (e.g. the most suspicious labels first), and show the first.
+
+        Ids without an image embedding in this session are refused, naming a few; labelled ones are passed over.
+
+        >>> session.review(find_label_issues(vectors, labels).position.map(lambda p: ids[p]))   # doctest: +SKIP
+        """
+        ids = [str(i) for i in item_ids]
+        row_of = {item_id: r for r, item_id in enumerate(self.ids)}
+        unknown = [i for i in ids if i not in row_of]
+        if not ids:
+            raise InvalidArgumentError("nothing to review: give at least one item id")
+        if unknown:
+            raise InvalidArgumentError(f"{len(unknown)} of the {len(ids)} ids to review are not in this session "
+                                       f"(not in the catalog or without an image embedding), e.g. {unknown[:3]}")
+        rows = np.array(list(dict.fromkeys(row_of[i] for i in ids)), dtype=np.int64)  # (m,) first occurrence
+        with self._lock:
+            self._review_rows = rows
+            self.order = "review"
+            self._queue, self._pos = rows, 0
+        self._front.clear()
+        self._advance()
+        return self.current
 
     def _clusters(self):
         if self._kmeans is None:

@@ -254,6 +254,26 @@ def test_items_labelled_before_the_session_are_not_queued(catalog, store, embedd
     assert "p0" not in s.queue() and s.progress()["labelled"] == 1
 
 
+def test_review_queues_exactly_the_given_ids_in_order(catalog, store, embeddings):
+    """A label-issue list (or a map selection) becomes the queue: those products, in that order."""
+    from fclip_workbench.errors import InvalidArgumentError
+
+    ids = list(embeddings.ids)
+    store.set(ids[9], "colour", "red", annotator="bob", source="corrected")  # already decided: passed over
+    s = make_session(catalog, store, embeddings)
+    wanted = [ids[5], ids[2], ids[9], ids[2]]
+    assert s.review(wanted).item_id == ids[5]
+    assert s.queue() == [ids[5], ids[2]]
+    s.accept(1)
+    assert s.current.item_id == ids[2]
+    s.accept(1)
+    assert s.current is None and s.queue() == []  # the review is done: nothing else sneaks in
+    with pytest.raises(InvalidArgumentError, match="1 of the 2 ids to review are not in this session"):
+        s.review([ids[0], "no-such-id"])
+    with pytest.raises(InvalidArgumentError, match="nothing to review"):
+        s.review([])
+
+
 # ------------------------------------------------------------------ batch
 def test_batch_candidates_are_the_most_confident_for_the_label(catalog, store, embeddings):
     s = make_session(catalog, store, embeddings)

@@ -257,3 +257,13 @@ def test_one_key_press_delivered_twice_decides_one_product(widget, store):
     assert len(store.history(field="colour")) == 1
     widget.key_events._handle_mouse_msg(widget.key_events, {**press, "timeStamp": 1300.0}, [])  # a new press
     assert store.get(second, "colour") is not None
+
+
+def test_review_shows_the_given_products_first(widget, store):
+    """`explorer.on_send(annotator.review)` / a label-issue list: the annotator shows those products next."""
+    ids = widget.session.queue()
+    wanted = [ids[-1], ids[-2]]
+    widget.review(wanted)
+    assert shown(widget) == wanted[0] and "review of 2 products" in with_class(widget, "fclip-status")[0].value
+    widget.review(["no-such-id"])
+    assert "not in this session" in with_class(widget, "fclip-status")[0].value and shown(widget) == wanted[0]

@@ -339,6 +339,15 @@ class Annotator(w.VBox):
         self.show_item()
         self.show_status(f"queue: {ORDER_NAMES[order]}")
 
+    @_guarded
+    def review(self, item_ids) -> None:
+        """Label exactly these products next, in this order: a label-issue list or a map selection
+        (`explorer.on_send(annotator.review)`)."""
+        self.session.review(list(item_ids))
+        self.set_mode("single")
+        self.show_item()
+        self.show_status(f"queue: review of {len(self.session.queue())} products")
+
     # ------------------------------------------------------------------ batch mode
     @_guarded
     def set_mode(self, mode: str) -> None:
