@@ -507,7 +507,7 @@ def _load_open_clip_folder(folder: Path, name: str, device, progress: bool = Tru
     tok, tok_cfg = None, {}
     if not model_cfg.get("text_cfg", {}).get("hf_tokenizer_name"):
         tok, tok_cfg = folder_tokenizer(folder, model_cfg.get("text_cfg", {}).get("context_length", 77))
-    model = build_model(model_cfg, _read_state_dict(weights), pp, name, device, progress=progress,
+    model = build_model(model_cfg, read_state_dict(weights), pp, name, device, progress=progress,
                         tokenizer=tok, tokenizer_cfg=tok_cfg)
     model.source = folder
     return model
@@ -519,9 +519,6 @@ def _find_weights(folder: Path) -> Path | None:
         if (folder / fname).exists():  # a directory of that name is reported by read_state_dict
             return folder / fname
     return None
-
-
-_read_state_dict = read_state_dict  # training.py resumes with it
 
 
 # ---------------------------------------------------------------- hub access

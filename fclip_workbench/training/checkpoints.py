@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ..models import EmbeddingModel, _read_state_dict, save_model_folder
+from ..models import EmbeddingModel, read_state_dict, save_model_folder
 from ..splits import ID_RULE
 from .recipes import TrainConfig
 
@@ -114,4 +114,4 @@ def check_resume_data(ckpt: Path, state: dict, field: str, train_ids_sha256: str
 
 def load_weights(net: torch.nn.Module, ckpt: Path) -> None:
     """Load a checkpoint's weights into `net` (a left-out pretrained text tower stays as built)."""
-    net.load_state_dict(_read_state_dict(ckpt / "open_clip_model.safetensors"), strict=False)
+    net.load_state_dict(read_state_dict(ckpt / "open_clip_model.safetensors"), strict=False)
