@@ -15,7 +15,11 @@ Queue orders (`QUEUE_ORDERS`):
 - "random": a fixed random permutation (`seed`).
 
 `review(item_ids)` queues given products in the given order instead: a label-issue list
-(`audit.find_label_issues`) or a selection on the map (`Explorer.on_send`).
+(`audit.find_label_issues`, through `audit_item_ids`) or a selection on the map (`Explorer.on_send`).
+
+Batches: `batch_candidates` + `confirm_batch` (a page of the products the model most confidently
+puts in one label), or `selection_batch` + `apply_batch` (given products, e.g. a map selection:
+one value for all, products labelled otherwise changed only when the annotator says so).
 
 Only products without a label for the field are queued; skipped ones come back after the rest.
 
@@ -78,13 +82,22 @@ class Decision:
     value: str | None
     source: str  # suggestion-accepted | corrected | batch | undo
     events: list[Any] = dc_field(default_factory=list)  # what the store returned
+    replaced: dict[str, str] = dc_field(default_factory=dict)  # batch: item_id -> the other label it had
+    unchanged: list[str] = dc_field(default_factory=list)  # batch: items that already had `value` (not written)
 
     @property
     def status(self) -> str:
         """The widget's line after the write: "saved: <item_id> <field> = <value>", "saved: N labels", "undone: ..."."""
         if self.source == BATCH:
-            return f"saved: {len(self.item_ids)} labels"
+            text = f"saved: {len(self.item_ids)} labels"
+            if self.replaced:
+                text += f" ({len(self.replaced)} changed from another label)"
+            if self.unchanged:
+                text += f", {len(self.unchanged)} already {self.value}"
+            return text
         if self.source == "undo":
+            if len(self.item_ids) > 1:
+                return f"undone: a batch of {len(self.item_ids)} {self.field} labels"
             return f"undone: {' '.join(self.item_ids)} {self.field} (now {self.value if self.value else 'unlabelled'})"
         return f"saved: {self.item_ids[0]} {self.field} = {self.value}"
 
@@ -97,7 +110,50 @@ class Candidate:
     row: int
     title: str
     image: Path | None
-    score: float  # probability of the label, or similarity to the query
+    score: float  # probability of the label, or similarity to the query (selection: of the top suggestion)
+    current: str | None = None  # the store's label for the field (selection batches)
+    suggestion: tuple[str, float] | None = None  # the model's top suggestion and its probability (selection batches)
+
+
+def audit_item_ids(table, ids: Sequence[str] | None = None, flagged_only: bool = False,
+                   limit: int | None = None) -> list[str]:
+    """The item ids of an audit table (`audit.find_label_issues`, `near_duplicates`, `outliers`), in its
+    order (most suspicious first): its `item_id` column, else `position` mapped through `ids` (the ids of
+    the vectors the audit ran on). `flagged_only` keeps the rows with `is_issue`; `limit` the first ones.
+
+    >>> import pandas as pd
+    >>> audit_item_ids(pd.DataFrame({"position": [2, 0], "is_issue": [True, False]}), ["a", "b", "c"])
+    ['c', 'a']
+    """
+    import pandas as pd
+
+    if not isinstance(table, pd.DataFrame):
+        raise InvalidArgumentError(f"give an audit DataFrame (find_label_issues, near_duplicates, outliers); "
+                                   f"got {type(table).__name__}")
+    if flagged_only:
+        if "is_issue" not in table.columns:
+            raise InvalidArgumentError(f"flagged_only needs an 'is_issue' column (find_label_issues); "
+                                       f"the table has {list(table.columns)}")
+        table = table[table["is_issue"].astype(bool)]
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise InvalidArgumentError(f"limit must be a whole number >= 1, got {limit!r}")
+        table = table.head(int(limit))
+    if "item_id" in table.columns:
+        return [str(i) for i in table["item_id"]]
+    if "position" not in table.columns:
+        raise InvalidArgumentError(f"an audit table needs an 'item_id' or a 'position' column; "
+                                   f"it has {list(table.columns)}")
+    if ids is None:
+        raise InvalidArgumentError("this audit table has positions, not item ids: pass ids=... "
+                                   "(the ids of the vectors the audit ran on, in order)")
+    ids = [str(i) for i in ids]
+    pos = table["position"].to_numpy()
+    bad = pos[(pos < 0) | (pos >= len(ids))] if len(pos) else pos
+    if len(bad):
+        raise InvalidArgumentError(f"positions {bad[:5].tolist()} are outside the {len(ids)} ids given: "
+                                   "pass the ids of the vectors the audit ran on")
+    return [ids[int(p)] for p in pos]
 
 
 class AnnotationSession:
@@ -535,7 +591,11 @@ class AnnotationSession:
         if item_id is None and self._decisions:
             item_id = self._decisions[-1].item_ids[0]
         value = getattr(event, "new_value", getattr(event, "value", None))
-        decision = Decision([item_id] if item_id else [], self.field, value, "undo", [event])
+        undone = [item_id] if item_id else []
+        if getattr(event, "batch_id", None) is not None:  # a whole batch was undone: name all of its products
+            batch = next((d for d in reversed(self._decisions) if d.source == BATCH and item_id in d.item_ids), None)
+            undone = list(batch.item_ids) if batch is not None else undone
+        decision = Decision(undone, self.field, value, "undo", [event])
         self.counts["undo"] += 1
         if getattr(event, "batch_id", None) is not None:  # a whole batch was undone: re-read the labelled set
             with self._lock:
@@ -610,6 +670,97 @@ class AnnotationSession:
             self._advance()
         return decision
 
+    # ------------------------------------------------------------------ selection batches (a map selection)
+    def check_ids(self, item_ids: Sequence[str], what: str = "label") -> list[str]:
+        """`item_ids` as strings, first occurrences kept; ids not in this session are refused, naming a few."""
+        if isinstance(item_ids, str):
+            item_ids = [item_ids]
+        ids = list(dict.fromkeys(str(i) for i in item_ids))
+        if not ids:
+            raise InvalidArgumentError(f"nothing to {what}: give at least one item id")
+        unknown = [i for i in ids if i not in self._row]
+        if unknown:
+            raise InvalidArgumentError(f"{len(unknown)} of the {len(ids)} ids to {what} are not in this session "
+                                       f"(not in the catalog or without an image embedding), e.g. {unknown[:3]}")
+        return ids
+
+    def current_labels(self, item_ids: Sequence[str]) -> dict[str, str | None]:
+        """{item_id: the store's current label for the field, or None}, read now."""
+        ids = [str(i) for i in item_ids]
+        if len(ids) <= 200:
+            return {i: self.store.get(i, self.field) for i in ids}
+        table = self.store.labels(self.field)
+        known = dict(zip(table["item_id"].astype(str), table["value"]))
+        return {i: known.get(i) for i in ids}
+
+    def selection_batch(self, item_ids: Sequence[str]) -> list[Candidate]:
+        """The given products (e.g. a selection on the map), in their order, each with its current label
+        and the model's top suggestion: what the batch grid shows before one value is applied to them.
+
+        >>> [(c.item_id, c.current, c.suggestion) for c in session.selection_batch(["p1", "p7"])]  # doctest: +SKIP
+        [('p1', None, ('red', 0.91)), ('p7', 'blue', ('green', 0.55))]
+        """
+        ids = self.check_ids(item_ids, "show in a batch")
+        current = self.current_labels(ids)
+        out = []
+        for item_id in ids:
+            r = self._row[item_id]
+            crow = self._cat_row[r]
+            image = self.catalog.image_path(crow) if self.catalog.table.at[crow, "image"] else None
+            best = self.suggestions(r, top=1)
+            out.append(Candidate(item_id, r, self.catalog.texts[crow], image, best[0][1] if best else float("nan"),
+                                 current=current[item_id], suggestion=best[0] if best else None))
+        return out
+
+    def apply_batch(self, item_ids: Sequence[str], value: str, replace: Sequence[str] | bool = (),
+                    expected: dict[str, str | None] | None = None) -> Decision:
+        """Save `value` for every product of `item_ids` in ONE `set_many` (source batch, undone as a whole).
+
+        Existing labels are never lost silently: a product that already has `value` is left as it is
+        (`decision.unchanged`); one labelled otherwise is changed only if listed in `replace` (or
+        `replace=True`), else `LabelValueError` names them and nothing is written. `expected`
+        ({item_id: label the annotator saw}) refuses the batch, writing nothing, when a label changed
+        since it was shown (another annotator).
+
+        >>> session.apply_batch(["p1", "p7"], "red", replace=["p7"]).status   # doctest: +SKIP
+        'saved: 2 labels (1 changed from another label)'
+        """
+        value = self.check_value(value)
+        name = self._check_annotator()
+        ids = self.check_ids(item_ids, "label in a batch")
+        current = self.current_labels(ids)
+        if expected is not None:
+            moved = [i for i in ids if i in expected and current[i] != expected[i]]
+            if moved:
+                shown = ", ".join(f"{i} ({expected[i] or 'unlabelled'} -> {current[i] or 'unlabelled'})"
+                                  for i in moved[:5])
+                raise LabelValueError(f"{len(moved)} labels changed since the grid was shown: {shown}; "
+                                      "nothing saved: check the refreshed grid and apply again")
+        allowed = set(ids) if replace is True else {str(i) for i in (replace or ())}
+        conflicts = [i for i in ids if current[i] is not None and current[i] != value]
+        refused = [i for i in conflicts if i not in allowed]
+        if refused:
+            named = ", ".join(f"{i} ({current[i]})" for i in refused[:5])
+            raise LabelValueError(f"{len(refused)} of the {len(ids)} products already have another {self.field}: "
+                                  f"{named}{' ...' if len(refused) > 5 else ''}; nothing saved: exclude them or "
+                                  f"confirm changing their label to {value!r}")
+        unchanged = [i for i in ids if current[i] == value]
+        write = [i for i in ids if current[i] != value]
+        events = self.store.set_many([(i, value) for i in write], self.field, annotator=name,
+                                     source=BATCH) if write else []
+        rows = [self._row[i] for i in ids]
+        with self._lock:
+            self._labelled[rows] = True
+        decision = Decision(write, self.field, value, BATCH, list(events or []),
+                            replaced={i: current[i] for i in conflicts}, unchanged=unchanged)
+        if write:
+            self._decisions.append(decision)
+            self.counts[BATCH] += len(write)
+            self._count_labels(len(write))
+        if self.current is not None and self._labelled[self.current.row]:
+            self._advance()
+        return decision
+
     # ------------------------------------------------------------------ progress
     def progress(self) -> dict[str, float | int]:
         """Labelled / total embedded products, this session's decisions and its acceptance rate
@@ -627,4 +778,4 @@ class AnnotationSession:
                 f"labelled, order={self.order!r})")
 
 
-__all__ = ["AnnotationSession", "Item", "Candidate", "Decision", "QUEUE_ORDERS"]
+__all__ = ["AnnotationSession", "Item", "Candidate", "Decision", "QUEUE_ORDERS", "audit_item_ids"]

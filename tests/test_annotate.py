@@ -416,3 +416,90 @@ def test_with_the_real_suggester_zero_shot_then_refit(catalog, store, embeddings
     assert sugg.n_labelled_ == 4 and s.n_refits == 2
     truth = dict(zip(catalog.ids, catalog.table.colour))
     assert all(s.item(r).suggestions[0][0] == truth[s.ids[r]] for r in range(len(s.ids)))
+
+
+# ------------------------------------------------------------------ selection batches (a map selection)
+def test_selection_batch_shows_the_given_products_with_label_and_suggestion(catalog, store, embeddings):
+    s = make_session(catalog, store, embeddings)
+    ids = ["p5", "p0", "p9", "p0"]  # map order, one repeated
+    store.set("p9", "colour", "green", annotator="bob")
+    page = s.selection_batch(ids)
+    assert [c.item_id for c in page] == ["p5", "p0", "p9"]
+    assert [c.current for c in page] == [None, None, "green"]
+    for c in page:
+        best = s.suggestions(s.ids.index(c.item_id), top=1)[0]
+        assert c.suggestion == best and c.score == best[1] and c.title == catalog.texts[catalog.row_of(c.item_id)]
+        assert c.image == catalog.image_path(catalog.row_of(c.item_id))
+    with pytest.raises(InvalidArgumentError, match=r"1 of the 2 ids to show in a batch are not in this session"):
+        s.selection_batch(["p1", "nope"])
+    with pytest.raises(InvalidArgumentError, match="nothing to show in a batch"):
+        s.selection_batch([])
+
+
+def test_apply_batch_writes_one_batch_and_never_replaces_a_label_unasked(catalog, store, embeddings, monkeypatch):
+    s = make_session(catalog, store, embeddings)
+    store.set("p2", "colour", "green", annotator="bob")  # labelled otherwise
+    store.set("p3", "colour", "red", annotator="bob")  # already the value
+    calls = []
+    real = store.set_many
+    monkeypatch.setattr(store, "set_many", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    with pytest.raises(LabelValueError, match=r"1 of the 4 products already have another colour: p2 \(green\)"):
+        s.apply_batch(["p0", "p1", "p2", "p3"], "red")
+    assert calls == [] and store.get("p0", "colour") is None and store.get("p2", "colour") == "green"
+    d = s.apply_batch(["p0", "p1", "p3"], "Red")  # taxonomy spelling; p3 already red: not written again
+    assert len(calls) == 1 and calls[0][1]["source"] == BATCH and d.item_ids == ["p0", "p1"]
+    assert d.unchanged == ["p3"] and d.status == "saved: 2 labels, 1 already red"
+    d2 = s.apply_batch(["p2", "p4"], "red", replace=["p2"])  # the change is explicit
+    assert d2.replaced == {"p2": "green"} and d2.status == "saved: 2 labels (1 changed from another label)"
+    hist = store.history(field="colour")
+    batch = hist[hist.source == BATCH]
+    assert len(batch) == 4 and batch.batch_id.nunique() == 2
+    assert batch.set_index("item_id").loc["p2", "old_value"] == "green"  # the old label is in the log
+    assert s.progress()["batch"] == 4 and not {"p0", "p1", "p2", "p3", "p4"} & set(s.queue())
+
+
+def test_apply_batch_is_undone_as_a_whole_restoring_replaced_labels(catalog, store, embeddings):
+    s = make_session(catalog, store, embeddings)
+    store.set("p2", "colour", "green", annotator="bob")
+    s.apply_batch(["p0", "p1", "p2"], "blue", replace=True)
+    d = s.undo()
+    assert d.item_ids == ["p0", "p1", "p2"] and d.status == "undone: a batch of 3 colour labels"
+    assert [store.get(i, "colour") for i in ("p0", "p1", "p2")] == [None, None, "green"]
+    assert {"p0", "p1"} <= set(s.queue())
+
+
+def test_apply_batch_refuses_when_a_label_changed_since_shown(catalog, store, embeddings):
+    s = make_session(catalog, store, embeddings)
+    shown = {c.item_id: c.current for c in s.selection_batch(["p0", "p1"])}
+    store.set("p1", "colour", "green", annotator="bob")  # another annotator, meanwhile
+    with pytest.raises(LabelValueError, match=r"1 labels changed since the grid was shown: p1 \(unlabelled -> green\)"):
+        s.apply_batch(["p0", "p1"], "red", replace=True, expected=shown)
+    assert store.get("p0", "colour") is None and store.get("p1", "colour") == "green"
+    with pytest.raises(LabelValueError, match="'pink' is not a valid colour"):
+        s.apply_batch(["p0"], "pink")
+    s.annotator = ""
+    with pytest.raises(InvalidArgumentError, match="type your name"):
+        s.apply_batch(["p0"], "red")
+
+
+def test_audit_item_ids_maps_positions_and_item_ids():
+    import pandas as pd
+
+    from fclip_workbench.annotate import audit_item_ids
+    from fclip_workbench.audit import find_label_issues, outliers
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (30, 4)), rng.normal(5, 1, (30, 4))]
+    y = ["a"] * 30 + ["b"] * 30
+    y[4] = "b"
+    ids = [f"i{k}" for k in range(60)]
+    issues = find_label_issues(X, y, cv=3)
+    assert audit_item_ids(issues, ids)[0] == "i4" and len(audit_item_ids(issues, ids)) == 60
+    assert audit_item_ids(issues, ids, flagged_only=True) == [ids[p] for p in issues.position[issues.is_issue]]
+    assert audit_item_ids(outliers(X, ids, k=3), limit=2) == outliers(X, ids, k=3).item_id[:2].tolist()
+    with pytest.raises(InvalidArgumentError, match="pass ids="):
+        audit_item_ids(issues)
+    with pytest.raises(InvalidArgumentError, match=r"outside the 3 ids"):
+        audit_item_ids(issues, ids[:3])
+    with pytest.raises(InvalidArgumentError, match="'item_id' or a 'position'"):
+        audit_item_ids(pd.DataFrame({"x": [1]}))

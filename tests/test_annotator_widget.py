@@ -267,3 +267,125 @@ def test_review_shows_the_given_products_first(widget, store):
     assert shown(widget) == wanted[0] and "review of 2 products" in with_class(widget, "fclip-status")[0].value
     widget.review(["no-such-id"])
     assert "not in this session" in with_class(widget, "fclip-status")[0].value and shown(widget) == wanted[0]
+
+
+# ------------------------------------------------------------------ selection batch (explorer -> annotator.batch)
+def tiles(a: Annotator) -> dict[str, tuple]:
+    """item id -> (tile, caption html, checkbox) of the shown selection grid."""
+    grid = with_class(a, "fclip-selection-grid")[0]
+    out = {}
+    for tile in grid.children:
+        box = with_class(tile, "fclip-selection-item")[0]
+        cap = [c for c in tile.children if isinstance(c, w.HTML)][0]
+        out[box.description] = (tile, cap.value, box)
+    return out
+
+
+def click_tile(a: Annotator, item_id: str) -> None:
+    """A click on the tile's thumbnail, as ipyevents delivers it."""
+    k = [b.description for b in with_class(a, "fclip-selection-item")].index(item_id)
+    ev = a._tile_events[k]
+    ev._handle_mouse_msg(ev, {"event": "click", "type": "click", "timeStamp": float(len(a.status) + k), "target": {}}, [])
+
+
+def test_selection_batch_grid_shows_the_products_labels_and_suggestions(widget, store):
+    store.set("p7", "colour", "green", annotator="bob")
+    widget.batch(["p3", "p7", "p1"])
+    assert widget.mode == "batch" and widget.selection_pane.layout.display == "flex"
+    assert widget.model_batch.layout.display == "none"
+    shown_tiles = tiles(widget)
+    assert list(shown_tiles) == ["p3", "p7", "p1"] and widget.selection_ids == ["p3", "p7", "p1"]
+    assert "3 products from the selection" in with_class(widget, "fclip-selection-head")[0].value
+    for item_id, (tile, cap, box) in shown_tiles.items():
+        row = widget.session.ids.index(item_id)
+        label, p = widget.session.suggestions(row, top=1)[0]
+        assert f"model: {label} {p:.0%}" in cap and box.value
+    assert "now <b>green</b>" in shown_tiles["p7"][1] and "unlabelled" in shown_tiles["p3"][1]
+    imgs = with_class(widget, "fclip-selection-image")
+    assert all(i.value for i in imgs[:3])  # thumbnails
+    apply = with_class(widget, "fclip-selection-apply")[0]
+    assert apply.disabled and widget.sel_value.value is None  # no value preselected
+
+
+def test_selection_batch_apply_with_exclusion_and_explicit_change(widget, store):
+    store.set("p7", "colour", "green", annotator="bob")
+    widget.batch(["p3", "p7", "p1", "p9"])
+    widget.sel_value.value = "red"
+    t = tiles(widget)
+    assert not t["p7"][2].value and "keeps its label" in t["p7"][1]  # labelled otherwise: out unless confirmed
+    apply = with_class(widget, "fclip-selection-apply")[0]
+    assert apply.description == "Apply 'red' to 3" and not apply.disabled
+    click_tile(widget, "p1")  # exclude by clicking its picture
+    t = tiles(widget)
+    assert not t["p1"][2].value and "excluded" in t["p1"][1] and apply.description == "Apply 'red' to 2"
+    t["p7"][2].value = True  # tick the one labelled green: the change is now explicit
+    assert "green</b> &rarr;" in tiles(widget)["p7"][1].replace("now <b>", "")
+    assert apply.description == "Apply 'red' to 3 (1 change another label)"
+    apply.click()
+    assert [store.get(i, "colour") for i in ("p3", "p7", "p1", "p9")] == ["red", "red", None, "red"]
+    hist = store.history(field="colour")
+    batch = hist[hist.source == "batch"]
+    assert len(batch) == 3 and batch.batch_id.nunique() == 1 and batch.annotator.unique().tolist() == ["ana"]
+    assert "saved: 3 labels (1 changed from another label)" in status(widget)
+    t = tiles(widget)  # redrawn from the store
+    assert "now <b>red</b>" in t["p3"][1] and "(already)" in t["p3"][1] and "unlabelled" in t["p1"][1]
+    with_class(widget, "fclip-selection-undo")[0].click()
+    assert [store.get(i, "colour") for i in ("p3", "p7", "p1", "p9")] == [None, "green", None, None]
+    assert "undone: a batch of 3 colour labels" in status(widget) and "now <b>green</b>" in tiles(widget)["p7"][1]
+
+
+def test_selection_batch_changing_the_value_resets_confirmed_changes(widget, store):
+    store.set("p7", "colour", "green", annotator="bob")
+    widget.batch(["p7", "p2"])
+    widget.sel_value.value = "red"
+    click_tile(widget, "p7")  # confirm green -> red
+    assert tiles(widget)["p7"][2].value
+    widget.sel_value.value = "blue"  # the confirmation was for red
+    assert not tiles(widget)["p7"][2].value
+    widget.sel_value.value = "green"  # p7 already green: included, not rewritten
+    assert tiles(widget)["p7"][2].value and "(already)" in tiles(widget)["p7"][1]
+    with_class(widget, "fclip-selection-apply")[0].click()
+    assert "saved: 1 labels, 1 already green" in status(widget)
+    assert len(store.history(field="colour")) == 2  # bob's label and p2's: nothing rewritten
+
+
+def test_selection_batch_refuses_labels_changed_since_shown(widget, store):
+    widget.batch(["p2", "p5"])
+    widget.sel_value.value = "blue"
+    store.set("p5", "colour", "red", annotator="bob")  # another annotator, after the grid was drawn
+    with_class(widget, "fclip-selection-apply")[0].click()
+    assert "1 labels changed since the grid was shown" in status(widget)
+    assert store.get("p2", "colour") is None and store.get("p5", "colour") == "red"
+    assert "now <b>red</b>" in tiles(widget)["p5"][1] and not tiles(widget)["p5"][2].value  # redrawn: now out
+
+
+def test_selection_batch_bad_ids_and_back_to_model_batches(widget):
+    widget.batch(["p1", "nope"])
+    assert "not in this session" in status(widget) and widget.selection_ids == []
+    widget.batch(["p1"])
+    with_class(widget, "fclip-selection-close")[0].click()
+    assert widget.selection_ids == [] and widget.model_batch.layout.display == "flex"
+    assert len(with_class(widget, "fclip-batch-item")) == 4  # the model's page is back
+
+
+def test_explorer_selection_reaches_the_batch_grid(widget, catalog):  # noqa: F811
+    from fclip_workbench.widgets import Explorer
+
+    ex = Explorer(np.random.default_rng(0).normal(size=(12, 2)), catalog.ids, catalog=catalog).connect(widget)
+    ex.select(["p4", "p8"])
+    ex.send_batch_button.click()
+    assert list(tiles(widget)) == ["p4", "p8"] and widget.mode == "batch"
+    ex.send_button.click()  # review: the single-item queue
+    assert widget.mode == "single" and shown(widget) == "p4"
+
+
+def test_label_issue_table_opens_as_a_review_queue(widget, embeddings):  # noqa: F811
+    from fclip_workbench.audit import find_label_issues
+
+    labels = ["red", "green", "blue"] * 4
+    issues = find_label_issues(embeddings.vectors, labels, cv=2)
+    widget.review(issues, ids=embeddings.ids, limit=3)
+    want = [embeddings.ids[p] for p in issues.position[:3]]
+    assert widget.session.queue() == [i for i in want] and shown(widget) == want[0]
+    widget.review(issues)  # positions without ids: the reason is shown
+    assert "pass ids=" in status(widget)

@@ -231,3 +231,90 @@ def test_a_million_points_without_ui():
     grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     print(f"1M points: built in {built:.1f} s, all steps {total:.1f} s, peak RSS grew {grew_mb:.0f} MB")
     assert total < 120 and grew_mb < 2000
+
+
+def test_batch_button_sends_the_selection_to_the_batch_callbacks_only(explorer):
+    review, batch = [], []
+    explorer.on_send(review.append).on_send(batch.append, mode="batch")
+    assert explorer.send_batch_button.disabled
+    explorer.select(["p6", "p1"])
+    assert not explorer.send_batch_button.disabled and "fclip-send-batch" in explorer.send_batch_button._dom_classes
+    explorer.send_batch_button.click()
+    assert batch == [["p1", "p6"]] and review == [] and "sent 2 products to the annotator (batch)" in explorer.status.value
+    explorer.send_button.click()
+    assert review == [["p1", "p6"]] and len(batch) == 1
+    with pytest.raises(InvalidArgumentError, match="unknown send mode 'grid'"):
+        explorer.on_send(batch.append, mode="grid")
+    with pytest.raises(InvalidArgumentError, match="connect needs an annotator"):
+        explorer.connect(object())
+
+
+def test_batch_button_without_a_batch_annotator_says_how_to_connect(explorer):
+    explorer.on_send(lambda ids: None)  # review only
+    explorer.select(["p2"])
+    explorer.send_batch_button.click()
+    assert "no annotator connected for batch" in explorer.status.value and "connect(annotator)" in explorer.status.value
+
+
+@pytest.fixture
+def audit_explorer(catalog):
+    """12 products in 3 tight colour clusters (4 each) plus one far product; vectors as the audits see them."""
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 6)
+    colours = list(catalog.table["colour"])
+    vectors = np.stack([centres[["red", "green", "blue"].index(c)] for c in colours]) + rng.normal(0, 0.05, (12, 6))
+    vectors[11] = np.r_[0, 0, 0, 0, 0, 1.0]  # the outlier
+    vectors[4] = vectors[0] + 1e-4  # a near-duplicate pair
+    ex = Explorer(rng.normal(size=(12, 2)), catalog.ids, catalog=catalog, vectors=vectors.astype(np.float32))
+    return ex, colours
+
+
+def test_show_audit_label_issues_colours_by_score_by_position(audit_explorer):
+    from fclip_workbench.audit import find_label_issues
+
+    ex, colours = audit_explorer
+    labels = np.array(colours, dtype=object)
+    labels[[0, 1, 2, 3]] = ["red", "red", "red", "red"]  # a real dataset's labels: the audit says what it says
+    issues = find_label_issues(ex.vectors, labels, cv=2)
+    layer = ex.show_audit(issues, select=3)
+    assert layer == "label_issue_score" and ex.colour == "label_issue_score"
+    assert ex.scatter.color()["by"] == "label_issue_score"
+    by_item = dict(zip(ex.table["item_id"], ex.table["label_issue_score"]))
+    for pos, score in zip(issues["position"], issues["score"]):  # position -> the map point of that vector
+        assert by_item[ex.table["item_id"].iat[pos]] == pytest.approx(score)
+    assert set(ex.table["label_issue"]) <= {"issue", "ok"} and (ex.table["label_issue"] == "issue").sum() == issues.is_issue.sum()
+    assert ex.selected_ids == sorted(ex.table["item_id"].iloc[issues.position[:3]], key=ex.table["item_id"].tolist().index)
+    assert {"label_issue_score", "label_issue"} <= set(ex.colour_menu.options)
+
+
+def test_show_audit_near_duplicates_and_outliers_by_item_id(audit_explorer):
+    from fclip_workbench.audit import near_duplicates, outliers
+
+    ex, _ = audit_explorer
+    dups = near_duplicates(ex.vectors, ex.table["item_id"], threshold=0.999)
+    assert set(dups["item_id"]) >= {"p0", "p4"}
+    assert ex.show_audit(dups) == "duplicate_group"
+    g = dict(zip(ex.table["item_id"], ex.table["duplicate_group"].astype(str)))
+    assert g["p0"] == g["p4"] and g["p0"].startswith("group 0") and g["p11"] == "(none)"
+    assert ex.table.loc[ex.table.item_id == "p4", "duplicate_similarity"].item() > 0.999
+    out = outliers(ex.vectors, ex.table["item_id"], k=3)
+    assert ex.show_audit(out, select=1) == "outlier_score" and ex.selected_ids == ["p11"]
+    assert ex.table["outlier_score"].idxmax() == ex.table.index[ex.table.item_id == "p11"][0]
+    assert ex.scatter.color()["by"] == "outlier_score"
+
+
+def test_show_audit_bad_input_is_a_clear_error(audit_explorer):
+    from fclip_workbench.audit import find_label_issues
+
+    ex, colours = audit_explorer
+    part = find_label_issues(ex.vectors[:8], colours[:8], cv=2)  # audited on 8 vectors only
+    with pytest.raises(InvalidArgumentError, match="positions for 8 items, the map has 12 points: pass ids="):
+        ex.show_audit(part)
+    assert ex.show_audit(part, ids=ex.table["item_id"][:8]) == "label_issue_score"
+    assert (ex.table["label_issue"] == "(not audited)").sum() == 4
+    with pytest.raises(InvalidArgumentError, match="not an audit table"):
+        ex.show_audit(pd.DataFrame({"item_id": ["p0"], "colour": ["red"]}))
+    with pytest.raises(InvalidArgumentError, match=r"audit items not on the map: \['zz'\]"):
+        ex.show_audit(pd.DataFrame({"item_id": ["zz"], "score": [0.1], "rank": [1], "position": [0]}))
+    with pytest.raises(InvalidArgumentError, match="needs an audit DataFrame"):
+        ex.show_audit([1, 2])

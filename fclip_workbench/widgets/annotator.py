@@ -27,6 +27,14 @@ DOM contract (CSS classes, stable; browser tests rely on them):
     fclip-batch-label      the batch label picker (Dropdown)
     fclip-batch-query      the batch text query (Text; Enter loads a page of matches)
     fclip-batch-confirm    the confirm button ("Confirm N")
+    fclip-selection        the selection batch pane (`annotator.batch(ids)`, e.g. from the explorer)
+    fclip-selection-head   its header ("N products from the selection")
+    fclip-selection-value  the value to apply (Dropdown over the taxonomy)
+    fclip-selection-tile   each product's tile (thumbnail, title, current label, suggestion)
+    fclip-selection-image  the tile's thumbnail (a click includes / excludes the product)
+    fclip-selection-item   the tile's include checkbox (description = the item id)
+    fclip-selection-apply  "Apply 'V' to N" (names how many labels it changes)
+    fclip-selection-undo   undo the last batch; fclip-selection-close: back to the model's batches
 
 Example:
     >>> Annotator.from_catalog(catalog, "articleType", model=model, annotator="ana")   # doctest: +SKIP
@@ -42,7 +50,7 @@ from typing import Callable
 import ipywidgets as w
 import traitlets
 
-from ..annotate import QUEUE_ORDERS, AnnotationSession, Candidate, Decision
+from ..annotate import QUEUE_ORDERS, AnnotationSession, Candidate, Decision, audit_item_ids
 from ..errors import FclipError, LabelValueError
 from ..viz import image_bytes
 
@@ -50,6 +58,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_PX = 360  # width of the large product image
 THUMB_PX = 112  # batch thumbnails
+SELECTION_PAGE = 120  # products on one page of a selection batch
+TILE_BORDER = {"in": "2px solid #2e7d32", "change": "3px solid #e65100", "out": "2px dashed #bdbdbd"}
 ORDER_NAMES = {"uncertainty": "most useful first (uncertainty)", "query": "similar to a text query",
                "cluster": "by cluster", "random": "random"}
 TEXT_INPUTS = ("INPUT", "TEXTAREA", "SELECT")  # key presses typed into these are not shortcuts
@@ -140,8 +150,30 @@ class Annotator(w.VBox):
         self.batch_boxes: list[w.Checkbox] = []  # the shown page's checkboxes
         self._cells: list[tuple[w.VBox, w.Image, w.HTML, w.Checkbox]] = []
         self.batch_confirm = _css(w.Button(description="Confirm 0", button_style="success"), "fclip-batch-confirm")
-        self.batch_pane = w.VBox([w.HBox([self.batch_label, self.batch_query]), self.batch_grid, self.batch_confirm],
-                                 layout=w.Layout(display="none"))
+        self.model_batch = w.VBox([w.HBox([self.batch_label, self.batch_query]), self.batch_grid, self.batch_confirm])
+        # ---- selection batch: given products (a map selection), one value for all
+        self.sel_head = _css(w.HTML(), "fclip-selection-head")
+        self.sel_value = _css(w.Dropdown(options=self._values(), value=None, description="Apply"),
+                              "fclip-selection-value")
+        self.sel_grid = _css(w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(6, {THUMB_PX + 28}px)")),
+                             "fclip-selection-grid")
+        self.sel_apply = _css(w.Button(description="Apply", button_style="success", disabled=True,
+                                       layout=w.Layout(width="auto")), "fclip-selection-apply")
+        self.sel_undo = _css(w.Button(description="Undo last batch", icon="undo"), "fclip-selection-undo")
+        self.sel_prev = w.Button(description="Previous page", layout=w.Layout(display="none"))
+        self.sel_next = w.Button(description="Next page", layout=w.Layout(display="none"))
+        self.sel_close = _css(w.Button(description="Back to the model's batches"), "fclip-selection-close")
+        self.selection_pane = _css(w.VBox([self.sel_head, self.sel_value, self.sel_grid,
+                                           w.HBox([self.sel_apply, self.sel_undo, self.sel_prev, self.sel_next,
+                                                   self.sel_close])], layout=w.Layout(display="none")),
+                                   "fclip-selection")
+        self._sel_ids: list[str] = []  # every product sent to the batch
+        self._sel_start = 0  # first of them on the shown page
+        self._sel: list[Candidate] = []  # the shown page, with current labels as last read
+        self._sel_tiles: list[tuple[w.VBox, w.Image, w.HTML, w.Checkbox]] = []
+        self._excluded: set[str] = set()  # products the annotator excluded
+        self._confirmed: set[str] = set()  # products labelled otherwise whose change the annotator confirmed
+        self.batch_pane = w.VBox([self.model_batch, self.selection_pane], layout=w.Layout(display="none"))
         super().__init__([w.HBox([self.name_input, self.mode_toggle]), self.progress_html, self.status_html,
                           self.single_pane, self.batch_pane], **kwargs)
         self.add_class("fclip-annotator")
@@ -160,6 +192,12 @@ class Annotator(w.VBox):
         self.batch_label.observe(lambda ch: self.load_batch(), names="value")
         self.batch_query.observe(lambda ch: self.load_batch(), names="value")
         self.batch_confirm.on_click(lambda _: self.confirm_batch())
+        self.sel_value.observe(lambda ch: self._on_sel_value(), names="value")
+        self.sel_apply.on_click(lambda _: self.apply_selection())
+        self.sel_undo.on_click(lambda _: self.undo_batch())
+        self.sel_prev.on_click(lambda _: self._sel_page(-1))
+        self.sel_next.on_click(lambda _: self._sel_page(+1))
+        self.sel_close.on_click(lambda _: self.close_selection())
         self.key_events = self.enter_events = None
         try:
             from ipyevents import Event
@@ -233,9 +271,20 @@ class Annotator(w.VBox):
         self.item_id = item.item_id
         self.show_progress()
 
-    def _refresh_taxonomy(self) -> None:
+    def _values(self) -> tuple[str, ...]:
         tax = self.session.taxonomy
-        self.correct_input.options = tuple(tax.values) if tax is not None else tuple(self.session.classes)
+        return tuple(tax.values) if tax is not None else tuple(self.session.classes)
+
+    def _refresh_taxonomy(self) -> None:
+        values = self._values()
+        self.correct_input.options = values
+        if tuple(self.sel_value.options) != values:
+            keep, self._quiet = self.sel_value.value, True
+            try:
+                self.sel_value.options = values
+                self.sel_value.value = keep if keep in values else None
+            finally:
+                self._quiet = False
 
     def _after(self, decision: Decision) -> None:
         """Called once the store acknowledged `decision`: show the next item, then the status."""
@@ -340,10 +389,17 @@ class Annotator(w.VBox):
         self.show_status(f"queue: {ORDER_NAMES[order]}")
 
     @_guarded
-    def review(self, item_ids) -> None:
-        """Label exactly these products next, in this order: a label-issue list or a map selection
-        (`explorer.on_send(annotator.review)`)."""
-        self.session.review(list(item_ids))
+    def review(self, items, ids=None, flagged_only: bool = False, limit: int | None = None) -> None:
+        """Label exactly these products next, in this order: item ids (a map selection:
+        `explorer.on_send(annotator.review)`) or an audit table, most suspicious first
+        (`annotator.review(find_label_issues(vectors, labels), ids=ids)`; see `annotate.audit_item_ids`)."""
+        import pandas as pd
+
+        if isinstance(items, pd.DataFrame):
+            items = audit_item_ids(items, ids=ids, flagged_only=flagged_only, limit=limit)
+        elif isinstance(items, str):
+            items = [items]
+        self.session.review(list(items))
         self.set_mode("single")
         self.show_item()
         self.show_status(f"queue: review of {len(self.session.queue())} products")
@@ -361,14 +417,17 @@ class Annotator(w.VBox):
         self.single_pane.layout.display = "flex" if mode == "single" else "none"
         self.batch_pane.layout.display = "flex" if mode == "batch" else "none"
         if mode == "batch":
-            self.load_batch()
+            self.model_batch.layout.display = "none" if self._sel_ids else "flex"
+            self.selection_pane.layout.display = "flex" if self._sel_ids else "none"
+            if not self._sel_ids:
+                self.load_batch()
         else:
             self.show_item()
 
     @_guarded
     def load_batch(self) -> None:
         """Fill the grid with the next page for the chosen label (or the text query)."""
-        if self.mode != "batch":
+        if self.mode != "batch" or self._sel_ids:
             return
         query = self.batch_query.value.strip()
         if query:
@@ -410,3 +469,179 @@ class Annotator(w.VBox):
         self.show_progress()
         self.load_batch()
         self.show_status(decision.status)
+
+    # ------------------------------------------------------------------ selection batch (e.g. from the explorer)
+    @_guarded
+    def batch(self, item_ids) -> None:
+        """Show these products as a batch grid (`explorer.on_send(annotator.batch, mode="batch")`): each tile
+        with its thumbnail, title, current label and the model's suggestion; pick one value, click tiles to
+        exclude products, "Apply" saves the value for the included ones in one transaction (source batch)."""
+        if isinstance(item_ids, str):
+            item_ids = [item_ids]
+        ids = self.session.check_ids(item_ids, "show in a batch")  # unknown / no ids: refused, nothing changes
+        self._sel_ids, self._sel_start = ids, 0
+        self._excluded, self._confirmed = set(), set()
+        self._quiet = True
+        try:
+            self.sel_value.value = None  # the annotator picks the value: nothing is preselected
+        finally:
+            self._quiet = False
+        if self.mode_toggle.value != "batch":
+            self.mode_toggle.value = "batch"  # observed: set_mode shows the selection pane
+        else:
+            self.set_mode("batch")
+        self._load_selection()
+        self.show_status(f"batch: {len(ids)} products from the selection; pick a value to apply")
+
+    def close_selection(self) -> None:
+        """Leave the selection batch: back to the model's batches."""
+        self._sel_ids, self._sel = [], []
+        self.sel_grid.children = ()
+        self.set_mode("batch")
+
+    @property
+    def selection_ids(self) -> list[str]:
+        """The products of the selection batch (every page)."""
+        return list(self._sel_ids)
+
+    def _is_change(self, c: Candidate) -> bool:
+        value = self.sel_value.value
+        return value is not None and c.current is not None and c.current != value
+
+    def _included(self, c: Candidate) -> bool:
+        return c.item_id not in self._excluded and (not self._is_change(c) or c.item_id in self._confirmed)
+
+    @_guarded
+    def _load_selection(self) -> None:
+        """Read the shown page's products (current labels from the store) and draw the tiles."""
+        page_ids = self._sel_ids[self._sel_start:self._sel_start + SELECTION_PAGE]
+        self._sel = self.session.selection_batch(page_ids) if page_ids else []
+        while len(self._sel_tiles) < len(self._sel):  # tiles are reused (cheaper than new widgets)
+            img = _css(w.Image(layout=w.Layout(width=f"{THUMB_PX}px", height=f"{THUMB_PX}px", object_fit="contain")),
+                       "fclip-selection-image")
+            box = _css(w.Checkbox(value=True, indent=False), "fclip-selection-item")
+            k = len(self._sel_tiles)
+            box.observe(functools.partial(self._on_tick, k), names="value")
+            cap = w.HTML()
+            tile = _css(w.VBox([img, cap, box], layout=w.Layout(padding="3px")), "fclip-selection-tile")
+            self._sel_tiles.append((tile, img, cap, box))
+            if self.key_events is not None:  # a click on the thumbnail includes / excludes the product
+                from ipyevents import Event
+                ev = Event(source=img, watched_events=["click"])
+                ev.on_dom_event(functools.partial(self._on_tile_click, k))
+                self._tile_events = [*getattr(self, "_tile_events", []), ev]
+        for c, (_, img, _, _) in zip(self._sel, self._sel_tiles):
+            pic = image_bytes(c.image, size=THUMB_PX)
+            img.format, img.value = (pic[1], pic[0]) if pic else ("png", b"")
+        self.sel_grid.children = [tile for tile, *_ in self._sel_tiles[:len(self._sel)]]
+        n, start = len(self._sel_ids), self._sel_start
+        paged = n > SELECTION_PAGE
+        self.sel_head.value = (f"<b>{n} products from the selection</b>"
+                               + (f" &middot; showing {start + 1}-{start + len(self._sel)}" if paged else "")
+                               + f" &middot; click a picture to exclude or include it; set {html.escape(self.session.field)}:")
+        self.sel_prev.layout.display = "flex" if paged else "none"
+        self.sel_next.layout.display = "flex" if paged else "none"
+        self.sel_prev.disabled, self.sel_next.disabled = start == 0, start + SELECTION_PAGE >= n
+        self._draw_tiles()
+
+    def _draw_tiles(self) -> None:
+        """Captions, borders and ticks from the state (value, exclusions, confirmed changes); the apply button."""
+        value = self.sel_value.value
+        self._quiet = True
+        try:
+            for c, (tile, _, cap, box) in zip(self._sel, self._sel_tiles):
+                change, included = self._is_change(c), self._included(c)
+                now = (f"now <b>{html.escape(c.current)}</b>" if c.current else "<i>unlabelled</i>")
+                if change:
+                    now += (f" &rarr; <b style='color:#e65100'>{html.escape(value)}</b>" if included
+                            else " <span style='color:#e65100'>(keeps its label: click to change it)</span>")
+                elif value is not None and c.current == value:
+                    now += " (already)"
+                sugg = (f"model: {html.escape(c.suggestion[0])} {c.suggestion[1]:.0%}" if c.suggestion else "")
+                cap.value = (f"<small>{html.escape(c.title)}<br>{now}<br>{sugg}"
+                             f"{'' if included else '<br><b>excluded</b>'}</small>")
+                box.description, box.value = c.item_id, included
+                tile.layout.border = TILE_BORDER["change" if change and included else "in" if included else "out"]
+        finally:
+            self._quiet = False
+        chosen = [c for c in self._sel if self._included(c)]
+        changes = sum(self._is_change(c) for c in chosen)
+        if value is None:
+            self.sel_apply.description, self.sel_apply.disabled = "Pick a value to apply", True
+            return
+        text = f"Apply '{value}' to {len(chosen)}"
+        if changes:
+            text += f" ({changes} change another label)"
+        self.sel_apply.description, self.sel_apply.disabled = text, not chosen
+        self.sel_apply.tooltip = f"save {self.session.field} = {value} for the {len(chosen)} included products"
+
+    def toggle(self, item_id: str) -> None:
+        """Exclude an included product, or include an excluded one (for one labelled otherwise: confirm the change)."""
+        c = next((c for c in self._sel if c.item_id == str(item_id)), None)
+        if c is None:
+            raise LabelValueError(f"{item_id!r} is not on the shown page of the batch")
+        if self._included(c):
+            self._excluded.add(c.item_id)
+            self._confirmed.discard(c.item_id)
+        else:
+            self._excluded.discard(c.item_id)
+            if self._is_change(c):
+                self._confirmed.add(c.item_id)
+        self._draw_tiles()
+
+    @_guarded
+    def _on_tile_click(self, k: int, event: dict) -> None:
+        if k < len(self._sel) and not self._is_repeat_delivery(event):
+            self.toggle(self._sel[k].item_id)
+
+    @_guarded
+    def _on_tick(self, k: int, change) -> None:
+        if self._quiet or k >= len(self._sel):
+            return
+        if bool(change["new"]) != self._included(self._sel[k]):
+            self.toggle(self._sel[k].item_id)
+
+    @_guarded
+    def _on_sel_value(self) -> None:
+        if self._quiet:
+            return
+        self._confirmed.clear()  # a change was confirmed for the previous value, not this one
+        self._draw_tiles()
+
+    @_guarded
+    def _sel_page(self, step: int) -> None:
+        start = self._sel_start + step * SELECTION_PAGE
+        if 0 <= start < len(self._sel_ids):
+            self._sel_start = start
+            self._load_selection()
+
+    @_guarded
+    def apply_selection(self) -> None:
+        """Save the chosen value for the included products of the shown page (one set_many, source batch);
+        the tiles then show the labels as stored."""
+        value = self.sel_value.value
+        if value is None:
+            raise LabelValueError(f"pick the {self.session.field} to apply")
+        chosen = [c for c in self._sel if self._included(c)]
+        if not chosen:
+            raise LabelValueError("every product is excluded: click a picture to include it")
+        try:
+            decision = self.session.apply_batch([c.item_id for c in chosen], value,
+                                                replace=[c.item_id for c in chosen if self._is_change(c)],
+                                                expected={c.item_id: c.current for c in chosen})
+        except LabelValueError:
+            self._load_selection()  # show the labels as they are now
+            raise
+        self._confirmed.clear()
+        self._load_selection()
+        self.show_progress()
+        self.show_status(decision.status)
+
+    @_guarded
+    def undo_batch(self) -> None:
+        """Undo this annotator's last decision (a batch as a whole) and redraw the tiles."""
+        decision = self.session.undo()
+        if self._sel_ids:
+            self._load_selection()
+        self.show_progress()
+        self.show_status("nothing to undo" if decision is None else decision.status)

@@ -8,7 +8,8 @@ Example:
     >>> ex = Explorer.build(model, catalog)                   # doctest: +SKIP
     >>> ex.color_by("articleType"); ex.select(["15970", "39386"])   # doctest: +SKIP
     >>> ex.selection                                           # doctest: +SKIP
-    >>> ex.on_send(lambda ids: annotator.open_batch(ids))      # doctest: +SKIP
+    >>> ex.connect(annotator)   # "Send to annotator": review queue / batch grid   # doctest: +SKIP
+    >>> ex.show_audit(find_label_issues(ex.vectors, labels))   # colour by the audit's score   # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MAX_CATEGORIES = 20  # colour categories shown; rarer values become "other"
 SPECIAL_COLOURS = ("prediction", "label", "disagreement", "cluster", "query")
+SEND_MODES = ("review", "batch")  # the annotator's review queue, or its batch grid
+MAX_GROUPS = 18  # near-duplicate groups coloured one by one; the smaller ones share "smaller group"
 PREVIEW = "_preview"  # the (empty) tooltip preview column: thumbnails are made on hover
 
 
@@ -80,7 +83,7 @@ class Explorer(w.VBox):
         self.catalog, self.vectors, self.model = catalog, vectors, model  # vectors: (n_items, dim)
         self.grid_limit, self.thumb_size = grid_limit, thumb_size
         self._index = index
-        self._callbacks: list[Callable[[list[str]], object]] = []
+        self._callbacks: dict[str, list[Callable[[list[str]], object]]] = {m: [] for m in SEND_MODES}
         self._thumbs: dict[int, str] = {}  # point -> thumbnail data URI, made on first hover
         self.clusters_: pd.DataFrame | None = None
         self.table = self._build_table(xy, ids, catalog)
@@ -106,14 +109,21 @@ class Explorer(w.VBox):
         self.k = w.IntSlider(value=50, min=1, max=500, description="Top k", layout=w.Layout(width="260px"))
         self.query_box.observe(lambda ch: self._safely(self.search, ch["new"]) if ch["new"].strip() else None,
                                names="value")
-        self.send_button = w.Button(description="Send to annotator", icon="paper-plane", disabled=True)
+        self.send_button = w.Button(description="Send to annotator (review)", icon="paper-plane", disabled=True,
+                                    layout=w.Layout(width="auto"))
+        self.send_button.add_class("fclip-send-review")
         self.send_button.on_click(lambda _: self._safely(self.send))
+        self.send_batch_button = w.Button(description="Send to annotator (batch)", icon="th", disabled=True,
+                                          layout=w.Layout(width="auto"))
+        self.send_batch_button.add_class("fclip-send-batch")
+        self.send_batch_button.on_click(lambda _: self._safely(self.send, "batch"))
         self.clear_button = w.Button(description="Clear selection")
         self.clear_button.on_click(lambda _: self.select([]))
         self.status = w.HTML()  # errors and counts, shown in the widget
         self.grid = w.HTML(layout=w.Layout(max_height="420px", overflow="auto"))
         super().__init__([w.HBox([self.colour_menu, self.query_box, self.k]), self.scatter.show(),
-                          w.HBox([self.send_button, self.clear_button, self.status]), self.grid])
+                          w.HBox([self.send_button, self.send_batch_button, self.clear_button, self.status]),
+                          self.grid])
         self.add_class("fclip-explorer")
         if color_by:
             self.color_by(color_by)
@@ -187,7 +197,7 @@ class Explorer(w.VBox):
 
     @tl.observe("selected_ids")
     def _selection_changed(self, change) -> None:
-        self.send_button.disabled = not change["new"]
+        self.send_button.disabled = self.send_batch_button.disabled = not change["new"]
         self._show_grid()
 
     @property
@@ -320,24 +330,122 @@ class Explorer(w.VBox):
         return table
 
     # ------------------------------------------------------------ send to annotator
-    def on_send(self, callback: Callable[[list[str]], object]) -> "Explorer":
-        """Call `callback(ids)` with the selected ids when "Send to annotator" is pressed (or `send()`)."""
+    def on_send(self, callback: Callable[[list[str]], object], mode: str = "review") -> "Explorer":
+        """Call `callback(ids)` with the selected ids when "Send to annotator (review)" is pressed (`send()`),
+        or, with mode="batch", "Send to annotator (batch)" (`send("batch")`).
+
+        >>> explorer.on_send(annotator.review).on_send(annotator.batch, mode="batch")   # doctest: +SKIP
+        """
+        if mode not in SEND_MODES:
+            raise InvalidArgumentError(f"unknown send mode {mode!r}; choose one of {', '.join(SEND_MODES)}")
         if not callable(callback):
             raise InvalidArgumentError(f"on_send needs a function of the selected ids, got {callback!r}")
-        self._callbacks.append(callback)
+        self._callbacks[mode].append(callback)
         return self
 
-    def send(self) -> list[str]:
-        """Hand the selection to every `on_send` callback; returns the ids sent."""
+    def connect(self, annotator) -> "Explorer":
+        """Wire both buttons to an annotator: review queue (`annotator.review`), batch grid (`annotator.batch`)."""
+        if not (callable(getattr(annotator, "review", None)) and callable(getattr(annotator, "batch", None))):
+            raise InvalidArgumentError(f"connect needs an annotator (with review and batch), got {annotator!r}")
+        return self.on_send(annotator.review).on_send(annotator.batch, mode="batch")
+
+    def send(self, mode: str = "review") -> list[str]:
+        """Hand the selection to every `on_send` callback of `mode` ("review" or "batch"); returns the ids sent."""
+        if mode not in SEND_MODES:
+            raise InvalidArgumentError(f"unknown send mode {mode!r}; choose one of {', '.join(SEND_MODES)}")
         ids = list(self.selected_ids)
         if not ids:
             raise InvalidArgumentError("nothing selected: select products before sending them to the annotator")
-        if not self._callbacks:
-            raise InvalidArgumentError("no annotator connected: call explorer.on_send(callback) first")
-        for cb in self._callbacks:
+        if not self._callbacks[mode]:
+            how = "explorer.connect(annotator)" + (" or explorer.on_send(callback)" if mode == "review"
+                                                   else " or explorer.on_send(callback, mode='batch')")
+            raise InvalidArgumentError(f"no annotator connected for {mode}: call {how} first")
+        for cb in self._callbacks[mode]:
             cb(ids)
-        self._say(f"sent {len(ids)} products to the annotator")
+        self._say(f"sent {len(ids)} products to the annotator ({mode})")
         return ids
+
+    # ------------------------------------------------------------ audits as layers
+    def _audit_rows(self, table: pd.DataFrame, ids: Sequence[str] | None) -> np.ndarray:
+        """The map point of each audit row: by `item_id`, else `position` through `ids` (default: the map's ids)."""
+        if "item_id" in table.columns:
+            item_ids = table["item_id"].astype(str).tolist()
+        else:
+            if ids is None:
+                if len(table) != len(self.table) or table["position"].max() >= len(self.table):
+                    raise InvalidArgumentError(
+                        f"this audit has positions for {len(table)} items, the map has {len(self.table)} points: "
+                        "pass ids=... (the ids of the vectors the audit ran on)")
+                ids = self._index
+            ids = [str(i) for i in ids]
+            pos = table["position"].to_numpy()
+            if len(pos) and (pos.min() < 0 or pos.max() >= len(ids)):
+                raise InvalidArgumentError(f"positions outside the {len(ids)} ids given: pass the audit's ids")
+            item_ids = [ids[int(p)] for p in pos]
+        rows = self._index.get_indexer(item_ids)
+        if (rows < 0).any():
+            raise InvalidArgumentError(f"audit items not on the map: {_few([item_ids[i] for i in np.flatnonzero(rows < 0)])}")
+        return rows
+
+    def show_audit(self, table: pd.DataFrame, ids: Sequence[str] | None = None, select: int = 0) -> str:
+        """Add an audit as a layer and colour the map by it; returns the layer's column name.
+
+        - `audit.find_label_issues` -> "label_issue_score" (its `score`, 0 = label fits, 1 = contradicted;
+          0 for items it did not score) and "label_issue" (cleanlab's verdict: issue / ok);
+        - `audit.near_duplicates` -> "duplicate_group" (the largest groups one colour each, "(none)" for
+          the rest) and "duplicate_similarity" (0 outside the groups);
+        - `audit.outliers` -> "outlier_score" (mean cosine distance to the nearest others).
+        Rows are matched by `item_id`, else `position` (the row of the audit's input vectors; pass `ids`
+        when they are not the map's points in map order). `select=n` also selects the first n rows (most
+        suspicious), so the grid shows them and "Send to annotator" hands them on.
+
+        >>> explorer.show_audit(find_label_issues(explorer.vectors, labels), select=20)   # doctest: +SKIP
+        'label_issue_score'
+        """
+        if not isinstance(table, pd.DataFrame):
+            raise InvalidArgumentError(f"show_audit needs an audit DataFrame, got {type(table).__name__}")
+        cols = set(table.columns)
+        if isinstance(select, bool) or not isinstance(select, (int, np.integer)) or select < 0:
+            raise InvalidArgumentError(f"select must be a whole number >= 0, got {select!r}")
+        rows = self._audit_rows(table, ids) if ({"item_id", "position"} & cols) else None
+        if rows is None:
+            raise InvalidArgumentError(f"an audit table needs 'item_id' or 'position'; it has {sorted(cols)}")
+        n = len(self.table)
+        if {"given_label", "suggested_label", "score"} <= cols:  # find_label_issues
+            score = np.zeros(n)
+            score[rows] = table["score"].to_numpy(dtype=float)
+            self._add_column("label_issue_score", score)
+            if "is_issue" in cols:
+                verdict = np.full(n, "(not audited)", dtype=object)
+                verdict[rows] = np.where(table["is_issue"].to_numpy(dtype=bool), "issue", "ok")
+                self._add_column("label_issue", pd.Categorical(verdict, categories=["issue", "ok", "(not audited)"]))
+            layer = "label_issue_score"
+        elif {"group", "group_size", "max_similarity"} <= cols:  # near_duplicates
+            group = np.full(n, "(none)", dtype=object)
+            g = table["group"].to_numpy()
+            names = np.array([f"group {k} ({s})" if k < MAX_GROUPS else "smaller group"
+                              for k, s in zip(g, table["group_size"])], dtype=object)
+            group[rows] = names
+            cats = list(dict.fromkeys(names.tolist())) + ["(none)"]
+            self._add_column("duplicate_group", pd.Categorical(group, categories=cats))
+            sim = np.zeros(n)
+            sim[rows] = table["max_similarity"].to_numpy(dtype=float)
+            self._add_column("duplicate_similarity", sim)
+            layer = "duplicate_group"
+        elif {"score", "rank"} <= cols:  # outliers
+            score = np.zeros(n)
+            score[rows] = table["score"].to_numpy(dtype=float)
+            self._add_column("outlier_score", score)
+            layer = "outlier_score"
+        else:
+            raise InvalidArgumentError(f"not an audit table from fclip_workbench.audit (find_label_issues, "
+                                       f"near_duplicates, outliers); its columns: {sorted(cols)}")
+        self.color_by(layer)
+        if select:
+            self.select(self._index[rows[: int(select)]].tolist())
+        self._say(f"audit layer {layer!r}: {len(rows)} products" + (f", the first {min(select, len(rows))} selected"
+                                                                   if select else ""))
+        return layer
 
     # ------------------------------------------------------------ messages
     def _say(self, text: str, error: bool = False) -> None:
