@@ -1,5 +1,8 @@
 """The Explorer in a real JupyterLab + Chromium: the map renders, hovering shows the thumbnail, a
-lasso drawn by dragging reaches `explorer.selection` in the kernel, `explorer.select(ids)` fills the grid.
+lasso drawn by dragging reaches `explorer.selection` in the kernel, `explorer.select(ids)` fills the grid,
+and "Send to annotator (batch)" shows the lasso's products in the annotator's batch grid, where one
+value applied (one product excluded by clicking its picture) lands as `batch` events in a real SQLite
+label store.
 
 The notebook's 13 products sit at known places: p0 at the centre, p1..p8 on a small ring around it,
 p9..p12 in the far corners, so the centre of the canvas is p0 and a box around the centre holds
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import sqlite3
 
 import nbformat
 import numpy as np
@@ -19,6 +23,25 @@ pytest.importorskip("jscatter")
 from playwright.sync_api import expect  # noqa: E402
 
 RING = [f"p{i}" for i in range(9)]  # centre + ring: what the lasso must select
+EXCLUDED = "p4"  # clicked out of the batch in the grid
+# a real AnnotationSession over a real SQLite store; vectors by garment and a real (zero-shot) Suggester
+ANNOTATOR_CELL = """\
+from fclip_workbench.annotate import AnnotationSession
+from fclip_workbench.embed import EmbeddingResult
+from fclip_workbench.labels import LabelStore
+from fclip_workbench.suggest import Suggester
+from fclip_workbench.taxonomy import Taxonomy
+from fclip_workbench.widgets import Annotator
+vec = np.array([[1.0, 0.2, 0.1, 0.0] if g == 'shirt' else [0.2, 1.0, 0.0, 0.1] for g in cat.table['garment']],
+               np.float32)
+vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+session = AnnotationSession(cat, 'garment', LabelStore('labels.sqlite', catalog=cat),
+                            Suggester(labels=['shirt', 'shoe'], text_weights=np.eye(2, 4, dtype=np.float32)),
+                            EmbeddingResult(list(cat.ids), vec), annotator='lab-user', background=False,
+                            taxonomy=Taxonomy.from_values('garment', ['shirt', 'shoe', 'bag']))
+annotator = Annotator(session)
+explorer.connect(annotator)
+annotator"""
 
 
 def write_lab_files(root) -> None:
@@ -46,6 +69,7 @@ def write_lab_files(root) -> None:
             "explorer"),
         nbformat.v4.new_code_cell("explorer.select(['p9', 'p10', 'p11'])\nprint('PYSELECT', len(explorer.selection))"),
         nbformat.v4.new_code_cell("print('SELECTED=' + ','.join(explorer.selection['item_id']) + '.')"),
+        nbformat.v4.new_code_cell(ANNOTATOR_CELL),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "explore.ipynb")
@@ -119,3 +143,33 @@ def test_explorer_in_jupyterlab(jupyterlab, page):
     page.locator(".jp-Cell").nth(2).locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
     expect(page.get_by_text("SELECTED=" + ",".join(RING) + ".")).to_be_visible(timeout=60_000)
+
+    # 4. "Send to annotator (batch)": the lasso's products fill the annotator's batch grid
+    page.locator(".fclip-explorer .fclip-send-batch").click()
+    tiles = page.locator(".fclip-annotator .fclip-selection-tile")
+    expect(tiles).to_have_count(len(RING), timeout=30_000)
+    items = page.locator(".fclip-annotator .fclip-selection-item")
+    assert sorted(t.strip() for t in items.all_inner_texts()) == RING
+    expect(page.locator(".fclip-annotator .fclip-selection-image")).to_have_count(len(RING))
+    expect(tiles.first).to_contain_text("model:")  # the suggestion, beside the (missing) current label
+    expect(tiles.first).to_contain_text("unlabelled")
+
+    # 5. pick one value, click one product's picture out, apply: batch events in the SQLite store
+    page.locator(".fclip-annotator .fclip-selection-value select").select_option("shoe")
+    apply = page.locator(".fclip-annotator .fclip-selection-apply")
+    expect(apply).to_have_text(f"Apply 'shoe' to {len(RING)}", timeout=30_000)
+    order = [t.strip() for t in items.all_inner_texts()]
+    tiles.nth(order.index(EXCLUDED)).locator(".fclip-selection-image").click()
+    expect(apply).to_have_text(f"Apply 'shoe' to {len(RING) - 1}", timeout=30_000)
+    expect(tiles.nth(order.index(EXCLUDED))).to_contain_text("excluded")
+    apply.click()
+    expect(page.locator(".fclip-annotator .fclip-status")).to_contain_text(f"saved: {len(RING) - 1} labels",
+                                                                          timeout=30_000)
+    con = sqlite3.connect(jupyterlab.root / "labels.sqlite")
+    try:
+        rows = con.execute("SELECT item_id, new_value, source, annotator, batch_id FROM label_events").fetchall()
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        con.close()
+    assert sorted(r[0] for r in rows) == [i for i in RING if i != EXCLUDED]
+    assert {r[1:4] for r in rows} == {("shoe", "batch", "lab-user")} and len({r[4] for r in rows}) == 1
