@@ -533,7 +533,6 @@ class Annotator(w.VBox):
         for c, (_, img, _, _) in zip(self._sel, self._sel_tiles):
             pic = image_bytes(c.image, size=THUMB_PX)
             img.format, img.value = (pic[1], pic[0]) if pic else ("png", b"")
-        self.sel_grid.children = [tile for tile, *_ in self._sel_tiles[:len(self._sel)]]
         n, start = len(self._sel_ids), self._sel_start
         paged = n > SELECTION_PAGE
         self.sel_head.value = (f"<b>{n} products from the selection</b>"
@@ -542,7 +541,8 @@ class Annotator(w.VBox):
         self.sel_prev.layout.display = "flex" if paged else "none"
         self.sel_next.layout.display = "flex" if paged else "none"
         self.sel_prev.disabled, self.sel_next.disabled = start == 0, start + SELECTION_PAGE >= n
-        self._draw_tiles()
+        self._draw_tiles()  # captions and ticks first: the tiles reach the page complete
+        self.sel_grid.children = [tile for tile, *_ in self._sel_tiles[:len(self._sel)]]
 
     def _draw_tiles(self) -> None:
         """Captions, borders and ticks from the state (value, exclusions, confirmed changes); the apply button."""
