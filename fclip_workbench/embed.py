@@ -1,7 +1,7 @@
 """Embed a catalog's images and texts: batched, cached, resumable, with a progress bar.
 
-Decoding and preprocessing run in DataLoader worker processes; the model runs
-under `torch.inference_mode`. Each finished batch is committed to the
+An engine (`engines.py`) computes the vectors: `local` decodes in DataLoader worker
+processes and runs the model here under `torch.inference_mode`; `ray` on a Ray cluster. Each finished batch is committed to the
 `EmbeddingStore`, so a second run (or a run after appending items, or after a
 kill) computes only what is missing. Items that cannot be embedded are listed in
 `result.failures` with the reason; `result.ids[i]` is the item of `vectors[i]`.
@@ -20,10 +20,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .catalog import Catalog, Problem
+from .engines import Engine, get_engine
 from .images import ImageLoadError, image_pipeline_salt, load_rgb, text_digest
 from .models import EmbeddingModel
 from .store import EmbeddingStore, finite_rows, unit_rows
@@ -116,12 +117,17 @@ def embed_images(
     batch_size: int = 64,
     num_workers: int | None = None,
     progress: bool = True,
+    engine: "str | Engine" = "local",
+    address: str | None = None,
 ) -> EmbeddingResult:
     """Image embeddings of every usable row of `catalog` (catalog order).
 
     `num_workers` decoding processes (None: `default_num_workers()`). Vectors are
     cached under `image_model_key(model)`; non-finite ones are failures, never cached.
+    `engine` computes the missing vectors: "local" (this process), "ray" (a Ray cluster at
+    `address`, see `engines.RayEngine`) or an `Engine`; the store, keys and failures are the same for all.
     """
+    runner = get_engine(engine, address=address, num_workers=num_workers)  # bad name or missing Ray: fail first
     store = store or EmbeddingStore()
     model_key = image_model_key(model)
     failures = [p for p in catalog.problems if p.field in ("image", "item_id") and p.row is not None]
@@ -142,18 +148,14 @@ def embed_images(
     vectors = dict(cached)
     n_computed = 0
     if todo:
-        num_workers = default_num_workers() if num_workers is None else num_workers
-        ds = DecodeDataset([str(catalog.image_path(r)) for r in todo], model.preprocess)
-        loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
-                            worker_init_fn=worker_init if num_workers else None,
-                            persistent_workers=False)
-        with tqdm(total=len(todo), desc=f"embedding images ({catalog.name})", unit="img",
+        shards = runner.embed(model, [str(catalog.image_path(r)) for r in todo], batch_size)
+        with tqdm(total=len(todo), desc=f"embedding images ({catalog.name}, {runner.name})", unit="img",
                   disable=not progress) as bar:
-            for positions, pixels, bad in loader:
+            for shard in shards:
+                positions, feats, bad = shard.positions, shard.vectors, shard.errors  # feats: (b, dim)
                 for pos, err in bad:
                     failures.append(catalog.problem(todo[pos], "image", err))
-                if pixels is not None:
-                    feats = model.encode_images(pixels)  # (b, dim)
+                if positions:
                     good = []
                     for j, (pos, why) in enumerate(zip(positions, _check_vectors(feats))):
                         if why is None:

@@ -85,3 +85,7 @@ class UndoConflictError(LabelStoreError):
 
 class ModelMismatchError(FclipError, ValueError):
     """Embeddings from another model (fingerprint) or of another width than a fitted probe expects."""
+
+
+class EngineError(FclipError, RuntimeError):
+    """An embedding engine that cannot run (unreachable Ray cluster, workers that differ from the driver)."""
