@@ -61,6 +61,7 @@ class ModelPreset:
 
 
 PRESETS: dict[str, ModelPreset] = {}
+BUNDLED_RECIPES = {"fclip-mini": "mini-kagl", "fclip-mini-v2": "mini-v2"}  # folder under weights/ -> its recipe
 
 
 def register_preset(preset: ModelPreset) -> ModelPreset:
@@ -76,7 +77,11 @@ def register_preset(preset: ModelPreset) -> ModelPreset:
 
 for _p in (
     ModelPreset("fclip-mini", "bundled", "fclip-mini",
-                description="this project's small FashionCLIP trained on KAGL (ResNet image tower, frozen MiniLM text tower), ships offline"),
+                description="this project's small FashionCLIP, the best shipped version (now fclip-mini@1), ships offline"),
+    ModelPreset("fclip-mini@1", "bundled", "fclip-mini",
+                description="fclip-mini v1: recipe mini-kagl, KAGL packshots only, 64 px squashed (ResNet + frozen MiniLM)"),
+    ModelPreset("fclip-mini@2", "bundled", "fclip-mini-v2",
+                description="fclip-mini v2: recipe mini-v2, KAGL + CCP street-photo crops, domain augmentation, 64 px letterboxed"),
     ModelPreset("fashion-clip", "hf-clip", "patrickjohncyh/fashion-clip",
                 description="FashionCLIP 2.0, ViT-B/32 (Chia et al. 2022), transformers format, converted"),
     ModelPreset("marqo-fashionclip", "open_clip", "hf-hub:Marqo/marqo-fashionCLIP",
@@ -678,7 +683,8 @@ def load_model(spec: str | os.PathLike, device: str | torch.device | None = None
             if not (folder / CONFIG_FILE).is_file():
                 raise WeightsNotFoundError(
                     f"Bundled weights of {p.name!r} are missing from {folder}. Rebuild them with "
-                    f"`fclip train --recipe mini-kagl --data ../shared/data/kagl --out {folder}`.")
+                    f"`fclip train --recipe {BUNDLED_RECIPES.get(p.location, 'mini-kagl')} --data ../shared/data/kagl "
+                    f"--out {folder}`.")
             return _load_open_clip_folder(folder, p.name, device, progress)
         if p.source == "hf-clip":
             return _load_hub_hf_clip(p.location, p.name, device, progress)

@@ -38,6 +38,7 @@ from ..store import EmbeddingStore
 from .checkpoints import (CHECKPOINTS, check_resume, check_resume_data, config_dict, latest_checkpoint,
                           load_weights, read_state, save_checkpoint)
 from .data import PixelCache, PixelSource, augment, caption_rows, caption_table, pixel_keys
+from .domain import domain_augment
 from .outdir import claim_out_dir
 from .recipes import ConfigError, Recipe, TrainConfig, get_recipe, new_model
 from .text import TextSide
@@ -183,7 +184,10 @@ def _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, pro
     state = read_state(ckpt) if ckpt is not None else None
     if state is not None:
         check_resume(ckpt, state, cfg)
-    # 2. captions and the split (cheap, no model needed): enough training products for one step?
+    # 2. extra data (CCP crops of the training photos), captions and the split: enough products for one step?
+    data_record = None
+    if cfg.ccp_heldout is not None:
+        catalog, data_record = _with_ccp(catalog, cfg, out_dir)
     rows, captions, skipped = caption_rows(catalog, cfg.captions)
     ids = [catalog.ids[r] for r in rows]
     held = is_validation(ids, cfg.val_fraction, cfg.seed, titles=[catalog.texts[r] for r in rows], rule=cfg.split_rule)
@@ -248,6 +252,7 @@ def _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, pro
     mean = torch.tensor(model.preprocess_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1)
     std = torch.tensor(model.preprocess_cfg.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1)
     include_text = not (cfg.lock_text and text.is_hf)
+    fill = _letterbox_fill(model.preprocess_cfg)
     train_t = torch.tensor(train_pos, dtype=torch.long)
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -273,7 +278,9 @@ def _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, pro
             for _micro in range(cfg.grad_accum):
                 pos, x = next(batches)  # (b,) positions, (b, 3, S, S) pixels
                 batch = torch.tensor(pos, dtype=torch.long)
-                if cfg.augment:
+                if cfg.augment and cfg.domain_augment:
+                    x = domain_augment(x, g, mean, std, fill=fill)
+                elif cfg.augment:
                     x = augment(x, g, mean, std)
                 pick = (torch.rand(len(batch), generator=g) * n_caps[batch]).long()
                 text_ids = cap_table[batch, pick]  # (b,)
@@ -315,6 +322,8 @@ def _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, pro
     summary = {"recipe": rec.name if rec else None, "config": config_dict(cfg), "config_history": runs,
                "split": split.to_dict(), "history": history, "n_train": split.n_train, "n_heldout": split.n_heldout,
                "n_val_scored": len(scored), "skipped": len(skipped), "catalog": catalog.name, "n_texts": len(texts)}
+    if data_record is not None:
+        summary["data"] = data_record
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     refresh_model(model, out_dir)
     return TrainResult(out_dir, history, skipped, split.n_train, split.n_heldout, step_losses, model, split)
@@ -329,3 +338,29 @@ def _check_batch(cfg: TrainConfig, n_train: int, catalog: Catalog) -> None:
         acc = f" x grad_accum={cfg.grad_accum}" if cfg.grad_accum > 1 else ""
         raise ConfigError(f"batch_size={cfg.batch_size}{acc} is larger than the {n_train} training products of "
                           f"catalog {catalog.name!r}: give a batch size of at most {n_train // cfg.grad_accum}")
+
+
+def _with_ccp(catalog: Catalog, cfg: TrainConfig, out_dir: Path) -> tuple[Catalog, dict]:
+    """The catalog plus CCP garment crops and photos of the training photos (written under out_dir/ccp-data)."""
+    from ..paths import find_dataset
+    from .mix import v2_catalog
+
+    root = find_dataset("ccp")
+    if root is None:
+        raise ConfigError("this recipe also trains on CCP street photos (ccp_heldout is set), but no CCP folder was "
+                          "found (../shared/data/ccp or $FCLIP_DATA/ccp); set FCLIP_DATA, or ccp_heldout=None")
+    keep = None
+    if cfg.train_share < 1.0:  # fewer training products; the held-out ones stay (same split as without it)
+        held = is_validation(catalog.ids, cfg.val_fraction, cfg.seed, titles=catalog.texts, rule=cfg.split_rule)
+        kept = is_validation(catalog.ids, cfg.train_share, cfg.seed + 7_919, rule="id-hash-v1")
+        keep = held | kept
+    return v2_catalog(catalog, root, out_dir / "ccp-data", cfg.ccp_heldout, cfg.seed, cfg.ccp_repeat, keep)
+
+
+def _letterbox_fill(preprocess_cfg: dict) -> tuple[float, float, float] | None:
+    """The letterbox colour in [0, 1] for letterboxing preprocessings, else None."""
+    if (preprocess_cfg or {}).get("resize_mode") != "longest":
+        return None
+    c = preprocess_cfg.get("fill_color", 0)
+    c = c if isinstance(c, (list, tuple)) else (c, c, c)
+    return tuple(float(v) / 255 for v in c)

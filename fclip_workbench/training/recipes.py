@@ -7,7 +7,7 @@ Example:
     >>> TrainConfig(epochs=2, batch_size=32).epochs
     2
     >>> sorted(RECIPES)
-    ['mini-kagl', 'tiny-teaching']
+    ['mini-kagl', 'mini-v2', 'tiny-teaching']
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import torch
 from .. import errors
 from ..models import MINILM_ALIAS, EmbeddingModel, build_model
 from ..prompts import KAGL_CAPTIONS
-from ..splits import DEFAULT_RULE, RULES
+from ..splits import DEFAULT_RULE, ID_RULE, RULES
+from .mix import V2_CAPTIONS
 
 ConfigError = errors.ConfigError  # a bad training setting is a user error
 
@@ -49,6 +50,10 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (quick runs)
     split_rule: str = DEFAULT_RULE  # splits.RULES: same normalised title -> same side ("title-group-v1")
     pixel_cache_mb: int = 1024  # decoded images kept in RAM (fp16); beyond it images are decoded each epoch
+    domain_augment: bool = False  # v2 augmentation (training.domain): multi-scale crops, greyscale, low-res, silhouettes, backgrounds
+    ccp_heldout: float | None = None  # None: catalog only; a share: add CCP crops/photos, this share of photos held out
+    ccp_repeat: int = 1  # each CCP row appears this many times per epoch (augmented anew each time)
+    train_share: float = 1.0  # share of the catalog's training products used (hash of id; held-out ones unchanged)
 
     def __post_init__(self) -> None:
         problems = []
@@ -78,6 +83,14 @@ class TrainConfig:
         need(self.split_rule in RULES, f"split_rule must be one of {', '.join(RULES)}, got {self.split_rule!r}")
         need(_is_number(self.pixel_cache_mb) and self.pixel_cache_mb >= 0,
              f"pixel_cache_mb must be a number >= 0, got {self.pixel_cache_mb!r}")
+        need(self.ccp_heldout is None or (_is_number(self.ccp_heldout) and 0.0 <= self.ccp_heldout < 1.0),
+             f"ccp_heldout must be None or in [0, 1), got {self.ccp_heldout!r}")
+        need(_is_int(self.ccp_repeat) and self.ccp_repeat >= 1,
+             f"ccp_repeat must be an integer >= 1, got {self.ccp_repeat!r}")
+        need(_is_number(self.train_share) and 0.0 < self.train_share <= 1.0,
+             f"train_share must be in (0, 1], got {self.train_share!r}")
+        need(self.train_share == 1.0 or self.ccp_heldout is not None,
+             "train_share < 1 is applied with the CCP data (ccp_heldout); set both or neither")
         need(bool(self.captions) and all(isinstance(c, str) for c in self.captions),
              f"captions must be a non-empty sequence of template strings, got {self.captions!r}")
         if problems:
@@ -102,6 +115,7 @@ class Recipe:
     model_cfg: dict = field(hash=False)
     preprocess_cfg: dict = field(hash=False)
     train: TrainConfig = TrainConfig()
+    init: str | None = None  # a preset whose image tower and text projection start the run (None: random init)
 
 
 MINILM_TEXT = {"hf_model_name": MINILM_ALIAS, "hf_tokenizer_name": MINILM_ALIAS, "hf_pooler_type": "mean_pooler",
@@ -115,6 +129,18 @@ RECIPES: dict[str, Recipe] = {
          "text_cfg": MINILM_TEXT},
         {"size": 64, "resize_mode": "squash", "interpolation": "bicubic"},
         TrainConfig(epochs=10, batch_size=256, lr=2e-3, warmup_steps=300, val_fraction=0.05),
+    ),
+    "mini-v2": Recipe(
+        "mini-v2",
+        "fclip-mini v2: fclip-mini@1's ResNet at 64 px, letterboxed (3:4 kept), fine-tuned on KAGL + CCP garment "
+        "crops and street photos with domain augmentation (greyscale, low-res, silhouettes, backgrounds, crops)",
+        {"embed_dim": 256, "vision_cfg": {"layers": [2, 2, 2, 2], "width": 32, "image_size": 64, "head_width": 64},
+         "text_cfg": MINILM_TEXT},
+        {"size": 64, "resize_mode": "longest", "interpolation": "bicubic", "fill_color": 122},
+        # the KAGL split must be fclip-mini@1's (id rule, seed 0, 5 %): v2 starts from its weights
+        TrainConfig(epochs=2, batch_size=256, lr=5e-4, warmup_steps=30, val_fraction=0.05, split_rule=ID_RULE,
+                    captions=V2_CAPTIONS, domain_augment=True, ccp_heldout=0.3, ccp_repeat=2, train_share=0.35),
+        init="fclip-mini@1",
     ),
     "tiny-teaching": Recipe(
         "tiny-teaching",
@@ -150,4 +176,45 @@ def new_model(recipe: str | Recipe, device=None, seed: int = 0) -> EmbeddingMode
     """
     recipe = get_recipe(recipe)
     torch.manual_seed(seed)
-    return build_model(recipe.model_cfg, None, recipe.preprocess_cfg, recipe.name, device)
+    model = build_model(recipe.model_cfg, None, recipe.preprocess_cfg, recipe.name, device)
+    if recipe.init is not None:
+        start_from(model, recipe.init)
+    return model
+
+
+def start_from(model: EmbeddingModel, spec: str) -> None:
+    """Copy the image tower and text projection of model `spec` into `model` (in place).
+
+    Same-shaped tensors are copied; the attention pool's positional embedding is
+    resized (bicubic over its grid) when the input size differs. Any other shape
+    mismatch is refused.
+    """
+    from ..models import load_model
+
+    src = load_model(spec, device="cpu", progress=False).model.state_dict()
+    dst = model.model.state_dict()
+    new = {}
+    for k, v in dst.items():
+        if k.startswith("text.transformer.") or k not in src:
+            continue
+        s = src[k]
+        if s.shape != v.shape and k.endswith("attnpool.positional_embedding"):
+            s = _resize_pos(s, v.shape[0])
+        if s.shape != v.shape:
+            raise ConfigError(f"cannot start from {spec!r}: {k} has shape {tuple(s.shape)}, the recipe needs "
+                              f"{tuple(v.shape)}")
+        new[k] = s
+    missing = [k for k in dst if k not in new and not k.startswith("text.transformer.")]
+    if missing:
+        raise ConfigError(f"cannot start from {spec!r}: it lacks {missing[:5]}")
+    model.model.load_state_dict(new, strict=False)
+    if callable(getattr(model, "refresh_fingerprint", None)):
+        model.refresh_fingerprint()
+
+
+def _resize_pos(pos: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """(1 + g*g, d) -> (1 + G*G, d): the pooled token kept, the grid resized bicubically."""
+    g, big = math.isqrt(pos.shape[0] - 1), math.isqrt(n_tokens - 1)
+    grid = pos[1:].T.reshape(1, -1, g, g)  # (1, d, g, g)
+    grid = torch.nn.functional.interpolate(grid, size=(big, big), mode="bicubic", align_corners=False)
+    return torch.cat([pos[:1], grid.reshape(-1, big * big).T])
