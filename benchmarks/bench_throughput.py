@@ -1,71 +1,201 @@
-"""Benchmark: image-embedding throughput against the authors' `fashion_clip` package, in one run.
+"""Benchmark: image-embedding throughput of each inference precision against the authors' `fashion_clip` package.
 
-Both embed the same first N KAGL images with the same FashionCLIP architecture
-(Hugging Face CLIPModel, ViT-B/32, random weights saved by the reference script,
-loaded here through our converter), batch 32, on this machine's CPU.
+CPU (default): in one run, on the same first N (sorted) KAGL images, the
+reference package (Hugging Face CLIPModel ViT-B/32, random weights it saves to
+--model-dir, batch 32) and each of our precisions on those same weights (loaded
+through our converter), through `embed_images` (decoding, preprocessing, model,
+store writes), with a fresh store each time. One line per precision:
+
+    precision=NAME img_s=X ratio=Y worst_cos=Z
+
+ratio: to the reference's img/s in this run (mean of its runs before and after
+ours, both printed); worst_cos: lowest cosine of a vector to our fp32 vector of
+the same image. ONNX export (once per model, cached) is done before timing.
+
+--recall: also text-to-image Recall@10 on 1,000 held-out KAGL products with
+fclip-mini (`evaluate`, the protocol of `fclip eval`) for every precision.
+
+--device cuda: fp32 vs bf16 vs fp16 at batch 256 on a GPU, naming the card; needs
+only an image folder (--images) and, when --model-dir has no model, builds a
+random open_clip ViT-B-32 (no reference venv, no ../shared).
 
 Set-up of the reference (separate virtual environment, see ../shared/bench):
     python -m venv /tmp/ref && /tmp/ref/bin/pip install -r ../shared/bench/ref-requirements.txt
     /tmp/ref/bin/pip install --no-deps fashion-clip==0.2.2
 Usage:
-    python benchmarks/bench_throughput.py [--n 256] [--ref-python /tmp/ref/bin/python]
+    python benchmarks/bench_throughput.py [--n 512] [--recall]
+    python benchmarks/bench_throughput.py --device cuda --images DIR [--n 2048]
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+
+
+def run_reference(args) -> float | None:
+    """img/s of the authors' package on the first args.n images (None when its venv is missing or it fails)."""
+    if not Path(args.ref_python).exists():
+        print(f"reference interpreter {args.ref_python} not found: see this file's docstring to set it up")
+        return None
+    env = {**os.environ, "REF_MODEL_DIR": args.model_dir}
+    r = subprocess.run([args.ref_python, str(SHARED / "bench" / "ref_fashion_clip.py"), args.images, str(args.n),
+                        str(args.batch)], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        print("reference failed:", r.stderr[-1500:])
+        return None
+    line = r.stdout.strip().splitlines()[-1]
+    print(line, flush=True)
+    return float(re.search(r"([\d.]+) img/s", line).group(1))
+
+
+def catalog_of(folder: str, n: int):
+    """The first n .jpg files of `folder` in sorted order (what the reference script embeds)."""
+    import pandas as pd
+
+    from fclip_workbench.catalog import Catalog
+
+    names = sorted(p.name for p in Path(folder).glob("*.jpg"))[:n]
+    if not names:
+        raise SystemExit(f"no .jpg images in {folder}")
+    table = pd.DataFrame({"item_id": names, "image": names, "text": [Path(x).stem for x in names]})
+    return Catalog(table, image_root=folder, name=f"bench-{len(names)}")
+
+
+def time_precision(model, cat, batch: int) -> tuple[float, object]:
+    """(img/s, EmbeddingResult) of embedding `cat` once, after a warm-up batch, each into a fresh store."""
+    from fclip_workbench.embed import embed_images
+    from fclip_workbench.store import EmbeddingStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        embed_images(model, cat.subset(range(min(batch, len(cat)))), EmbeddingStore(Path(tmp) / "w.sqlite"),
+                     batch_size=batch, progress=False)  # warm-up (and ONNX export / session start)
+        t = time.perf_counter()
+        res = embed_images(model, cat, EmbeddingStore(Path(tmp) / "b.sqlite"), batch_size=batch, progress=False)
+        dt = time.perf_counter() - t
+    if res.failures:
+        print(f"  {len(res.failures)} images failed, e.g. {res.failures[0]}")
+    return len(res) / dt, res
+
+
+def worst_cos(res, ref) -> float:
+    import numpy as np
+
+    row = ref.row_of()
+    both = [i for i in res.ids if i in row]
+    a = res.vectors[[res.row_of()[i] for i in both]]  # (n, dim)
+    b = ref.vectors[[row[i] for i in both]]
+    return float(np.min(np.sum(a * b, axis=1)))
+
+
+def cpu_main(args) -> None:
+    from fclip_workbench.models import load_model
+    from fclip_workbench.precision import check_precision
+
+    for p in args.precisions:
+        check_precision(p, "cpu")
+    refs = [r for r in [run_reference(args)] if r is not None]
+    if not (Path(args.model_dir) / "config.json").is_file():
+        raise SystemExit(f"{args.model_dir} has no model: run the reference once (it writes the random ViT-B/32 there)")
+    cat = catalog_of(args.images, args.n)
+    base = load_model(args.model_dir, device="cpu", progress=False)
+    results = {}
+    for p in args.precisions:
+        t = time.perf_counter()
+        model = base.with_precision(p)
+        if p.startswith("onnx"):  # export + quantise once (cached on disk), outside the timing
+            model.runner.session("image")
+        prep = time.perf_counter() - t
+        results[p] = time_precision(model, cat, args.batch)
+        print(f"  {p}: {results[p][0]:.2f} img/s (preparation {prep:.1f} s)", flush=True)
+    if refs and args.ref_runs > 1:
+        refs += [r for r in [run_reference(args)] if r is not None]
+    ref = sum(refs) / len(refs) if refs else None
+    if ref:
+        print(f"reference img/s: {' / '.join(f'{r:.2f}' for r in refs)} (mean {ref:.2f})")
+    fp32 = results.get("fp32", (None, None))[1]
+    for p, (speed, res) in results.items():
+        ratio = f"{speed / ref:.2f}" if ref else "nan"
+        cos = f"{worst_cos(res, fp32):.4f}" if fp32 is not None else "nan"
+        print(f"precision={p} img_s={speed:.2f} ratio={ratio} worst_cos={cos}", flush=True)
+    if args.recall:
+        recall_check(args)
+
+
+def recall_check(args) -> None:
+    """Text-to-image R@10 on 1,000 held-out KAGL products with fclip-mini, per precision (as `fclip eval`)."""
+    from fclip_workbench.datasets.kagl import load_kagl
+    from fclip_workbench.evaluate import evaluate
+    from fclip_workbench.models import load_model
+    from fclip_workbench.store import EmbeddingStore
+
+    cat = load_kagl(Path(args.images).parent)
+    base = load_model("fclip-mini", device="cpu", progress=False)
+    r10 = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for p in args.precisions:
+            t = time.perf_counter()
+            rep = evaluate(base.with_precision(p), cat, retrieval=True, n_retrieval=1000,
+                           store=EmbeddingStore(Path(tmp) / f"{p}.sqlite"), progress=False)
+            r10[p] = rep.value("text-to-image", "R@10")
+            n = int(rep.table[rep.table.task == "text-to-image"].n.iloc[0])
+            delta = f"{100 * (r10[p] - r10['fp32']):+.1f}" if "fp32" in r10 else "nan"
+            print(f"recall precision={p} model=fclip-mini n={n} R@10={r10[p]:.3f} delta_points={delta} "
+                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+
+
+def cuda_main(args) -> None:
+    import torch
+
+    from fclip_workbench.models import load_model
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible to torch")
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    if (Path(args.model_dir) / "config.json").is_file():
+        base = load_model(args.model_dir, device="cuda", progress=False)
+    else:  # a random ViT-B/32 of open_clip: same compute as FashionCLIP's
+        torch.manual_seed(0)
+        logging.getLogger().setLevel(logging.ERROR)  # "No pretrained weights loaded" is the point here
+        base = load_model("ViT-B-32", device="cuda", progress=False)
+    cat = catalog_of(args.images, args.n)
+    results = {}
+    for p in args.precisions:
+        results[p] = time_precision(base.with_precision(p), cat, args.batch)
+    for p, (speed, res) in results.items():
+        print(f"precision={p} img_s={speed:.2f} ratio_to_fp32={speed / results['fp32'][0]:.2f} "
+              f"worst_cos={worst_cos(res, results['fp32'][1]):.4f} batch={args.batch}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--images", default=str(SHARED / "data" / "kagl" / "images"))
-    ap.add_argument("--n", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=None, help="default 32 on cpu, 256 on cuda")
+    ap.add_argument("--precisions", nargs="+", default=None,
+                    help="default: fp32 onnx onnx-int8 int8 (cpu), fp32 bf16 fp16 (cuda)")
     ap.add_argument("--ref-python", default="/tmp/ref/bin/python")
-    ap.add_argument("--model-dir", default="/tmp/ref-fclip-b32")
+    ap.add_argument("--ref-runs", type=int, default=2, help="reference runs: before ours, and (2) after")
+    ap.add_argument("--model-dir", default=os.environ.get("REF_MODEL_DIR", "/tmp/ref-fclip-b32"))
+    ap.add_argument("--recall", action="store_true", help="also R@10 on held-out KAGL with fclip-mini")
     args = ap.parse_args()
-
-    env = {**os.environ, "REF_MODEL_DIR": args.model_dir}
-    ref_line = None
-    if Path(args.ref_python).exists():
-        r = subprocess.run([args.ref_python, str(SHARED / "bench" / "ref_fashion_clip.py"), args.images, str(args.n),
-                            str(args.batch)], capture_output=True, text=True, env=env)
-        ref_line = r.stdout.strip().splitlines()[-1] if r.returncode == 0 else None
-        if ref_line is None:
-            print("reference failed:", r.stderr[-1500:])
-    else:
-        print(f"reference interpreter {args.ref_python} not found: see this file's docstring to set it up")
-    if not (Path(args.model_dir) / "config.json").is_file():
-        raise SystemExit(f"{args.model_dir} has no model: run the reference once (it writes the random ViT-B/32 there)")
-
-    from fclip_workbench.catalog import Catalog
-    from fclip_workbench.embed import embed_images
-    from fclip_workbench.models import load_model
-    from fclip_workbench.store import EmbeddingStore
-
-    model = load_model(args.model_dir, device="cpu")
-    cat = Catalog.from_folder(args.images)
-    cat = cat.subset(range(min(args.n, len(cat))))
-    with tempfile.TemporaryDirectory() as tmp:
-        warm = cat.subset(range(args.batch))
-        embed_images(model, warm, EmbeddingStore(Path(tmp) / "warm.sqlite"), batch_size=args.batch, progress=False)
-        t = time.perf_counter()
-        res = embed_images(model, cat, EmbeddingStore(Path(tmp) / "b.sqlite"), batch_size=args.batch, progress=False)
-        dt = time.perf_counter() - t
-    ours = len(res) / dt
-    print(f"fclip-workbench: {len(res)} images, shape {res.vectors.shape}, {dt:.2f} s, {ours:.2f} img/s")
-    if ref_line:
-        print(ref_line)
-        ref = float(re.search(r"([\d.]+) img/s", ref_line).group(1))
-        print(f"speed-up over the reference: {ours / ref:.2f}x")
+    cuda = args.device == "cuda"
+    args.batch = args.batch or (256 if cuda else 32)
+    args.precisions = args.precisions or (["fp32", "bf16", "fp16"] if cuda else ["fp32", "onnx", "onnx-int8", "int8"])
+    if "fp32" not in args.precisions:
+        args.precisions.insert(0, "fp32")
+    cuda_main(args) if cuda else cpu_main(args)
 
 
 if __name__ == "__main__":

@@ -213,10 +213,17 @@ def cmd_embed(args) -> int:
     from .embed import embed_images, embed_texts
 
     t0 = time.perf_counter()
+    precision = getattr(args, "precision", "fp32")
+    if precision != "fp32":  # a bad name or device is one line, before any loading
+        from .models import default_device
+        from .precision import check_precision
+        check_precision(precision, args.device or default_device())
     cat = open_from_args(args)
     print(cat.report(limit=args.show_problems))
     store = _store(args)
     model = model_from_args(args, cat)
+    if precision != "fp32":
+        model = model.with_precision(precision)
     t1 = time.perf_counter()
     res = embed_images(model, cat, store, batch_size=args.batch_size, num_workers=args.workers,
                        progress=not args.quiet)
@@ -512,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_search_parser(sub)
     add_train_parser(sub)
+    p.add_argument("--precision", default="fp32",
+                   help="inference path: fp32 (exact, default), onnx, onnx-int8, int8 (CPU); bf16, fp16 (GPU); "
+                        "vectors are cached per precision")
     add_eval_parser(sub)
     add_data_parser(sub)
     add_ground_parser(sub)

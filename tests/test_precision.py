@@ -1,0 +1,88 @@
+"""Inference precisions: every path close to fp32, cached apart, reachable from load_model and the CLI."""
+import numpy as np
+import pytest
+import torch
+
+from fclip_workbench.catalog import Catalog
+from fclip_workbench.cli import main
+from fclip_workbench.embed import embed_images, image_model_key
+from fclip_workbench.errors import InvalidArgumentError
+from fclip_workbench.models import load_model
+from fclip_workbench.precision import PRECISIONS, check_precision
+from fclip_workbench.store import EmbeddingStore
+
+FAST = [p for p in PRECISIONS if p != "fp32"]
+TEXTS = ["a red dress", "blue denim jeans", "black leather shoes", "a green shirt", "white bag", "socks", "x"]
+
+
+@pytest.fixture(autouse=True)
+def onnx_cache(tmp_path, monkeypatch):
+    """Exported ONNX graphs go to this test's folder, not the user's cache."""
+    monkeypatch.setenv("FCLIP_CACHE", str(tmp_path / "cache"))
+
+
+def _pixels(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g)  # (n, 3, 32, 32), like normalised pixels
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_every_precision_is_close_to_fp32(tiny_model, name):
+    fast = tiny_model.with_precision(name)
+    ref_img, ref_txt = tiny_model.encode_images(_pixels(9)), tiny_model.encode_texts(TEXTS)  # (9, 16), (7, 16)
+    img, txt = fast.encode_images(_pixels(9)), fast.encode_texts(TEXTS)
+    assert img.shape == ref_img.shape and txt.shape == ref_txt.shape and img.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
+    assert np.sum(img * ref_img, axis=1).min() >= 0.99, name
+    assert np.sum(txt * ref_txt, axis=1).min() >= 0.99, name
+    assert fast.model is tiny_model.model and fast.precision == name  # fp32 weights shared, not copied
+
+
+def test_cache_keys_differ_per_precision_and_fp32_keys_stay(tiny_model, tiny_model_dir, small_catalog_dir, tmp_path):
+    models = {p: tiny_model.with_precision(p) for p in ("fp32", "onnx", "int8", "bf16")}
+    keys = {p: image_model_key(m) for p, m in models.items()}
+    assert len(set(keys.values())) == len(keys)
+    assert models["fp32"].fingerprint == tiny_model.fingerprint == load_model(tiny_model_dir, device="cpu").fingerprint
+    assert "+" not in tiny_model.fingerprint and models["onnx"].fingerprint == tiny_model.fingerprint + "+onnx"
+    assert models["int8"].with_precision("onnx").fingerprint == models["onnx"].fingerprint  # from the fp32 base
+
+    cat = Catalog.from_folder(small_catalog_dir / "images")
+    store = EmbeddingStore(tmp_path / "s.sqlite")
+    first = embed_images(models["fp32"], cat, store, batch_size=4, num_workers=0, progress=False)
+    other = embed_images(models["onnx"], cat, store, batch_size=4, num_workers=0, progress=False)
+    again = embed_images(tiny_model, cat, store, batch_size=4, num_workers=0, progress=False)
+    assert (first.n_computed, other.n_computed, other.n_cached, again.n_cached) == (12, 12, 0, 12)
+    np.testing.assert_array_equal(again.vectors, first.vectors)  # fp32 vectors untouched by the onnx run
+
+
+def test_unknown_precision_is_one_line_before_loading():
+    with pytest.raises(InvalidArgumentError, match=r"Unknown precision 'int4'\. Valid precisions: fp32, onnx"):
+        load_model("/no/such/model", precision="int4")  # the name is checked first: no UnknownModelError
+    with pytest.raises(InvalidArgumentError, match="'onnx' runs on cpu, not cuda; on cuda use one of: fp32"):
+        check_precision("onnx", "cuda")
+
+
+def test_onnx_runs_batch_sizes_other_than_the_export_batch(tiny_model):
+    for name in ("onnx", "onnx-int8"):
+        fast = tiny_model.with_precision(name)
+        for n in (1, 5, 33):  # exported with a batch of 2
+            ref = tiny_model.encode_images(_pixels(n, seed=n))
+            out = fast.encode_images(_pixels(n, seed=n))
+            assert out.shape == (n, 16) and np.sum(out * ref, axis=1).min() >= 0.99, (name, n)
+        assert fast.encode_texts(TEXTS[:1]).shape == (1, 16)
+
+
+def test_cli_embed_precision(tiny_model_dir, small_catalog_dir, tmp_path, capsys):
+    common = ["--data", str(small_catalog_dir / "products.csv"), "--image-root", str(small_catalog_dir / "images"),
+              "--model", str(tiny_model_dir), "--cache", str(tmp_path / "c.sqlite"), "--device", "cpu", "-q"]
+    assert main(["embed", *common, "--out", str(tmp_path / "a.npz")]) == 0
+    assert main(["embed", *common, "--precision", "onnx-int8", "--out", str(tmp_path / "b.npz")]) == 0
+    out = capsys.readouterr().out
+    for what in ("images", "texts"):  # each precision has its own cache entries
+        assert out.count(f"{what}: 12 embedded (0 from cache, 12 computed), 0 failed") == 2, out
+    assert "+onnx-int8; store" in out
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert list(a["ids"]) == list(b["ids"]) and np.sum(a["vectors"] * b["vectors"], axis=1).min() >= 0.99
+    assert main(["embed", *common, "--precision", "fp8"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown precision 'fp8'. Valid precisions: fp32" in err and "Traceback" not in err
