@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 STORE_FILE = "embeddings.sqlite"  # the file used when `path` is a folder
 SCHEMA_VERSION = 2  # PRAGMA user_version; 0/1: the layout without checksums (its rows are dropped)
 NORM_TOL = 1e-3  # |L2 norm - 1| allowed for a row flagged unit-norm
-CHUNK = 500  # keys per `IN (...)` query (SQLite allows 999+ parameters)
+CHUNK = 900  # keys per `IN (...)` query (old SQLite builds allow 999 parameters)
 PAGE_SIZE = 16384  # bytes per SQLite page of a new store
 
 SCHEMA = (
@@ -315,21 +315,34 @@ class EmbeddingStore:
 
     # ---- vectors ------------------------------------------------------
     def get_many(self, model: str, kind: str, keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """Stored, intact vectors among `keys`, as {key: (dim,) float32}; damaged rows are misses."""
+        """Stored, intact vectors among `keys`, as {key: (dim,) float32}; damaged rows are misses.
+
+        Cost: one primary-key b-tree SEARCH per key asked (never a scan of the store; see
+        benchmarks/bench_store.py: 40,000 keys of a 1,000,000-vector store), plus one checksum per row.
+        """
         keys = list(dict.fromkeys(keys))
         if self._legacy or not keys:
             return {}
         rows = self._chunked("SELECT key, dim, unit_norm, checksum, vec FROM vectors "
                              "WHERE model=? AND kind=? AND key IN (%s)", (model, kind), sorted(keys))
-        good = [(key, dim, unit, blob) for key, dim, unit, checksum, blob in rows
-                if len(blob) == 4 * dim and checksum == _checksum(model, kind, key, unit, dim, blob)]
+        head, blake = f"{model}|{kind}|".encode(), hashlib.blake2b
+        by_dim: dict[int, tuple[list[str], list[int], list[bytes]]] = {}
+        for key, dim, unit, checksum, blob in rows:  # the checksum of _checksum, inlined (hot loop)
+            if len(blob) == 4 * dim and checksum == blake(b"%s%s|%d|%d|%s" % (head, key.encode(), unit, dim, blob),
+                                                          digest_size=8).digest():
+                ks, us, bs = by_dim.setdefault(dim, ([], [], []))
+                ks.append(key)
+                us.append(unit)
+                bs.append(blob)
         out: dict[str, np.ndarray] = {}
-        for dim in {d for _, d, _, _ in good}:
-            same = [g for g in good if g[1] == dim]
-            mat = np.frombuffer(b"".join(g[3] for g in same), dtype=np.float32).reshape(len(same), dim)  # (n, dim)
-            unit = np.array([g[2] for g in same], dtype=bool)  # (n,)
+        for dim, (ks, us, bs) in by_dim.items():
+            mat = np.frombuffer(b"".join(bs), dtype=np.float32).reshape(len(ks), dim)  # (n, dim)
+            unit = np.array(us, dtype=bool)  # (n,)
             ok = finite_rows(mat) & (~unit | unit_rows(mat))
-            out.update((g[0], mat[i]) for i, g in enumerate(same) if ok[i])
+            if ok.all():
+                out.update(zip(ks, mat))
+            else:
+                out.update((k, mat[i]) for i, k in enumerate(ks) if ok[i])
         if len(out) < len(rows):
             log.warning("cache %s: %d stored %s vectors failed their integrity check (checksum, finiteness or "
                         "norm); they are treated as missing and recomputed", self.path, len(rows) - len(out), kind)
