@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--batch", type=int, default=None, help="default 32 on cpu, 256 on cuda")
     ap.add_argument("--precisions", nargs="+", default=None,
-                    help="default: fp32 onnx onnx-int8 int8 (cpu), fp32 bf16 fp16 (cuda)")
+                    help="default: fp32 onnx onnx-int8 (cpu), fp32 bf16 fp16 (cuda)")
     ap.add_argument("--ref-python", default="/tmp/ref/bin/python")
     ap.add_argument("--ref-runs", type=int, default=2, help="reference runs: before ours, and (2) after")
     ap.add_argument("--model-dir", default=os.environ.get("REF_MODEL_DIR", "/tmp/ref-fclip-b32"))
@@ -192,7 +192,7 @@ def main() -> None:
     args = ap.parse_args()
     cuda = args.device == "cuda"
     args.batch = args.batch or (256 if cuda else 32)
-    args.precisions = args.precisions or (["fp32", "bf16", "fp16"] if cuda else ["fp32", "onnx", "onnx-int8", "int8"])
+    args.precisions = args.precisions or (["fp32", "bf16", "fp16"] if cuda else ["fp32", "onnx", "onnx-int8"])
     if "fp32" not in args.precisions:
         args.precisions.insert(0, "fp32")
     cuda_main(args) if cuda else cpu_main(args)

@@ -519,9 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_search_parser(sub)
     add_train_parser(sub)
-    p.add_argument("--precision", default="fp32",
-                   help="inference path: fp32 (exact, default), onnx, onnx-int8, int8 (CPU); bf16, fp16 (GPU); "
-                        "vectors are cached per precision")
     add_eval_parser(sub)
     add_data_parser(sub)
     add_ground_parser(sub)
@@ -564,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
 def _user_error(args, e: BaseException) -> int:
     print(f"fclip {args.command}: error: {one_line(e)}", file=sys.stderr)
     return 2
+    p.add_argument("--precision", default="fp32",
+                   help="inference path: fp32 (exact, default), onnx, onnx-int8 (CPU); bf16, fp16 (GPU); "
+                        "vectors are cached per precision")
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ def test_every_precision_is_close_to_fp32(tiny_model, name):
 
 
 def test_cache_keys_differ_per_precision_and_fp32_keys_stay(tiny_model, tiny_model_dir, small_catalog_dir, tmp_path):
-    models = {p: tiny_model.with_precision(p) for p in ("fp32", "onnx", "int8", "bf16")}
+    models = {p: tiny_model.with_precision(p) for p in ("fp32", "onnx", "onnx-int8", "bf16")}
     keys = {p: image_model_key(m) for p, m in models.items()}
     assert len(set(keys.values())) == len(keys)
     assert models["fp32"].fingerprint == tiny_model.fingerprint == load_model(tiny_model_dir, device="cpu").fingerprint
     assert "+" not in tiny_model.fingerprint and models["onnx"].fingerprint == tiny_model.fingerprint + "+onnx"
-    assert models["int8"].with_precision("onnx").fingerprint == models["onnx"].fingerprint  # from the fp32 base
+    assert models["onnx-int8"].with_precision("onnx").fingerprint == models["onnx"].fingerprint  # from the fp32 base
 
     cat = Catalog.from_folder(small_catalog_dir / "images")
     store = EmbeddingStore(tmp_path / "s.sqlite")
