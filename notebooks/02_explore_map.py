@@ -26,7 +26,9 @@
 # 1. embeds the catalog (cached) and computes its UMAP map (cached too: a rerun is instant);
 # 2. colours the map by a catalog column;
 # 3. highlights the products that match a text query;
-# 4. groups products into clusters and names each by its most likely zero-shot labels.
+# 4. groups products into clusters and names each by its most likely zero-shot labels;
+# 5. audits the labels (label issues, near-duplicates, outliers) and shows each audit as a map layer;
+# 6. sends products to the annotator: the label-issue list as a review queue, a selection as a batch.
 #
 # Hover a point to see the product; switch the map's toolbar to the lasso and drag around points
 # to select them: they appear in the grid below the map, and in Python as `explorer.selection`.
@@ -39,6 +41,9 @@ COLOR_BY = "auto"      # a catalog column to colour by; "auto" picks one
 QUERY = "auto"         # text query to highlight; "auto" picks one that suits the catalog
 K = 50                 # products highlighted by the query
 N_CLUSTERS = 8         # k-means clusters, named by zero-shot labels
+DUP_THRESHOLD = 0.95   # cosine similarity above which two products count as near-duplicates
+STORE = "auto"         # label store for the annotator: a .sqlite path or postgresql://...; "auto": data/labels.sqlite
+ANNOTATOR = ""         # your name (also typed in the annotator widget)
 
 # %% [markdown]
 # ## Embed and project
@@ -108,8 +113,8 @@ clusters
 # ## Selections in Python
 # `explorer.selection` is a DataFrame of whatever is selected on the map (a lasso in the page or
 # `explorer.select(ids)` here); `explorer.observe(f, names="selected_ids")` calls `f` whenever it
-# changes, and `explorer.on_send(callback)` connects the "Send to annotator" button to the
-# labelling tools. Here: select the largest cluster.
+# changes, and `explorer.connect(annotator)` connects the "Send to annotator" buttons to the
+# labelling tools (below). Here: select the largest cluster.
 
 # %%
 biggest = clusters.sort_values("size", ascending=False).iloc[0]
@@ -119,6 +124,73 @@ print(f"cluster {biggest['name']!r}: {len(explorer.selection)} products selected
 explorer.selection.head(10)
 
 # %% [markdown]
+# ## Audits as map layers
+# Three audits of the catalog (`fclip_workbench.audit`), each a DataFrame, most suspicious first:
+# - **label issues**: a linear probe is trained on the embeddings with cross-validation, so each
+#   product is scored by a probe that never saw it; a product whose given label the probe finds
+#   very unlikely (`score` near 1) is probably mislabelled (or the model is wrong about it);
+# - **near-duplicates**: groups of products whose embeddings are almost identical (cosine
+#   `DUP_THRESHOLD` or more): the same photo listed twice, or variants of one product;
+# - **outliers**: products far from all others (mean cosine distance to their 10 nearest).
+#
+# `explorer.show_audit(table)` adds each as a layer and colours the map by it; the colour menu
+# switches between them. Label issues concentrate where islands touch: that is where labels and
+# the model disagree.
+
+# %%
+import numpy as np
+
+from fclip_workbench.audit import find_label_issues, near_duplicates, outliers
+
+ids = explorer.table["item_id"].tolist()
+given = catalog.table[COLOR_BY].to_numpy()[[catalog.row_of(i) for i in ids]]
+have = np.asarray([v is not None and v == v for v in given])  # products with a label to audit
+issues = find_label_issues(explorer.vectors[have], given[have].astype(str), cv=5)
+issues.insert(1, "item_id", np.asarray(ids)[have][issues.position])
+dups = near_duplicates(explorer.vectors, ids, threshold=DUP_THRESHOLD)
+far = outliers(explorer.vectors, ids, k=10)
+explorer.show_audit(dups)
+explorer.show_audit(far)
+explorer.show_audit(issues, select=20)  # coloured by label-issue score; the 20 most suspicious selected
+print(f"label issues ({COLOR_BY}): {int(issues.is_issue.sum())} of {len(issues)} flagged; "
+      f"{dups.group.nunique()} near-duplicate groups ({len(dups)} products); most isolated: {far.item_id.iloc[0]}")
+issues.head(10)
+
+# %% [markdown]
+# ## Send products to the annotator
+# The annotator of notebook `03` over the same catalog and field, with its label store.
+# `explorer.connect(annotator)` wires the two buttons under the map:
+# - **Send to annotator (review)**: the selected products become the annotator's queue, one by one;
+# - **Send to annotator (batch)**: they appear as a grid with their current label and the model's
+#   suggestion; pick one value, click the pictures of the products it does not fit, and *Apply*
+#   saves it for the rest in one go (source `batch` in the label store, undone as a whole).
+#   Products that already have another label keep it unless you click them in: the button then
+#   says how many labels it changes.
+#
+# The label-issue list opens as a review queue directly: `annotator.review(issues)`.
+
+# %%
+from fclip_workbench.embed import EmbeddingResult
+from fclip_workbench.paths import default_labels_path
+from fclip_workbench.widgets import Annotator
+
+annotator = Annotator.from_catalog(catalog, COLOR_BY, model=model, annotator=ANNOTATOR,
+                                   store=default_labels_path() if STORE == "auto" else STORE,
+                                   embeddings=EmbeddingResult(ids, explorer.vectors))
+explorer.connect(annotator)
+annotator.review(issues.head(20))  # the 20 most suspicious labels first
+print(f"review queue: {len(annotator.session.queue())} products, first {annotator.item_id}")
+
+# %% [markdown]
+# Now a batch: the query's matches, sent as with the *Send to annotator (batch)* button.
+
+# %%
+explorer.search(QUERY, k=K)
+explorer.send("batch")
+print(f"batch grid: {len(annotator.selection_ids)} products from the selection")
+annotator
+
+# %% [markdown]
 # ## Next
-# Notebook `03` labels products with the model's suggestions; a selection made here can be sent
-# there with the "Send to annotator" button once an annotator is connected with `on_send`.
+# Notebook `03` labels products with the model's suggestions, one by one or by batch; notebook
+# `05` measures linear probes and lists label issues.

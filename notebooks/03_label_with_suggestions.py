@@ -93,7 +93,10 @@ session.queue_table(5)
 # *Correct* box (it completes over the taxonomy) and press Enter to save another value. A value
 # outside the taxonomy is refused with the list of valid ones; *Add to taxonomy* adds it on
 # purpose. **Batch** mode shows a page of products the model puts in one label: untick the wrong
-# ones and confirm the rest in one go.
+# ones and confirm the rest in one go. Products chosen elsewhere (a lasso on the map of notebook
+# `02`, sent with *Send to annotator (batch)*, or `annotator.batch(ids)`) come as a grid of their
+# own: pick one value, click the pictures it does not fit, *Apply*; products that already have
+# another label keep it unless you click them in.
 
 # %%
 Annotator(session)

@@ -225,7 +225,19 @@ def check_explore_map(nb, params) -> None:
     assert m and int(m.group(1)) == max(sizes), f"the biggest cluster ({max(sizes)}) was not selected: {text[-300:]}"
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     widget_html = [str(v["state"].get("value", "")) for v in state.values() if v.get("model_name") == "HTMLModel"]
-    assert min(max(sizes), 48) in grids(widget_html), "the Explorer's grid does not show the selection"
+    # the widgets' saved state is the last one: the query's matches, selected again and sent to batch mode
+    assert min(params["K"], 48) in grids(widget_html), "the Explorer's grid does not show the selection"
+    batch_grids = [v["state"] for v in state.values() if "fclip-selection-grid" in v["state"].get("_dom_classes", ())]
+    assert [len(g["children"]) for g in batch_grids] == [params["K"]], "the annotator's batch grid lacks the selection"
+    m = re.search(r"label issues \(\w+\): (\d+) of (\d+) flagged; (\d+) near-duplicate groups", text)
+    assert m and int(m.group(2)) == params["LIMIT"], f"the audits did not run on the map's products: {text[-800:]}"
+    issues = [t for t in (t for h in html_outputs(nb) for t in html_tables(h))
+              if t and {"item_id", "position", "given_label", "score"} <= set(t[0])]
+    assert len(issues) == 1 and len(issues[0]) == 11, "no table of the 10 most suspicious labels"
+    first = issues[0][1][issues[0][0].index("item_id")]
+    assert re.search(rf"review queue: 20 products, first {re.escape(first)}\b", text), \
+        f"the label-issue list did not open as the annotator's review queue: {text[-500:]}"
+    assert f"batch grid: {params['K']} products from the selection" in text, "the selection did not reach batch mode"
 
 
 def check_linear_probes(nb, params) -> None:
@@ -258,7 +270,8 @@ CHECKS["02_explore_map"] = check_explore_map
 
 RUNS = [
     pytest.param("02_explore_map.ipynb",
-                 {"DATA": "teaching", "MODEL": "fclip-mini", "LIMIT": 300, "K": 20, "N_CLUSTERS": 4},
+                 {"DATA": "teaching", "MODEL": "fclip-mini", "LIMIT": 300, "K": 20, "N_CLUSTERS": 4,
+                  "STORE": "labels.sqlite"},
                  marks=pytest.mark.skipif(not HAVE_MINI, reason="needs the bundled fclip-mini weights"),
                  id="02-teaching"),
     pytest.param("01_embed_and_search.ipynb", {"DATA": "teaching", "LIMIT": 300, "K": 6}, id="01-teaching"),
