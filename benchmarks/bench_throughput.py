@@ -169,12 +169,28 @@ def cuda_main(args) -> None:
         logging.getLogger().setLevel(logging.ERROR)  # "No pretrained weights loaded" is the point here
         base = load_model("ViT-B-32", device="cuda", progress=False)
     cat = catalog_of(args.images, args.n)
-    results = {}
+    results, compute = {}, {}
     for p in args.precisions:
-        results[p] = time_precision(base.with_precision(p), cat, args.batch)
+        model = base.with_precision(p)
+        results[p] = time_precision(model, cat, args.batch)
+        compute[p] = model_only(model, args.batch)
     for p, (speed, res) in results.items():
         print(f"precision={p} img_s={speed:.2f} ratio_to_fp32={speed / results['fp32'][0]:.2f} "
-              f"worst_cos={worst_cos(res, results['fp32'][1]):.4f} batch={args.batch}", flush=True)
+              f"worst_cos={worst_cos(res, results['fp32'][1]):.4f} batch={args.batch} "
+              f"model_only_img_s={compute[p]:.0f}", flush=True)
+
+
+def model_only(model, batch: int, repeats: int = 20) -> float:
+    """img/s of the model alone on one pre-made (batch, 3, S, S) GPU tensor (no decoding, no store)."""
+    import torch
+
+    x = torch.randn(batch, 3, model.image_size, model.image_size, device=model.device)
+    model.encode_images(x)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        model.encode_images(x)  # ends in .cpu(): synchronises
+    return batch * repeats / (time.perf_counter() - t)
 
 
 def main() -> None:
