@@ -3,6 +3,7 @@
     fclip models
     fclip embed --data ../shared/data/kagl --model fclip-mini
     fclip search "navy blue shirt" --data ../shared/data/kagl -k 10
+    fclip index --data ../shared/data/kagl --out data/indexes/kagl   (then: fclip search ... --index-dir data/indexes/kagl)
     fclip train --recipe tiny-teaching --data teaching --out runs/tiny
     fclip eval --model runs/tiny --data teaching
     fclip data list
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 from .errors import FclipError, MissingExtraError
+from .index import EXACT_MAX, INDEX_KINDS, TARGET_RECALL  # NumPy only: cheap to import
 
 log = logging.getLogger("fclip")
 REPO_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -226,7 +228,7 @@ def cmd_embed(args) -> int:
         model = model.with_precision(precision)
     t1 = time.perf_counter()
     res = embed_images(model, cat, store, batch_size=args.batch_size, num_workers=args.workers,
-                       progress=not args.quiet)
+                       progress=not args.quiet, engine=args.engine, address=args.address)
     t2 = time.perf_counter()
     print(f"images: {res.summary()} in {t2 - t1:.1f} s")
     for p in res.failures[: args.show_problems]:
@@ -261,7 +263,11 @@ def cmd_search(args) -> int:
     cat = open_from_args(args)
     require_images(cat)
     store = _store(args)
-    searcher = Searcher.build(model_from_args(args, cat), cat, store=store, index=args.index,
+    index = args.index
+    if args.index_dir:
+        from .index import load_index
+        index = load_index(args.index_dir)
+    searcher = Searcher.build(model_from_args(args, cat), cat, store=store, index=index,
                               image_weight=args.image_weight, progress=not args.quiet)
     n = len(searcher.images)
     if args.k > n:
@@ -269,6 +275,30 @@ def cmd_search(args) -> int:
               f"showing all {n}", file=sys.stderr)
     hits = searcher.by_image(image, k=args.k) if image is not None else searcher.by_text(args.query, k=args.k)
     print(hits.to_string(index=False))
+    return 0
+
+
+def cmd_index(args) -> int:
+    """Build a search index over a catalog's (cached) image vectors, save it, print its recall and memory."""
+    from .embed import embed_images
+    from .index import build_index, choose_kind
+    from .search import _no_images, require_images
+
+    cat = open_from_args(args)
+    require_images(cat)
+    store = _store(args)
+    res = embed_images(model_from_args(args, cat), cat, store, progress=not args.quiet)
+    if len(res) == 0:
+        raise _no_images(cat)
+    kind = choose_kind(len(res), args.exact_max, args.low_memory) if args.index == "auto" else args.index
+    t = time.perf_counter()
+    index = build_index(res.vectors, res.ids, kind, **({} if kind == "exact" else {"target_recall": args.target_recall}))
+    took = time.perf_counter() - t
+    path = index.save(args.out)
+    info = index.build_info
+    print(f"{type(index).__name__} {getattr(index, 'method', index.kind)} over {len(index)} products of {cat.name} "
+          f"in {took:.1f} s: Recall@10 {info.get('recall_at_10', 1.0)} against exact search, "
+          f"memory {index.memory_bytes() / 2**20:.1f} MiB; saved to {path}")
     return 0
 
 
@@ -389,10 +419,25 @@ def add_search_parser(sub) -> None:
     add_data_args(p)
     p.add_argument("--image", default=None, help="query by this image file instead of text")
     p.add_argument("-k", type=positive_int, default=10, help="number of results (>= 1)")
-    p.add_argument("--index", default="exact", choices=["exact", "faiss"])
+    p.add_argument("--index", default="auto", choices=list(INDEX_KINDS),
+                   help="auto (default): exact below 50,000 products, else IVF tuned to Recall@10 >= 0.95")
+    p.add_argument("--index-dir", default=None, help="search a saved index (from `fclip index --out`) instead")
     p.add_argument("--image-weight", type=unit_float, default=1.0,
                    help="product vectors = w * image + (1 - w) * title embedding, w in [0, 1] (default 1: images only)")
     p.set_defaults(func=cmd_search)
+
+
+def add_index_parser(sub) -> None:
+    p = sub.add_parser("index", help="build and save a search index over a catalog's image vectors")
+    add_data_args(p)
+    p.add_argument("--index", default="auto", choices=list(INDEX_KINDS),
+                   help="auto (default): exact below --exact-max products, else ivf (ivfpq with --low-memory)")
+    p.add_argument("--exact-max", type=nonnegative_int, default=EXACT_MAX, help="auto: exact search below this size")
+    p.add_argument("--low-memory", action="store_true", help="auto: IVF-PQ (~1/3.5 the memory) instead of IVF")
+    p.add_argument("--target-recall", type=unit_float, default=TARGET_RECALL,
+                   help="Recall@10 against exact search the approximate index is tuned to (default 0.95)")
+    p.add_argument("--out", required=True, help="folder to save the index in (load with --index-dir)")
+    p.set_defaults(func=cmd_index)
 
 
 def add_train_parser(sub) -> None:
@@ -512,12 +557,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--workers", type=nonnegative_int, default=None,
                    help="image decoding processes (default: 0 on <= 2 cores, else half the cores)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="where image vectors are computed: local (default) or ray (a Ray cluster, "
+                        "fclip-workbench[ray]; texts stay local)")
+    p.add_argument("--address", default=None,
+                   help="--engine ray: the cluster's head, host:port (default: $RAY_ADDRESS, the latest "
+                        "local cluster, else a new local one)")
     p.add_argument("--no-text", action="store_true", help="images only")
+    p.add_argument("--precision", default="fp32",
+                   help="inference path: fp32 (exact, default), onnx, onnx-int8 (CPU); bf16, fp16 (GPU); "
+                        "vectors are cached per precision")
     p.add_argument("--out", default=None, help="also write ids + image vectors to this .npz")
     p.add_argument("--show-problems", type=nonnegative_int, default=10, help="how many problems to list")
     p.set_defaults(func=cmd_embed)
 
     add_search_parser(sub)
+    add_index_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
     add_data_parser(sub)
@@ -561,9 +616,6 @@ def main(argv: list[str] | None = None) -> int:
 def _user_error(args, e: BaseException) -> int:
     print(f"fclip {args.command}: error: {one_line(e)}", file=sys.stderr)
     return 2
-    p.add_argument("--precision", default="fp32",
-                   help="inference path: fp32 (exact, default), onnx, onnx-int8 (CPU); bf16, fp16 (GPU); "
-                        "vectors are cached per precision")
 
 
 if __name__ == "__main__":

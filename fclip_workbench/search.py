@@ -74,13 +74,17 @@ class Searcher:
 
     @classmethod
     def build(cls, model: str | EmbeddingModel, catalog: Catalog, store: EmbeddingStore | None = None,
-              index: str = "exact", image_weight: float = 1.0, device=None, progress: bool = True) -> "Searcher":
+              index: str | VectorIndex = "auto", image_weight: float = 1.0, device=None, progress: bool = True,
+              index_options: dict | None = None) -> "Searcher":
         """Embed (or read from cache) and index; `image_weight` < 1 blends in title embeddings.
 
+        `index`: a kind for `build_index` ("auto": exact below 50,000 products, else IVF tuned to
+        Recall@10 >= 0.95; see index.py) with `index_options` passed on, or an index already built
+        (e.g. `load_index(folder)`) whose ids must all be products of `catalog` with an image vector.
         Bad arguments and a catalog without any usable image fail before the model loads.
         """
         image_weight = check_weight(image_weight)
-        if index not in INDEX_KINDS:
+        if isinstance(index, str) and index not in INDEX_KINDS:
             raise InvalidArgumentError(f"Unknown index kind {index!r}; choose one of {', '.join(INDEX_KINDS)}")
         require_images(catalog)
         model = load_model(model, device=device) if not isinstance(model, EmbeddingModel) else model
@@ -95,7 +99,15 @@ class Searcher:
             zero = np.zeros(vectors.shape[1], np.float32)
             tv = np.stack([texts.vectors[text_row[i]] if i in text_row else zero for i in images.ids])  # (n, dim)
             vectors = blend(vectors, tv, image_weight)
-        return cls(model, catalog, images, build_index(vectors, images.ids, index))
+        if not isinstance(index, str):
+            known = set(images.ids)
+            stray = [i for i in index.ids if i not in known]
+            if stray:
+                raise InvalidArgumentError(f"the index holds {len(stray)} ids that are not products of {catalog.name} "
+                                           f"with an image vector (first {stray[0]!r}): it was built for another "
+                                           "catalog; rebuild it with `fclip index`")
+            return cls(model, catalog, images, index)
+        return cls(model, catalog, images, build_index(vectors, images.ids, index, **(index_options or {})))
 
     def __len__(self) -> int:
         """Products that can be found (those with an image vector)."""

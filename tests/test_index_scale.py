@@ -163,3 +163,43 @@ def test_query_of_the_wrong_width_is_refused(data20k, built):
         built["ivf"].search(np.ones((1, 32), np.float32), k=3)
     with pytest.raises(InvalidArgumentError, match="NaN"):
         built["ivf"].search(np.full((1, 64), np.nan, np.float32), k=3)
+
+
+# ------------------------------------------------------------------ wiring: fclip index / fclip search --index-dir
+def test_cli_index_then_search_a_saved_index(tiny_model_dir, small_catalog_dir, tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "fclip_workbench.cli", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    common = ["--data", str(small_catalog_dir / "products.csv"), "--image-root", str(small_catalog_dir / "images"),
+              "--model", str(tiny_model_dir), "--cache", str(tmp_path / "c.sqlite"), "--device", "cpu", "-q"]
+    r = run("index", *common, "--exact-max", "5", "--out", str(tmp_path / "idx"))  # 12 products >= 5: IVF
+    assert r.returncode == 0, r.stderr
+    assert "FaissIndex ivf over 12 products" in r.stdout and "Recall@10" in r.stdout and "MiB" in r.stdout
+    saved = load_index(tmp_path / "idx")
+    assert isinstance(saved, FaissIndex) and saved.method == "ivf" and len(saved) == 12
+    image = str(small_catalog_dir / "images" / "p0.jpg")
+    r2 = run("search", *common, "--image", image, "-k", "1", "--index-dir", str(tmp_path / "idx"))
+    assert r2.returncode == 0 and " p0 " in r2.stdout, r2.stderr
+    r3 = run("search", *common, "--image", image, "-k", "1", "--index", "bogus")
+    assert r3.returncode == 2 and "invalid choice: 'bogus'" in r3.stderr
+
+
+def test_searcher_takes_a_built_index_of_its_catalog_only(tiny_model, small_catalog_dir, tmp_path):
+    from fclip_workbench.catalog import Catalog
+    from fclip_workbench.search import Searcher
+    from fclip_workbench.store import EmbeddingStore
+
+    cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
+    store = EmbeddingStore(tmp_path / "c.sqlite")
+    s = Searcher.build(tiny_model, cat, store, index="auto", progress=False)
+    assert isinstance(s.index, ExactIndex)  # 12 products: exact
+    ivf = build_index(s.images.vectors, s.images.ids, "auto", exact_max=10)
+    again = Searcher.build(tiny_model, cat, store, index=ivf, progress=False)
+    assert again.index is ivf and again.by_item("p3", k=1).item_id.tolist() == ["p3"]
+    other = ExactIndex(s.images.vectors[:2], ["p0", "not-in-catalog"])
+    with pytest.raises(InvalidArgumentError, match="'not-in-catalog'.*another catalog"):
+        Searcher.build(tiny_model, cat, store, index=other, progress=False)
