@@ -98,12 +98,24 @@ def test_labels_for_some_classes_leave_the_others_zero_shot(world):
     assert np.mean(pred[keep] == np.array(names(y[keep]), dtype=object)) > 0.9
 
 
-def test_blend_weight_follows_labels_per_class(world):
+def test_the_probe_corrects_zero_shot_by_how_much_the_labels_say(world):
     text, sample = world
     x, y = sample(300, 6)
-    weak = Suggester(text_weights=text, labels=LABELS, prior_strength=1e6, calibrate=False).fit(x, names(y))
     zero = Suggester(text_weights=text, labels=LABELS, calibrate=False).fit()
-    np.testing.assert_allclose(weak.predict_proba(x), zero.predict_proba(x), atol=1e-3)  # k huge: w_c ~ 0
+    weak = Suggester(text_weights=text, labels=LABELS, C=1e-6, calibrate=False).fit(x, names(y))
+    np.testing.assert_allclose(weak.predict_proba(x), zero.predict_proba(x), atol=1e-3)  # C ~ 0: the prior wins
+    # zero-shot is wrong on classes 0-2: one label per class barely moves it, many labels per class overrule it
+    x_test, y_test = sample(600, 16)
+    wrong = y_test < 3
+
+    def right_on_wrong(per_class: int) -> float:
+        pick = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(len(LABELS))])
+        s = Suggester(text_weights=text, labels=LABELS).fit(x[pick], names(y[pick]))
+        return float(np.mean(s.predict(x_test[wrong]) == np.array(names(y_test[wrong]), dtype=object)))
+
+    zero_right = float(np.mean(zero.predict(x_test[wrong]) == np.array(names(y_test[wrong]), dtype=object)))
+    assert zero_right < 0.05
+    assert right_on_wrong(1) < 0.5 < 0.9 < right_on_wrong(40)
     gated = Suggester(text_weights=text, labels=LABELS, min_per_class=10_000, calibrate=False).fit(x, names(y))
     np.testing.assert_allclose(gated.predict_proba(x), zero.predict_proba(x), atol=1e-6)  # below min_per_class
 
@@ -207,7 +219,7 @@ def test_bad_annotated_labels_are_refused(world, bad, pattern):
     ({"text_weights": np.zeros((6, DIM))}, "all-zero rows"),
     ({"unsure_below": 1.5}, r"unsure_below must be a probability in \[0, 1\], got 1.5"),
     ({"min_per_class": 0}, "min_per_class must be a whole number >= 1"),
-    ({"prior_strength": -1}, "prior_strength must be a number > 0"),
+    ({"C": -1}, "C must be a number > 0"),
     ({"C": float("nan")}, "C must be a number > 0"),
     ({"prompts": ["a {colour}"]}, "may only use {label}"),
 ])
