@@ -70,7 +70,7 @@ def embed_paths(model: EmbeddingModel, paths: Sequence[str]) -> ShardResult:
     from .embed import DecodeDataset, _collate
 
     ds = DecodeDataset(paths, model.preprocess)
-    positions, pixels, bad = _collate([ds[i] for i in range(len(ds))])
+    positions, pixels, bad = _collate(ds.__getitems__(range(len(ds))))  # the DataLoader's batch path
     if pixels is None:
         return ShardResult([], np.zeros((0, 0), np.float32), bad)
     return ShardResult(positions, model.encode_images(pixels), bad)  # (b, dim)
@@ -111,6 +111,7 @@ class ModelPayload:
     tokenizer_cfg: dict  # part of the fingerprint
     state_dict: dict  # name -> CPU tensor
     image_key: str
+    precision: str = "fp32"  # inference path (precision.py), re-applied on the worker
 
     @classmethod
     def of(cls, model: EmbeddingModel) -> "ModelPayload":
@@ -118,7 +119,7 @@ class ModelPayload:
 
         sd = {k: v.detach().cpu() for k, v in model.model.state_dict().items()}
         return cls(model.name, dict(model.model_cfg), dict(model.preprocess_cfg), dict(model.tokenizer_cfg),
-                   sd, image_model_key(model))
+                   sd, image_model_key(model), getattr(model, "precision", "fp32"))
 
     def rebuild(self, device: str | torch.device = "cpu") -> EmbeddingModel:
         from .embed import image_model_key
@@ -126,6 +127,8 @@ class ModelPayload:
 
         model = build_model(self.model_cfg, self.state_dict, self.preprocess_cfg, self.name, device,
                             progress=False, tokenizer=_no_tokenizer, tokenizer_cfg=self.tokenizer_cfg)
+        if self.precision != "fp32":
+            model = model.with_precision(self.precision)
         key = image_model_key(model)
         if key != self.image_key:
             raise EngineError(f"The model {self.name!r} rebuilt on a Ray worker has store key {key}, the driver's "
@@ -179,8 +182,9 @@ class RayEngine:
     else a new local one; a session already `ray.init`-ed is used as it is).
 
     Replicas: one per GPU (`num_gpus=1` each) when the cluster has GPUs, else one per
-    `cpus_per_replica` CPUs; `replicas` overrides the count. `workers_used` holds the pids of
-    the actors that embedded something in the last run.
+    `cpus_per_replica` CPUs; `replicas` overrides the count. After a run, `plan` holds
+    (replicas, resources of each) and `workers_used` the pids of the actors that embedded something
+    (Ray Data hands batches to the replicas that are ready, so a short run may use fewer).
     """
 
     name = "ray"
@@ -192,6 +196,7 @@ class RayEngine:
             raise InvalidArgumentError(f"cpus_per_replica must be at least 1, got {cpus_per_replica}")
         self.address, self.replicas, self.cpus_per_replica = address, replicas, cpus_per_replica
         self.workers_used: set[int] = set()
+        self.plan: tuple[int, dict[str, Any]] | None = None
 
     def _connect(self, ray) -> bool:
         """Connect (True when this call did, so it must disconnect)."""
@@ -226,7 +231,7 @@ class RayEngine:
         try:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = progress
-            replicas, resources = self._plan(ray)
+            replicas, resources = self.plan = self._plan(ray)
             ref = ray.put(ModelPayload.of(model))
             items = [{"pos": i, "path": str(p)} for i, p in enumerate(paths)]
             ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch_size)))
@@ -314,4 +319,5 @@ def get_engine(name: "str | Engine" = "local", address: str | None = None, num_w
             raise InvalidArgumentError("address is for the ray engine; the local engine runs in this process")
         return LocalEngine(num_workers)
     _import_ray()  # fail early, before any image is read
+    check_reachable(address or os.environ.get("RAY_ADDRESS"))
     return RayEngine(address, **options)
