@@ -4,7 +4,9 @@ VENV ?= .venv
 # CPU/GPU wheels that work together (Python 3.11); override to use others (`make setup TORCH_PINS="torch==..."`).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
-# Holds the TORCH_PINS of the last install; rewritten only when they change, so the stamp goes stale then.
+# Extras of the package to install (CI adds the Ray engine's: `make test EXTRAS=dev,ray`).
+EXTRAS ?= dev
+# Holds the TORCH_PINS and EXTRAS of the last install; rewritten only when they change, so the stamp goes stale then.
 PINS := $(VENV)/.torch-pins
 PYTEST := $(VENV)/bin/python -m pytest
 
@@ -12,14 +14,14 @@ PYTEST := $(VENV)/bin/python -m pytest
 
 $(PINS): FORCE
 	@mkdir -p $(VENV)
-	@echo '$(TORCH_PINS)' | cmp -s - $@ || echo '$(TORCH_PINS)' > $@
+	@echo '$(TORCH_PINS) [$(EXTRAS)]' | cmp -s - $@ || echo '$(TORCH_PINS) [$(EXTRAS)]' > $@
 
 # Re-installs when pyproject.toml or TORCH_PINS change.
 $(STAMP): pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install $(TORCH_PINS)
-	$(VENV)/bin/pip install -e ".[dev]"
+	$(VENV)/bin/pip install -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 setup: $(STAMP)
