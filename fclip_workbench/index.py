@@ -531,13 +531,16 @@ def build_index(vectors: np.ndarray, ids: Sequence[str], kind: str = "exact", ex
 
     "auto" (exact below `exact_max` vectors, else "ivf", or "ivfpq" when `low_memory`), "exact" (NumPy),
     "faiss" (FAISS flat, or `method=` one of flat/ivf/ivfpq/hnsw), or "ivf"/"ivfpq"/"hnsw" directly.
-    `kwargs` go to `FaissIndex` (nlist, nprobe, ef_search, target_recall, tune_queries, refine, seed).
+    `kwargs` go to `FaissIndex` (nlist, nprobe, ef_search, target_recall, tune_queries, refine, seed);
+    "auto" ignores them when it picks exact search, "exact" refuses them.
 
     >>> build_index(np.eye(4, dtype=np.float32), list("abcd"), "auto").kind
     'exact'
     """
     if kind == "auto":
         kind = choose_kind(len(vectors), exact_max, low_memory)
+        if kind == "exact":  # the FAISS settings were for a catalog large enough to need them
+            kwargs = {}
     if kind == "exact":
         if kwargs:
             raise InvalidArgumentError(f"an exact index takes no parameters, got {', '.join(sorted(kwargs))}")

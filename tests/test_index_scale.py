@@ -36,7 +36,7 @@ def built(data20k):
 def test_auto_picks_exact_below_the_threshold_and_ivf_above():
     vecs = clustered(3000, 32, 20)
     ids = [str(i) for i in range(3000)]
-    assert isinstance(build_index(vecs, ids, "auto", exact_max=5000), ExactIndex)
+    assert isinstance(build_index(vecs, ids, "auto", exact_max=5000, target_recall=0.9), ExactIndex)
     ivf = build_index(vecs, ids, "auto", exact_max=2000)
     assert isinstance(ivf, FaissIndex) and ivf.method == "ivf"
     pq = build_index(vecs, ids, "auto", exact_max=2000, low_memory=True)
