@@ -209,6 +209,8 @@ class RayEngine:
                      logging_level=logging.WARNING, configure_logging=False)
         except Exception as e:  # ConnectionError, RuntimeError, ValueError (bad address), TimeoutError
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if "auth" in str(e).lower() and os.environ.get("RAY_AUTH_MODE") != "token":
+                first += " (a cluster with token auth: export RAY_AUTH_MODE=token, with its token in ~/.ray/auth_token)"
             raise EngineError(f"Cannot reach the Ray cluster at {where}: {first}") from e
         return True
 

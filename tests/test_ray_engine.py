@@ -23,7 +23,7 @@ import pytest
 
 from fclip_workbench import cli
 from fclip_workbench.catalog import Catalog
-from fclip_workbench.embed import embed_images, image_model_key
+from fclip_workbench.embed import embed_images
 from fclip_workbench.engines import check_reachable, get_engine
 from fclip_workbench.errors import EngineError, MissingExtraError
 from fclip_workbench.store import EmbeddingStore
@@ -35,14 +35,14 @@ READY = b"This command will now block forever"
 
 def require_ray():
     """`ray` (with Ray Data), else skip with the reason; with CI=true a missing Ray fails instead."""
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        try:
-            import ray.data  # noqa: F401
-        except ImportError as e:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:  # not installed (ModuleNotFoundError) or a broken install
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
             pytest.fail(f"CI=true but {RAY_MISSING.split(':')[0].lower()} ({e}); .ci/run must install .[ray]",
                         pytrace=False)
-    pytest.importorskip("ray.data", reason=RAY_MISSING)
-    import ray
+        pytest.skip(f"{RAY_MISSING} ({e})")
     return ray
 
 
@@ -113,9 +113,9 @@ def ray_cluster():
     """Address of a Ray head on 127.0.0.1 with 2 CPUs (two single-CPU model replicas), no GPU."""
     # Ray's default token authentication, as on a real cluster: the head writes ~/.ray/auth_token, and a
     # driver (this process) sends it when RAY_AUTH_MODE=token (README: "Embedding on a Ray cluster")
+    require_ray()
     old_mode = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "token"
-    require_ray()
     token, port = uuid.uuid4().hex, free_port()
     temp = tempfile.mkdtemp(prefix="fray-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
     log_path = Path(temp) / "ray-start.log"
