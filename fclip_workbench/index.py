@@ -316,7 +316,7 @@ class FaissIndex:
             self.index = self._train_ivf(vectors, method, nlist, refine, seed)
         self._add_normalised(vectors)
         self.build_info["train_add_s"] = round(time.perf_counter() - t0, 2)
-        if method != "flat":
+        if method != "flat" and n:  # (an empty HNSW graph has nothing to tune)
             fixed = nprobe if method != "hnsw" else ef_search
             if fixed is not None:
                 self._set_breadth(check_k(fixed), self.k_factor)
@@ -325,7 +325,7 @@ class FaissIndex:
 
     # ---- building ---------------------------------------------------------
     def _train_ivf(self, vectors: np.ndarray, method: str, nlist: int | None, refine: bool, seed: int):
-        """An untrained-free IVF (or IVF-PQ + SQ8 re-ranking) index, k-means trained on a sample of `vectors`."""
+        """A trained, empty IVF (or IVF-PQ + SQ8 re-ranking) index: k-means on a sample of `vectors`."""
         faiss = _faiss()
         n, d = vectors.shape
         min_n = 2 ** PQ_BITS * IVF_TRAIN_PER_LIST if method == "ivfpq" else 1

@@ -158,6 +158,15 @@ def test_bad_build_arguments_are_one_line_errors():
         build_index(x, ids, "annoy")
 
 
+def test_empty_hnsw_then_add():
+    idx = build_index(np.zeros((0, 8), np.float32), [], "hnsw")
+    assert idx.search(np.ones((1, 8), np.float32), k=3)[1] == [[]]
+    idx.add(np.eye(8, dtype=np.float32)[:2], ["a", "b"])
+    assert idx.search(np.eye(8, dtype=np.float32)[1:2], k=1)[1] == [["b"]]
+    with pytest.raises(InvalidArgumentError, match="needs at least 1 vectors"):
+        build_index(np.zeros((0, 8), np.float32), [], "ivf")
+
+
 def test_query_of_the_wrong_width_is_refused(data20k, built):
     with pytest.raises(InvalidArgumentError, match="dimension 64"):
         built["ivf"].search(np.ones((1, 32), np.float32), k=3)
