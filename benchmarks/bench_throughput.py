@@ -8,9 +8,10 @@ store writes), with a fresh store each time. One line per precision:
 
     precision=NAME img_s=X ratio=Y worst_cos=Z
 
-ratio: to the reference's img/s in this run (mean of its runs before and after
-ours, both printed); worst_cos: lowest cosine of a vector to our fp32 vector of
-the same image. ONNX export (once per model, cached) is done before timing.
+ratio: to the reference's img/s in this run; worst_cos: lowest cosine of a
+vector to our fp32 vector of the same image. The images are embedded in --rounds
+slices, each by the reference and then every precision, so a change of the
+shared machine's load hits all alike. ONNX export (once, cached) is not timed.
 
 --recall: also text-to-image Recall@10 on 1,000 held-out KAGL products with
 fclip-mini (`evaluate`, the protocol of `fclip eval`) for every precision.
@@ -43,20 +44,21 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 
-def run_reference(args) -> float | None:
-    """img/s of the authors' package on the first args.n images (None when its venv is missing or it fails)."""
+def run_reference(args, folder: str | Path, n: int) -> tuple[int, float] | None:
+    """(images, seconds) of the authors' package on the .jpg files of `folder` (None: no venv, or it failed)."""
     if not Path(args.ref_python).exists():
         print(f"reference interpreter {args.ref_python} not found: see this file's docstring to set it up")
         return None
     env = {**os.environ, "REF_MODEL_DIR": args.model_dir}
-    r = subprocess.run([args.ref_python, str(SHARED / "bench" / "ref_fashion_clip.py"), args.images, str(args.n),
+    r = subprocess.run([args.ref_python, str(SHARED / "bench" / "ref_fashion_clip.py"), str(folder), str(n),
                         str(args.batch)], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         print("reference failed:", r.stderr[-1500:])
         return None
     line = r.stdout.strip().splitlines()[-1]
-    print(line, flush=True)
-    return float(re.search(r"([\d.]+) img/s", line).group(1))
+    print(f"  {line}", flush=True)
+    m = re.search(r": (\d+) images, .*?, ([\d.]+) s, ", line)
+    return int(m.group(1)), float(m.group(2))
 
 
 def catalog_of(folder: str, n: int):
@@ -72,14 +74,15 @@ def catalog_of(folder: str, n: int):
     return Catalog(table, image_root=folder, name=f"bench-{len(names)}")
 
 
-def time_precision(model, cat, batch: int) -> tuple[float, object]:
-    """(img/s, EmbeddingResult) of embedding `cat` once, after a warm-up batch, each into a fresh store."""
+def time_precision(model, cat, batch: int, warm_up: bool = True) -> tuple[float, object]:
+    """(img/s, EmbeddingResult) of embedding `cat` once (after a warm-up batch), into a fresh store."""
     from fclip_workbench.embed import embed_images
     from fclip_workbench.store import EmbeddingStore
 
     with tempfile.TemporaryDirectory() as tmp:
-        embed_images(model, cat.subset(range(min(batch, len(cat)))), EmbeddingStore(Path(tmp) / "w.sqlite"),
-                     batch_size=batch, progress=False)  # warm-up (and ONNX export / session start)
+        if warm_up:  # and ONNX session start
+            embed_images(model, cat.subset(range(min(batch, len(cat)))), EmbeddingStore(Path(tmp) / "w.sqlite"),
+                         batch_size=batch, progress=False)
         t = time.perf_counter()
         res = embed_images(model, cat, EmbeddingStore(Path(tmp) / "b.sqlite"), batch_size=batch, progress=False)
         dt = time.perf_counter() - t
@@ -99,35 +102,54 @@ def worst_cos(res, ref) -> float:
 
 
 def cpu_main(args) -> None:
+    """Rounds: in each, the reference then every precision embed the same slice of the N images, so a
+    change in the machine's load in the middle of the run hits all of them alike."""
+    import numpy as np
+
     from fclip_workbench.models import load_model
     from fclip_workbench.precision import check_precision
 
     for p in args.precisions:
         check_precision(p, "cpu")
-    refs = [r for r in [run_reference(args)] if r is not None]
-    if not (Path(args.model_dir) / "config.json").is_file():
-        raise SystemExit(f"{args.model_dir} has no model: run the reference once (it writes the random ViT-B/32 there)")
     cat = catalog_of(args.images, args.n)
-    base = load_model(args.model_dir, device="cpu", progress=False)
-    results = {}
-    for p in args.precisions:
-        t = time.perf_counter()
-        model = base.with_precision(p)
-        if p.startswith("onnx"):  # export + quantise once (cached on disk), outside the timing
-            model.runner.session("image")
-        prep = time.perf_counter() - t
-        results[p] = time_precision(model, cat, args.batch)
-        print(f"  {p}: {results[p][0]:.2f} img/s (preparation {prep:.1f} s)", flush=True)
-    if refs and args.ref_runs > 1:
-        refs += [r for r in [run_reference(args)] if r is not None]
-    ref = sum(refs) / len(refs) if refs else None
+    slices = [s for s in np.array_split(np.arange(len(cat)), args.rounds) if len(s)]
+    ref_n, ref_s, done = 0, 0.0, {p: [0, 0.0, {}] for p in args.precisions}  # images, seconds, id -> vector
+    models = {}
+    with tempfile.TemporaryDirectory() as links:
+        for k, rows in enumerate(slices):
+            folder = Path(links) / f"round{k}"  # the reference reads a folder: links to this slice's images
+            folder.mkdir()
+            for r in rows:
+                (folder / cat.ids[r]).symlink_to(Path(args.images).resolve() / cat.ids[r])
+            ref = run_reference(args, folder, len(rows))
+            if ref:
+                ref_n, ref_s = ref_n + ref[0], ref_s + ref[1]
+            if not models:
+                if not (Path(args.model_dir) / "config.json").is_file():
+                    raise SystemExit(f"{args.model_dir} has no model: the reference writes the random ViT-B/32 "
+                                     "there; set it up (see this file's docstring)")
+                base = load_model(args.model_dir, device="cpu", progress=False)
+                for p in args.precisions:
+                    t = time.perf_counter()
+                    models[p] = base.with_precision(p)
+                    time_precision(models[p], cat.subset(range(args.batch)), args.batch)  # warm-up, ONNX export
+                    print(f"  {p}: prepared in {time.perf_counter() - t:.1f} s", flush=True)
+            chunk = cat.subset(rows)
+            for p in args.precisions:
+                speed, res = time_precision(models[p], chunk, args.batch, warm_up=False)
+                done[p][0] += len(res)
+                done[p][1] += len(res) / speed
+                done[p][2].update(zip(res.ids, res.vectors))
+            print(f"  round {k + 1}/{len(slices)}: " + ", ".join(
+                f"{p} {done[p][0] / done[p][1]:.2f}" for p in args.precisions) + " img/s so far", flush=True)
+    ref = ref_n / ref_s if ref_s else None
     if ref:
-        print(f"reference img/s: {' / '.join(f'{r:.2f}' for r in refs)} (mean {ref:.2f})")
-    fp32 = results.get("fp32", (None, None))[1]
-    for p, (speed, res) in results.items():
-        ratio = f"{speed / ref:.2f}" if ref else "nan"
-        cos = f"{worst_cos(res, fp32):.4f}" if fp32 is not None else "nan"
-        print(f"precision={p} img_s={speed:.2f} ratio={ratio} worst_cos={cos}", flush=True)
+        print(f"reference fashion_clip: {ref_n} images in {ref_s:.1f} s, {ref:.2f} img/s")
+    fp32 = done["fp32"][2]
+    for p, (n, secs, vecs) in done.items():
+        ratio = f"{n / secs / ref:.2f}" if ref else "nan"
+        cos = min(float(np.dot(v, fp32[i])) for i, v in vecs.items() if i in fp32)
+        print(f"precision={p} img_s={n / secs:.2f} ratio={ratio} worst_cos={cos:.4f}", flush=True)
     if args.recall:
         recall_check(args)
 
@@ -202,7 +224,9 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="+", default=None,
                     help="default: fp32 onnx onnx-int8 (cpu), fp32 bf16 fp16 (cuda)")
     ap.add_argument("--ref-python", default="/tmp/ref/bin/python")
-    ap.add_argument("--ref-runs", type=int, default=2, help="reference runs: before ours, and (2) after")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="CPU: slices of the N images, each embedded by all (more: fairer under changing load, "
+                         "but the reference pays its per-call set-up once per slice)")
     ap.add_argument("--model-dir", default=os.environ.get("REF_MODEL_DIR", "/tmp/ref-fclip-b32"))
     ap.add_argument("--recall", action="store_true", help="also R@10 on held-out KAGL with fclip-mini")
     args = ap.parse_args()
