@@ -1,7 +1,8 @@
 """Benchmark: the Ray engine against the local engine on the same KAGL images (wall time, overhead).
 
 Embeds the first N images of KAGL with the local engine, then with the Ray engine twice on one
-Ray cluster (a new local one with --cpus CPUs, or the cluster at --address), each into a fresh,
+Ray cluster (a new `ray start --head` on 127.0.0.1 with --cpus CPUs, started as the tests start theirs,
+or the cluster at --address), each into a fresh,
 temporary store, and prints the wall times, the cluster's start, and the largest difference from
 the local vectors. The second Ray run shows the per-run cost (actor start + model shipping) without
 the cluster's start; on a 2-core machine Ray is not expected to be faster, only to agree.
@@ -12,7 +13,9 @@ the cluster's start; on a 2-core machine Ray is not expected to be faster, only 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,11 +35,10 @@ def main() -> None:
     ap.add_argument("--address", default=None, help="use this Ray cluster instead of starting a local one")
     args = ap.parse_args()
 
-    # a loaded 2-core machine starts Ray's agents slower than its default 30 s waits
-    os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
+
+    sys.path.insert(0, str(ROOT))
+    from tests.test_ray_engine import local_ray_head
 
     from fclip_workbench.datasets import open_catalog
     from fclip_workbench.embed import embed_images
@@ -57,14 +59,15 @@ def main() -> None:
         print(f"engine=local      wall_s={t_local:7.2f}  img_s={local.n_computed / t_local:6.1f}  ({local.summary()})")
 
         t = time.perf_counter()
-        if args.address:
-            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
-        t_start = time.perf_counter() - t
-        print(f"ray cluster       start_s={t_start:6.2f}  resources={ray.cluster_resources()}")
-        try:
+        with contextlib.ExitStack() as stack:
+            address = args.address or stack.enter_context(local_ray_head(cpus=args.cpus))
+            t_start = time.perf_counter() - t
+            t = time.perf_counter()
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            t_connect = time.perf_counter() - t
+            stack.callback(ray.shutdown)
+            print(f"ray cluster       start_s={t_start:6.2f}  connect_s={t_connect:5.2f}  "
+                  f"resources={ray.cluster_resources()}")
             for run in (1, 2):
                 engine = get_engine("ray", address=None)  # the session started above
                 t = time.perf_counter()
@@ -76,8 +79,6 @@ def main() -> None:
                 print(f"engine=ray run={run} wall_s={t_ray:7.2f}  img_s={res.n_computed / t_ray:6.1f}  "
                       f"ratio_to_local={t_ray / t_local:5.2f}x  replicas={engine.plan[0]} "
                       f"workers_used={len(engine.workers_used)}  same_ids_and_failures={same}  max_abs_diff={diff:.2e}")
-        finally:
-            ray.shutdown()
 
 
 if __name__ == "__main__":

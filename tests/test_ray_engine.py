@@ -8,6 +8,7 @@ stops it and then every process with that marker, so nothing outlives the module
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -77,14 +79,23 @@ def _stop_marked(token: str) -> None:
     psutil.wait_procs(alive, timeout=10)
 
 
-def _start_head(env: dict, temp: str, port: int, log_path: Path, deadline_s: float = 240) -> subprocess.Popen | None:
-    """`ray start --head --block` on 127.0.0.1; the process once the runtime is up, None when it gave up
-    (Ray waits a fixed 30 s for its raylet, which a loaded machine can miss)."""
+class HeadStartError(RuntimeError):
+    """`ray start --head` did not come up; the message holds the end of its log."""
+
+
+def _start_head(env: dict, temp: str, port: int, cpus: int, log_path: Path,
+                deadline_s: float = 240) -> subprocess.Popen | None:
+    """`ray start --head --block` on 127.0.0.1; the process once the runtime is up, None when it gave up.
+    The agents' ports are given, not picked by the agents: the raylet then does not wait a fixed ~15 s
+    for the agent to write them, which a loaded machine misses."""
     ray_bin = Path(sys.executable).with_name("ray")
     cmd = [str(ray_bin), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-           "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false", "--disable-usage-stats",
-           "--object-store-memory", str(200 * 2**20), "--temp-dir", temp,
-           "--dashboard-agent-listen-port", str(free_port()), "--min-worker-port", "0", "--max-worker-port", "0"]
+           "--num-cpus", str(cpus), "--num-gpus", "0", "--include-dashboard", "false", "--disable-usage-stats",
+           "--object-store-memory", str(200 * 2**20), "--temp-dir", temp, "--min-worker-port", "0",
+           "--max-worker-port", "0"]
+    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                 "--runtime-env-agent-port"):
+        cmd += [flag, str(free_port())]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + deadline_s
@@ -108,40 +119,45 @@ def _end(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """Address of a Ray head on 127.0.0.1 with 2 CPUs (two single-CPU model replicas), no GPU."""
-    # Ray's default token authentication, as on a real cluster: the head writes ~/.ray/auth_token, and a
-    # driver (this process) sends it when RAY_AUTH_MODE=token (README: "Embedding on a Ray cluster")
-    require_ray()
-    old_mode = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"
+@contextlib.contextmanager
+def local_ray_head(cpus: int = 2, tries: int = 3) -> Iterator[str]:
+    """A Ray head on 127.0.0.1 with `cpus` CPUs and no GPU, as 'host:port'; stopped on exit with every
+    process it started (found by a marker in their environment). Without token auth (Ray's default):
+    a driver reads RAY_AUTH_MODE when it imports Ray, before any head exists, and this head listens on
+    127.0.0.1 only. benchmarks/bench_engines.py starts its cluster with it too."""
     token, port = uuid.uuid4().hex, free_port()
     temp = tempfile.mkdtemp(prefix="fray-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
     log_path = Path(temp) / "ray-start.log"
-    # a loaded 2-core machine starts the dashboard agent, then the raylet, in more than the default 30 s waits
-    env = {**os.environ, MARK: token, "RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "300000",
-           "RAY_raylet_start_wait_time_s": "300"}
+    # generous waits for a loaded 2-core machine
+    env = {**os.environ, MARK: token, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "RAY_agent_register_timeout_ms": "300000", "RAY_raylet_start_wait_time_s": "300"}
     proc = None
     try:
-        for attempt in range(3):
-            proc = _start_head(env, temp, port, log_path)
+        for _ in range(tries):
+            proc = _start_head(env, temp, port, cpus, log_path)
             if proc is not None:
                 break
             _stop_marked(token)  # what the failed start left
         if proc is None:
-            pytest.fail(f"ray start did not come up in 3 tries:\n{log_path.read_text(errors='replace')[-3000:]}",
-                        pytrace=False)
+            raise HeadStartError(f"ray start did not come up in {tries} tries:\n"
+                                 f"{log_path.read_text(errors='replace')[-3000:]}")
         yield f"127.0.0.1:{port}"
     finally:
         if proc is not None:
             _end(proc)
         _stop_marked(token)
         shutil.rmtree(temp, ignore_errors=True)
-        if old_mode is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = old_mode
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """Address of a Ray head on 127.0.0.1 with 2 CPUs (two single-CPU model replicas), no GPU."""
+    require_ray()
+    try:
+        with local_ray_head(cpus=2) as address:
+            yield address
+    except HeadStartError as e:
+        pytest.fail(str(e), pytrace=False)
 
 
 @pytest.fixture
