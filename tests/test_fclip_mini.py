@@ -60,21 +60,69 @@ def test_shipped_split_is_the_one_its_recipe_gives_on_kagl():
     assert {ids[i] for i in train} == train_ids and len(held) == record.n_heldout
 
 
+V2 = WEIGHTS_DIR / "fclip-mini-v2"
+need_v2 = pytest.mark.skipif(not (V2 / "open_clip_config.json").is_file(), reason=f"fclip-mini v2 not shipped at {V2}")
+
+
+@need_v2
+def test_v2_never_trained_on_v1_heldout_products():
+    """v2 starts from v1's weights, so it must keep v1's KAGL split: none of v1's held-out products in its training ids."""
+    from fclip_workbench.splits import read_split_record
+
+    v1_record, v1_train = read_split_record(MINI)
+    v2_record, v2_train = read_split_record(V2)
+    assert (v2_record.rule, v2_record.seed, v2_record.val_fraction) == (v1_record.rule, v1_record.seed,
+                                                                       v1_record.val_fraction)
+    kagl_v2 = {i for i in v2_train if not i.startswith("ccp:")}
+    assert kagl_v2 and kagl_v2 <= v1_train  # a subset of v1's training products (train_share)
+
+
+@need_v2
+def test_v2_records_the_ccp_photos_it_held_out():
+    from fclip_workbench.datasets.ccp import CCP_SPLIT_RULE, ccp_is_heldout
+    from fclip_workbench.splits import read_split_record
+
+    split = json.loads((V2 / "training.json").read_text())["data"]["ccp_split"]
+    assert split["rule"] == CCP_SPLIT_RULE and split["n_photos"] == 699
+    held = set(split["heldout_photo_ids"])
+    ids = [f"{i:04d}" for i in range(1, 1005)]  # CCP photo names are 4-digit numbers
+    assert held <= {i for i, h in zip(ids, ccp_is_heldout(ids, split["fraction"], split["seed"])) if h}
+    _, train_ids = read_split_record(V2)
+    assert not {i.split(":")[1].split("#")[0] for i in train_ids if i.startswith("ccp:")} & held
+    assert (V2 / "open_clip_model.safetensors").stat().st_size <= 30e6
+
+
+V2_ARTICLE_F1, V2_R10 = 0.688, 0.712  # results/fclip-mini-v2-kagl (fclip eval)
+
+
+# Held-out figures of the shipped weights (`fclip eval`, results/fclip-mini*-kagl). A rerun of the recipe, on any
+# machine, lands within TOLERANCE of them; identical bytes are promised only on the machine and thread count where
+# they were measured (another 2-core machine rerunning mini-kagl gave other bytes, R@10 0.787, equal articleType F1).
+SHIPPED = {"mini-kagl": ("fclip-mini", 0.746, 0.762), "mini-v2": ("fclip-mini-v2", V2_ARTICLE_F1, V2_R10)}
+TOLERANCE = {"articleType F1": 0.03, "R@10": 0.05}
+
+
 @pytest.mark.slow
 @need_kagl
-def test_recipe_from_empty_caches_reaches_the_kagl_targets(tmp_path):
-    """`fclip train --recipe mini-kagl` from empty caches reaches the targets on its own held-out products:
-    zero-shot articleType weighted F1 >= 0.70 and text-to-image R@10 >= 0.70 (about 40 minutes on 2 cores)."""
+@pytest.mark.parametrize("recipe", ["mini-kagl", "mini-v2"])
+def test_recipe_from_empty_caches_reproduces_the_shipped_figures(tmp_path, recipe):
+    """`fclip train --recipe R` from empty caches gives held-out figures within TOLERANCE of the shipped weights':
+    zero-shot articleType weighted F1 and text-to-image R@10 among 1,000 (mini-kagl about 40 minutes on 2 quiet
+    cores; mini-v2 needs CCP too and about 60 minutes on a busy machine)."""
     from fclip_workbench.datasets import load_kagl
     from fclip_workbench.evaluate import evaluate
+    from fclip_workbench.paths import find_dataset
     from fclip_workbench.store import EmbeddingStore
-    from fclip_workbench.training import train
+    from fclip_workbench.training import get_recipe, train
 
+    if get_recipe(recipe).train.ccp_heldout is not None and find_dataset("ccp") is None:
+        pytest.skip("recipe trains on CCP too; CCP not found")
+    folder, f1, r10 = SHIPPED[recipe]
     catalog = load_kagl(KAGL)
     store = EmbeddingStore(tmp_path / "cache" / "e.sqlite")
-    result = train(catalog, out_dir=tmp_path / "mini", recipe="mini-kagl", store=store, progress=False)
-    assert json.loads((Path(tmp_path / "mini") / "training.json").read_text())["split"]["n_train"] == result.n_train
-    report = evaluate(load_model(tmp_path / "mini", device="cpu"), catalog, ["articleType"], n_retrieval=1000,
-                      store=store, progress=False)
-    assert report.value("zero-shot articleType (143 classes)", "weighted F1") >= 0.70
-    assert report.value("text-to-image", "R@10") >= 0.70
+    result = train(catalog, out_dir=tmp_path / "run", recipe=recipe, store=store, progress=False)
+    assert json.loads((Path(tmp_path / "run") / "training.json").read_text())["split"]["n_train"] == result.n_train
+    model = load_model(tmp_path / "run", device="cpu")
+    report = evaluate(model, catalog, ["articleType"], n_retrieval=1000, store=store, progress=False)
+    assert abs(report.value("zero-shot articleType (143 classes)", "weighted F1") - f1) <= TOLERANCE["articleType F1"]
+    assert abs(report.value("text-to-image", "R@10") - r10) <= TOLERANCE["R@10"]
