@@ -135,6 +135,8 @@ class EmbeddingModel:
     preprocess_cfg: dict = field(default_factory=dict)
     source: Path | None = None  # local folder the weights came from (holds training.json for trained models)
     tokenizer_cfg: dict = field(default_factory=dict)  # identity of a folder's own tokenizer; in the fingerprint
+    precision: str = "fp32"  # inference path (precision.py); not fp32: the fingerprint ends in "+<precision>"
+    runner: object | None = None  # that path's encode_image/encode_text (precision.py); None: `model` itself
 
     def __post_init__(self) -> None:
         self._fp_signature = self._signature()  # the given fingerprint describes the weights as they are now
@@ -162,9 +164,22 @@ class EmbeddingModel:
         size = self.preprocess_cfg.get("size", 224)
         return int(size[0] if isinstance(size, (tuple, list)) else size)
 
+    def with_precision(self, precision: str) -> "EmbeddingModel":
+        """This model embedding through another inference path ("fp32", "onnx-int8", "bf16", ... see precision.py).
+
+        >>> load_model("fclip-mini").with_precision("onnx").fingerprint.endswith("+onnx")  # doctest: +SKIP
+        True
+        """
+        from .precision import apply_precision
+        return apply_precision(self, precision)
+
+    @property
+    def _runner(self):
+        return self.model if self.runner is None else self.runner
+
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
-        feats = self.model.encode_image(pixels.to(self.device), normalize=True)  # (n, dim)
+        feats = self._runner.encode_image(pixels.to(self.device), normalize=True)  # (n, dim)
         return feats.float().cpu().numpy()
 
     def encode_pil(self, images: Sequence) -> np.ndarray:
@@ -175,11 +190,16 @@ class EmbeddingModel:
         out = []
         for i in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[i:i + batch_size])).to(self.device)  # (b, ctx)
-            out.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+            out.append(self._runner.encode_text(tokens, normalize=True).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model_cfg.get("embed_dim", 0)), np.float32)
 
 
 def _get_fingerprint(self: EmbeddingModel) -> str:
+    base = _get_base_fingerprint(self)
+    return base if getattr(self, "precision", "fp32") == "fp32" else f"{base}+{self.precision}"
+
+
+def _get_base_fingerprint(self: EmbeddingModel) -> str:
     sig = self._signature()
     if getattr(self, "_fp_signature", None) is None:  # assigned after construction: trusted for these weights
         self._fp_signature = sig
@@ -196,7 +216,9 @@ def _set_fingerprint(self: EmbeddingModel, value: str) -> None:
 
 # A property over the dataclass field, so EmbeddingModel(..., fingerprint=...) still works.
 EmbeddingModel.fingerprint = property(_get_fingerprint, _set_fingerprint,
-                                      doc="Hash of weights + configs; recomputed when the weights change.")
+                                      doc="Hash of weights + configs (+ the precision when not fp32); "
+                                          "recomputed when the weights change.")
+EmbeddingModel.base_fingerprint = property(_get_base_fingerprint, doc="The fingerprint of the fp32 weights.")
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -667,12 +689,22 @@ def _load_open_clip_factory(model_name: str, pretrained: str | None, name: str, 
 
 # ---------------------------------------------------------------- entry point
 def load_model(spec: str | os.PathLike, device: str | torch.device | None = None,
-               progress: bool = True) -> EmbeddingModel:
+               progress: bool = True, precision: str = "fp32") -> EmbeddingModel:
     """Load any supported model spec (see module docstring). Device: CUDA > MPS > CPU unless given.
 
     `progress=False` keeps transformers' and huggingface_hub's progress bars quiet
-    (the CLI passes `progress=not args.quiet`).
+    (the CLI passes `progress=not args.quiet`). `precision` picks the inference
+    path (precision.py: "fp32", "onnx-int8", "bf16", ...); checked before loading.
     """
+    if precision != "fp32":
+        from .precision import check_precision
+
+        check_precision(precision, device if device is not None else default_device())
+        return _load_model(spec, device, progress).with_precision(precision)
+    return _load_model(spec, device, progress)
+
+
+def _load_model(spec: str | os.PathLike, device: str | torch.device | None, progress: bool) -> EmbeddingModel:
     import open_clip
 
     spec_str = str(spec)
