@@ -9,11 +9,14 @@ paths never mix in the store:
 - `onnx-int8`: ONNX Runtime with the weights of the image tower's MatMul/Gemm
   quantised to int8 (dynamic: activations quantised per batch); the text tower
   runs the fp32 graph (int8 MiniLM cost fclip-mini 1 point of R@10) (CPU);
+- `openvino`: the same fp32 graph run by OpenVINO (CPU; f32 inference forced, so it
+  stays exact to float noise); the optional extra `fclip-workbench[fast]`;
 - `bf16`, `fp16`: autocast to bfloat16 / float16 (for GPUs; run on a CPU too,
   slowly, unless it has bf16/fp16 instructions).
 
 ONNX graphs are exported once per model and tower into `cache_dir()/onnx`
-(named by the fp32 fingerprint), then reused; the batch axis is dynamic.
+(named by the fp32 fingerprint), then reused; the batch axis is dynamic. OpenVINO
+models likewise, into `cache_dir()/openvino` (IR `.xml` + `.bin`, versioned names).
 
 Example:
     >>> m = load_model("fclip-mini", precision="onnx-int8")      # doctest: +SKIP
@@ -22,7 +25,7 @@ Example:
     >>> check_precision("int4")
     Traceback (most recent call last):
     ...
-    fclip_workbench.errors.InvalidArgumentError: Unknown precision 'int4'. Valid precisions: fp32, onnx, onnx-int8, bf16, fp16
+    fclip_workbench.errors.InvalidArgumentError: Unknown precision 'int4'. Valid precisions: fp32, onnx, onnx-int8, openvino, bf16, fp16
 """
 from __future__ import annotations
 
@@ -60,15 +63,17 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
     Precision("fp32", ("cpu", "cuda", "mps"), "exact reference: PyTorch, float32"),
     Precision("onnx", ("cpu",), "ONNX Runtime, float32 graph"),
     Precision("onnx-int8", ("cpu",), "ONNX Runtime, image tower with int8 MatMul/Gemm weights (dynamic)"),
+    Precision("openvino", ("cpu",), "OpenVINO, float32 graph (extra: fclip-workbench[fast])"),
     Precision("bf16", ("cpu", "cuda"), "autocast to bfloat16 (GPUs; slow on CPUs without bf16 instructions)"),
     Precision("fp16", ("cpu", "cuda"), "autocast to float16 (GPUs; slow on most CPUs)"),
 )}
-CPU_FAST = ("onnx", "onnx-int8")  # the CPU paths the throughput benchmark compares to fp32
+CPU_FAST = ("onnx", "onnx-int8", "openvino")  # the CPU paths the throughput benchmark compares to fp32
 # Measured and dropped (benchmarks/bench_throughput.py, README "Fast inference"): PyTorch dynamic int8
 # (torch.ao, deprecated) was slower than onnx-int8 at the same accuracy and breaks ResNet attention pooling;
 # ONNX Runtime's transformer optimiser fused no attention in open_clip's graph and gave no speed.
 GPU_FAST = ("bf16", "fp16")
 QUANT_VERSION = "q1"  # in the names of cached int8 graphs: bump when the quantisation settings change
+OV_VERSION = "ov1"  # in the names of cached OpenVINO models: bump when the conversion changes
 
 
 def check_precision(name: str, device: str | torch.device | None = None) -> Precision:
@@ -104,6 +109,8 @@ def apply_precision(model: EmbeddingModel, name: str) -> EmbeddingModel:
     elif name in ("bf16", "fp16"):
         runner = AutocastRunner(model.model, torch.device(model.device).type,
                                 torch.bfloat16 if name == "bf16" else torch.float16)
+    elif name == "openvino":
+        runner = OpenVinoRunner(model, base)
     else:
         runner = OnnxRunner(model, base, quantize=name == "onnx-int8")
     return dataclasses.replace(model, fingerprint=base, precision=name, runner=runner)
@@ -142,6 +149,14 @@ class _Tower(torch.nn.Module):
         if self.tower == "image":
             return self.model.encode_image(x)  # (n, 3, S, S) -> (n, dim)
         return self.model.encode_text(x)  # (n, ctx) -> (n, dim)
+
+
+def _example_input(emb: EmbeddingModel, tower: str) -> torch.Tensor:
+    """A batch of 2 inputs of `tower` for export/tracing (any batch size runs later)."""
+    if tower == "image":
+        s = emb.image_size
+        return torch.zeros(2, 3, s, s)  # (2, 3, S, S)
+    return emb.tokenizer(["a red dress", "shoes"]).cpu()  # (2, ctx)
 
 
 class OnnxRunner:
@@ -189,12 +204,6 @@ class OnnxRunner:
             os.replace(tmp, int8)
         return int8
 
-    def _example(self, tower: str) -> torch.Tensor:
-        if tower == "image":
-            s = self.emb.image_size
-            return torch.zeros(2, 3, s, s)  # (2, 3, S, S): any batch size runs later
-        return self.emb.tokenizer(["a red dress", "shoes"]).cpu()  # (2, ctx)
-
     def _export(self, tower: str, path: Path) -> None:
         log.info("exporting the %s tower of %s to %s (once)", tower, self.emb.name, path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +212,7 @@ class OnnxRunner:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
             warnings.simplefilter("ignore")
             module = _Tower(copy.deepcopy(self.emb.model).cpu().float().eval(), tower)
-            torch.onnx.export(module, (self._example(tower),), str(tmp), input_names=["x"], output_names=["feats"],
+            torch.onnx.export(module, (_example_input(self.emb, tower),), str(tmp), input_names=["x"], output_names=["feats"],
                               dynamic_axes={"x": {0: "batch"}, "feats": {0: "batch"}}, opset_version=17,
                               dynamo=False)
         os.replace(tmp, path)
@@ -226,6 +235,82 @@ class OnnxRunner:
         arr = arr.astype(np.float32 if "float" in want else np.int64, copy=False)
         feats = sess.run(None, {sess.get_inputs()[0].name: arr})[0]  # (n, dim)
         return _unit(torch.from_numpy(feats), normalize)
+
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self._run("image", pixels, normalize)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self._run("text", tokens, normalize)
+
+
+def openvino_dir() -> Path:
+    """Where converted OpenVINO models are cached: `cache_dir()/openvino`."""
+    from .paths import cache_dir
+    return cache_dir() / "openvino"
+
+
+class OpenVinoRunner:
+    """Each tower converted to OpenVINO on first use (cached on disk as IR), run by OpenVINO on the CPU.
+
+    Compiled with a LATENCY hint (one stream using every torch thread: the embedder sends one
+    batch at a time, so THROUGHPUT's extra streams sit idle) and f32 inference precision (CPUs
+    with bf16/AMX would otherwise run bf16 silently). Batch axis dynamic.
+
+    >>> r = OpenVinoRunner(load_model("fclip-mini"), "abc")     # doctest: +SKIP
+    >>> r.encode_image(torch.zeros(5, 3, 224, 224)).shape        # doctest: +SKIP
+    torch.Size([5, 384])
+    """
+
+    def __init__(self, model: EmbeddingModel, fingerprint: str, folder: Path | None = None) -> None:
+        try:
+            import openvino  # noqa: F401
+        except ImportError as e:
+            raise MissingExtraError("Precision 'openvino' needs OpenVINO: pip install 'fclip-workbench[fast]' "
+                                    "(or pip install openvino)") from e
+        self.emb, self.fingerprint = model, fingerprint
+        self.folder = Path(folder) if folder is not None else openvino_dir()
+        self.compiled: dict = {}
+
+    def model_path(self, tower: str) -> Path:
+        """The cached IR (.xml, its weights in the .bin beside it) of `tower`, converted when absent."""
+        xml = self.folder / f"{self.fingerprint}-{tower}-{OV_VERSION}.xml"
+        if not xml.is_file():
+            self._convert(tower, xml)
+        return xml
+
+    def _convert(self, tower: str, xml: Path) -> None:
+        import openvino as ov
+
+        log.info("converting the %s tower of %s to OpenVINO at %s (once)", tower, self.emb.name, xml)
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        example = _example_input(self.emb, tower)  # (2, 3, S, S) or (2, ctx)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            module = _Tower(copy.deepcopy(self.emb.model).cpu().float().eval(), tower)
+            # check_trace off: the checker fails on open_clip's renamed (mangled) classes, not on the graph
+            traced = torch.jit.trace(module, (example,), check_trace=False)
+            ov_model = ov.convert_model(traced, example_input=example)
+        ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([-1, *example.shape[1:]])})  # any batch size
+        tmp = xml.with_suffix(f".{os.getpid()}.tmp.xml")
+        ov.save_model(ov_model, str(tmp), compress_to_fp16=False)  # weights stay float32
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))  # the .bin first: an .xml means both exist
+        os.replace(tmp, xml)
+
+    def compiled_model(self, tower: str):
+        if tower not in self.compiled:
+            import openvino as ov
+
+            self.compiled[tower] = ov.Core().compile_model(str(self.model_path(tower)), "CPU", {
+                "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                "INFERENCE_PRECISION_HINT": "f32"})
+        return self.compiled[tower]
+
+    def _run(self, tower: str, x: torch.Tensor, normalize: bool) -> torch.Tensor:
+        cm = self.compiled_model(tower)
+        arr = np.ascontiguousarray(x.detach().cpu().numpy())
+        arr = arr.astype(np.float32 if tower == "image" else np.int64, copy=False)
+        feats = cm(arr)[cm.outputs[0]]  # (n, dim)
+        return _unit(torch.from_numpy(np.array(feats, copy=True)), normalize)
 
     def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self._run("image", pixels, normalize)

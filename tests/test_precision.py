@@ -1,4 +1,8 @@
 """Inference precisions: every path close to fp32, cached apart, reachable from load_model and the CLI."""
+import importlib.util
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -6,13 +10,23 @@ import torch
 from fclip_workbench.catalog import Catalog
 from fclip_workbench.cli import main
 from fclip_workbench.embed import embed_images, image_model_key
-from fclip_workbench.errors import InvalidArgumentError
+from fclip_workbench.errors import InvalidArgumentError, MissingExtraError
 from fclip_workbench.models import load_model
-from fclip_workbench.precision import PRECISIONS, check_precision
+from fclip_workbench.precision import PRECISIONS, OpenVinoRunner, check_precision
 from fclip_workbench.store import EmbeddingStore
 
 FAST = [p for p in PRECISIONS if p != "fp32"]
 TEXTS = ["a red dress", "blue denim jeans", "black leather shoes", "a green shirt", "white bag", "socks", "x"]
+
+
+def _needs(name: str) -> None:
+    """Skip a test of precision `openvino` when OpenVINO is absent (extra `fast`, in `dev`); fail under CI=true."""
+    if name != "openvino" or importlib.util.find_spec("openvino") is not None:
+        return
+    reason = "OpenVINO not installed (pip install 'fclip-workbench[fast]')"
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true but {reason}: `make test` installs .[dev], which includes it")
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +42,7 @@ def _pixels(n: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", FAST)
 def test_every_precision_is_close_to_fp32(tiny_model, name):
+    _needs(name)
     fast = tiny_model.with_precision(name)
     ref_img, ref_txt = tiny_model.encode_images(_pixels(9)), tiny_model.encode_texts(TEXTS)  # (9, 16), (7, 16)
     img, txt = fast.encode_images(_pixels(9)), fast.encode_texts(TEXTS)
@@ -39,7 +54,8 @@ def test_every_precision_is_close_to_fp32(tiny_model, name):
 
 
 def test_cache_keys_differ_per_precision_and_fp32_keys_stay(tiny_model, tiny_model_dir, small_catalog_dir, tmp_path):
-    models = {p: tiny_model.with_precision(p) for p in ("fp32", "onnx", "onnx-int8", "bf16")}
+    names = ["fp32", "onnx", "onnx-int8", "bf16"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    models = {p: tiny_model.with_precision(p) for p in names}
     keys = {p: image_model_key(m) for p, m in models.items()}
     assert len(set(keys.values())) == len(keys)
     assert models["fp32"].fingerprint == tiny_model.fingerprint == load_model(tiny_model_dir, device="cpu").fingerprint
@@ -62,14 +78,35 @@ def test_unknown_precision_is_one_line_before_loading():
         check_precision("onnx", "cuda")
 
 
-def test_onnx_runs_batch_sizes_other_than_the_export_batch(tiny_model):
-    for name in ("onnx", "onnx-int8"):
-        fast = tiny_model.with_precision(name)
-        for n in (1, 5, 33):  # exported with a batch of 2
-            ref = tiny_model.encode_images(_pixels(n, seed=n))
-            out = fast.encode_images(_pixels(n, seed=n))
-            assert out.shape == (n, 16) and np.sum(out * ref, axis=1).min() >= 0.99, (name, n)
-        assert fast.encode_texts(TEXTS[:1]).shape == (1, 16)
+@pytest.mark.parametrize("name", ["onnx", "onnx-int8", "openvino"])
+def test_exported_graphs_run_batch_sizes_other_than_the_export_batch(tiny_model, name):
+    _needs(name)
+    fast = tiny_model.with_precision(name)
+    for n in (1, 5, 33):  # exported with a batch of 2
+        ref = tiny_model.encode_images(_pixels(n, seed=n))
+        out = fast.encode_images(_pixels(n, seed=n))
+        assert out.shape == (n, 16) and np.sum(out * ref, axis=1).min() >= 0.99, (name, n)
+    assert fast.encode_texts(TEXTS[:1]).shape == (1, 16)
+    assert fast.encode_texts(TEXTS).shape == (len(TEXTS), 16)
+
+
+def test_openvino_model_is_cached_on_disk_and_reused(tiny_model, tmp_path):
+    _needs("openvino")
+    first = OpenVinoRunner(tiny_model, "fp-a", folder=tmp_path)
+    xml = first.model_path("image")
+    assert xml.name == "fp-a-image-ov1.xml" and xml.with_suffix(".bin").is_file()
+    stamp = xml.stat().st_mtime_ns
+    again = OpenVinoRunner(tiny_model, "fp-a", folder=tmp_path)  # a new process would do the same
+    out = again.encode_image(_pixels(3)).numpy()  # (3, 16)
+    assert xml.stat().st_mtime_ns == stamp and sorted(p.name for p in tmp_path.iterdir()) == [
+        "fp-a-image-ov1.bin", "fp-a-image-ov1.xml"]  # reused, no temporary files left
+    np.testing.assert_allclose(out, tiny_model.encode_images(_pixels(3)), atol=1e-4)  # exact to float noise
+
+
+def test_openvino_missing_is_one_line_naming_the_extra(tiny_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(MissingExtraError, match=r"pip install 'fclip-workbench\[fast\]'"):
+        tiny_model.with_precision("openvino")
 
 
 def test_cli_embed_precision(tiny_model_dir, small_catalog_dir, tmp_path, capsys):
