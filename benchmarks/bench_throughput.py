@@ -11,7 +11,8 @@ store writes), with a fresh store each time. One line per precision:
 ratio: to the reference's img/s in this run; worst_cos: lowest cosine of a
 vector to our fp32 vector of the same image. The images are embedded in --rounds
 slices, each by the reference and then every precision, so a change of the
-shared machine's load hits all alike. ONNX export (once, cached) is not timed.
+shared machine's load hits all alike. ONNX export / OpenVINO conversion (once,
+cached) is not timed.
 
 --recall: also text-to-image Recall@10 on 1,000 held-out KAGL products with
 fclip-mini (`evaluate`, the protocol of `fclip eval`) for every precision.
@@ -222,7 +223,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--batch", type=int, default=None, help="default 32 on cpu, 256 on cuda")
     ap.add_argument("--precisions", nargs="+", default=None,
-                    help="default: fp32 onnx onnx-int8 (cpu), fp32 bf16 fp16 (cuda)")
+                    help="default: fp32 onnx onnx-int8 openvino (cpu; openvino when installed), fp32 bf16 fp16 (cuda)")
     ap.add_argument("--ref-python", default="/tmp/ref/bin/python")
     ap.add_argument("--rounds", type=int, default=2,
                     help="CPU: slices of the N images, each embedded by all (more: fairer under changing load, "
@@ -232,7 +233,14 @@ def main() -> None:
     args = ap.parse_args()
     cuda = args.device == "cuda"
     args.batch = args.batch or (256 if cuda else 32)
-    args.precisions = args.precisions or (["fp32", "bf16", "fp16"] if cuda else ["fp32", "onnx", "onnx-int8"])
+    if not args.precisions and not cuda:
+        import importlib.util
+
+        args.precisions = ["fp32", "onnx", "onnx-int8", "openvino"]
+        if importlib.util.find_spec("openvino") is None:
+            print("openvino not installed (pip install 'fclip-workbench[fast]'): precision openvino left out")
+            args.precisions.remove("openvino")
+    args.precisions = args.precisions or ["fp32", "bf16", "fp16"]
     if "fp32" not in args.precisions:
         args.precisions.insert(0, "fp32")
     cuda_main(args) if cuda else cpu_main(args)

@@ -71,6 +71,11 @@ CPU_FAST = ("onnx", "onnx-int8", "openvino")  # the CPU paths the throughput ben
 # Measured and dropped (benchmarks/bench_throughput.py, README "Fast inference"): PyTorch dynamic int8
 # (torch.ao, deprecated) was slower than onnx-int8 at the same accuracy and breaks ResNet attention pooling;
 # ONNX Runtime's transformer optimiser fused no attention in open_clip's graph and gave no speed.
+# OpenVINO int8 (NNCF static post-training quantisation, ModelType.TRANSFORMER) ran no faster than
+# `openvino` fp32 on this AVX2 CPU without VNNI (ViT-B/32 image tower alone, batch 32, interleaved:
+# 7.97 / 9.79 / 18.13 vs 8.0 / 10.26 / 18.03 img/s at changing load) at worst cosine 0.9986, while
+# `onnx-int8` ran 1.6-1.8x `openvino` fp32; OpenVINO running onnx-int8's graph ran at half ORT's speed;
+# NNCF int8 weight-only compression: no gain. torch.jit.freeze + optimize_for_inference for fp32: no gain.
 GPU_FAST = ("bf16", "fp16")
 QUANT_VERSION = "q1"  # in the names of cached int8 graphs: bump when the quantisation settings change
 OV_VERSION = "ov1"  # in the names of cached OpenVINO models: bump when the conversion changes
