@@ -199,6 +199,9 @@ def session_processes(sid: str) -> list:
     import psutil
 
     me, found = os.getpid(), []
+    # fresh Process objects: process_iter's cache may hold an earlier process whose pid was reused
+    # since (pid_max is 32768 here; a full run wraps it), and that object answers NoSuchProcess
+    getattr(psutil.process_iter, "cache_clear", lambda: None)()
     for proc in psutil.process_iter():
         if proc.pid == me:
             continue
