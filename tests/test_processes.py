@@ -171,11 +171,14 @@ def test_stops_what_it_starts():
 """
 
 
-def test_leftover_process_fails_the_run(pytester, tmp_path):
+def test_leftover_process_fails_the_run(pytester, tmp_path, monkeypatch):
+    # inner pytest in its own process, as a real run is: the outer run's state (its threads, signal
+    # handlers, psutil's cache) stays out of it
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
     pid_file = tmp_path / "sleep.pid"
     pytester.makepyfile(LEAKS_DETACHED.format(pid_file=str(pid_file)))
     try:
-        result = pytester.runpytest(*PLUGIN)
+        result = pytester.runpytest_subprocess(*PLUGIN, timeout=120)
         pid = int(pid_file.read_text())
         result.assert_outcomes(passed=1)
         assert result.ret == pytest.ExitCode.TESTS_FAILED
