@@ -233,14 +233,27 @@ def kill_leftovers(sid: str, grace_s: float = 2.0) -> list[str]:
             proc.terminate()
         except psutil.NoSuchProcess:
             continue
-    _, alive = psutil.wait_procs(procs, timeout=5)
+    stop_processes(procs, terminate=False)
+    return lines
+
+
+def stop_processes(procs: list, timeout_s: float = 5.0, terminate: bool = True) -> None:
+    """SIGTERM `procs` (psutil.Process), wait `timeout_s`, SIGKILL the ones still alive and reap them."""
+    import psutil
+
+    if terminate:
+        for proc in procs:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
     for proc in alive:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=5)
-    return lines
+    psutil.wait_procs(alive, timeout=timeout_s)
 
 
 @pytest.hookimpl(trylast=True)  # after the runner has torn down session fixtures

@@ -29,6 +29,7 @@ from fclip_workbench.embed import embed_images
 from fclip_workbench.engines import check_reachable, get_engine
 from fclip_workbench.errors import EngineError, MissingExtraError
 from fclip_workbench.store import EmbeddingStore
+from tests.conftest import stop_processes
 
 RAY_MISSING = "Ray is not installed: pip install 'fclip-workbench[ray]' to run the Ray engine tests"
 MARK = "FCLIP_RAY_TEST_CLUSTER"
@@ -65,18 +66,7 @@ def _stop_marked(token: str) -> None:
                 procs.append(proc)
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
+    stop_processes(procs, timeout_s=10)
 
 
 class HeadStartError(RuntimeError):
