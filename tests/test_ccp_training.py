@@ -11,7 +11,8 @@ from fclip_workbench.catalog import Catalog
 from fclip_workbench.datasets.ccp import ccp_is_heldout, ccp_training_rows, garment_boxes
 from fclip_workbench.errors import CatalogError
 from fclip_workbench.training import RECIPES, TrainConfig, get_recipe
-from fclip_workbench.training.domain import DomainMix, domain_augment
+from fclip_workbench.training.data import colour_free_templates, pick_captions
+from fclip_workbench.training.domain import DomainMix, domain_augment, domain_views
 from fclip_workbench.training.mix import V2_CAPTIONS, kagl_alias, v2_catalog
 
 LABELS = ["null", "skin", "hair", "shoes", "dress", "bag"]
@@ -130,10 +131,36 @@ def test_low_resolution_blurs_to_the_drawn_side():
 
 def test_recipe_mini_v2_is_registered_and_keeps_the_aspect():
     r = get_recipe("mini-v2")
-    assert r.name in RECIPES and r.init == "fclip-mini@1"
+    assert r.name in RECIPES and r.init is None  # trained from scratch
     assert r.train.split_rule == "id-hash-v1" and (r.train.seed, r.train.val_fraction) == (0, 0.05)  # v1's split
     assert r.preprocess_cfg["resize_mode"] == "longest"  # letterboxed, not squashed
-    assert r.train.domain_augment and r.train.ccp_heldout == 0.3
+    assert r.train.domain_augment and r.train.ccp_heldout == 0.3 and r.train.colour_free_captions
+
+
+def test_colourless_views_are_reported_and_get_colour_free_captions():
+    x = (torch.rand(64, 3, 32, 32) - MEAN) / STD
+    g = torch.Generator().manual_seed(0)
+    _, none = domain_views(x, g, MEAN, STD, DomainMix(grey=0.0, silhouette=0.0))
+    _, every = domain_views(x, g, MEAN, STD, DomainMix(grey=1.0, silhouette=0.0))
+    _, some = domain_views(x, g, MEAN, STD, DomainMix(grey=0.3, silhouette=0.3))
+    assert not none.any() and every.all() and 0 < some.sum() < 64
+    assert colour_free_templates(V2_CAPTIONS) == ("{articleType}", "a photo of a {articleType}",
+                                                   "{usage} {articleType}", "{alias}", "a photo of a {alias}",
+                                                   "a photo of {garment}", "a person wearing {garment}")
+    table, n = torch.tensor([[0, 1], [2, -1], [3, -1]]), torch.tensor([2, 1, 1])  # ordinary captions
+    plain, plain_n = torch.tensor([[10, 11], [12, -1], [-1, -1]]), torch.tensor([2, 1, 0])  # colour-free ones
+    batch = torch.tensor([0, 1, 2] * 50)
+    ids = pick_captions(batch, table, n, torch.Generator().manual_seed(1), torch.ones(150, dtype=torch.bool), plain, plain_n)
+    assert set(ids[batch == 0].tolist()) == {10, 11} and set(ids[batch == 1].tolist()) == {12}
+    assert set(ids[batch == 2].tolist()) == {3}  # no colour-free caption: the ordinary one stays
+    coloured = pick_captions(batch, table, n, torch.Generator().manual_seed(1), torch.zeros(150, dtype=torch.bool),
+                             plain, plain_n)
+    assert set(coloured[batch == 0].tolist()) == {0, 1}
+
+
+def test_colour_free_captions_need_the_domain_augmentation():
+    with pytest.raises(Exception, match="colour_free_captions"):
+        TrainConfig(colour_free_captions=True)
 
 
 def test_train_share_needs_the_ccp_data():
@@ -143,19 +170,15 @@ def test_train_share_needs_the_ccp_data():
         TrainConfig(ccp_heldout=0.3, ccp_repeat=0)
 
 
-def test_new_v2_model_starts_from_v1_and_letterboxes():
-    from fclip_workbench.models import load_model
+def test_new_v2_model_letterboxes_at_96_px():
     from fclip_workbench.training import new_model
 
-    v1 = load_model("fclip-mini@1", device="cpu", progress=False)
     v2 = new_model("mini-v2", device="cpu")
-    a, b = v1.model.state_dict(), v2.model.state_dict()
-    for k in ("visual.conv1.weight", "visual.layer4.1.conv3.weight", "text.proj.weight"):
-        assert torch.equal(a[k], b[k])
     pixels = v2.preprocess(Image.new("RGB", (60, 80), (255, 255, 255)))  # a KAGL-sized white image
-    raw = pixels * STD[0] + MEAN[0]  # (3, 64, 64)
-    assert torch.allclose(raw[:, :, :6], torch.full_like(raw[:, :, :6], 122 / 255), atol=0.02)  # side bars
-    assert raw[:, :, 12:52].min() > 0.97  # the image itself: 48 x 64, aspect 3:4 kept
+    raw = pixels * STD[0] + MEAN[0]  # (3, 96, 96)
+    assert raw.shape == (3, 96, 96)
+    assert torch.allclose(raw[:, :, :10], torch.full_like(raw[:, :, :10], 122 / 255), atol=0.02)  # side bars
+    assert raw[:, :, 14:82].min() > 0.97  # the image itself: 72 x 96, aspect 3:4 kept
 
 
 def test_versioned_presets_load_distinct_weights():
@@ -190,7 +213,8 @@ def test_training_with_ccp_never_sees_heldout_photos(tmp_path, monkeypatch):
                                  "articleType": [types[i % 4] for i in range(24)],
                                  "baseColour": ["Blue"] * 24}), image_root=tmp_path / "img", name="kagl")
     cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, warmup_steps=1, val_fraction=0.1, split_rule=ID_RULE,
-                      captions=V2_CAPTIONS, domain_augment=True, ccp_heldout=0.3, ccp_repeat=2, max_steps=2)
+                      captions=V2_CAPTIONS, domain_augment=True, ccp_heldout=0.3, ccp_repeat=2, max_steps=2,
+                      colour_free_captions=True)
     res = train(kagl, cfg, tmp_path / "run", recipe="tiny-teaching", store=EmbeddingStore(tmp_path / "e.sqlite"),
                 num_workers=0, progress=False)
     summary = json.loads((tmp_path / "run" / "training.json").read_text())

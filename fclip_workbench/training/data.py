@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .. import images as _images
 from ..catalog import Catalog, Problem
 from ..embed import DecodeDataset, worker_init
-from ..prompts import product_texts
+from ..prompts import product_texts, template_fields
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,24 @@ def caption_rows(catalog: Catalog, templates: Sequence[str]) -> tuple[list[int],
     return rows, captions, skipped
 
 
+COLOUR_FIELDS = frozenset({"baseColour", "colour", "color"})
+
+
+def colour_free_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """The templates that name no colour and are not the title (titles often name one).
+
+    >>> colour_free_templates(("{title}", "a {baseColour} {articleType}", "{articleType}"))
+    ('{articleType}',)
+    """
+    return tuple(t for t in templates if not ({"title", *COLOUR_FIELDS} & set(template_fields(t))))
+
+
+def colour_free_captions(catalog: Catalog, rows: Sequence[int], templates: Sequence[str]) -> list[list[str]]:
+    """Per row, its captions from the colour-free templates (empty where none applies): for greyscale views."""
+    keep = colour_free_templates(templates)
+    return [product_texts(product_fields(catalog, int(r)), keep) for r in rows]
+
+
 def caption_table(captions: Sequence[Sequence[str]]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """(unique texts, (n, max_caps) text ids padded with -1, (n,) caption counts).
 
@@ -78,6 +96,27 @@ def caption_table(captions: Sequence[Sequence[str]]) -> tuple[list[str], torch.T
         for j, t in enumerate(caps):
             table[i, j] = unique.setdefault(t, len(unique))
     return list(unique), table, (table >= 0).sum(1)
+
+
+def pick_captions(batch: torch.Tensor, table: torch.Tensor, n_caps: torch.Tensor, g: torch.Generator,
+                  colourless: torch.Tensor | None = None, plain_table: torch.Tensor | None = None,
+                  plain_n: torch.Tensor | None = None) -> torch.Tensor:
+    """(b,) text ids: one caption drawn per product; colourless views draw from the colour-free table.
+
+    batch: (b,) product positions; table / plain_table: (n, max_caps) text ids; n_caps / plain_n: (n,).
+    A colourless product with no colour-free caption keeps its ordinary draw.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> pick_captions(torch.tensor([0, 1]), torch.tensor([[5], [6]]), torch.tensor([1, 1]), g,
+    ...               torch.tensor([True, False]), torch.tensor([[7], [8]]), torch.tensor([1, 1])).tolist()
+    [7, 6]
+    """
+    ids = table[batch, (torch.rand(len(batch), generator=g) * n_caps[batch]).long()]
+    if colourless is None or plain_table is None or plain_n is None:
+        return ids
+    alt = (torch.rand(len(batch), generator=g) * plain_n[batch]).long()
+    swap = colourless & (plain_n[batch] > 0)
+    return torch.where(swap, plain_table[batch, alt], ids)
 
 
 # ------------------------------------------------------------------ decoding
@@ -198,20 +237,22 @@ class PixelSource:
 # ------------------------------------------------------------------ augmentation
 def augment(x: torch.Tensor, g: torch.Generator, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Random zoom (0.8-1), shift, horizontal flip, 20% greyscale (half of it inverted). x: (b, 3, h, w) normalised."""
-    b = x.shape[0]
+    b, dev = x.shape[0], x.device
+    mean, std = mean.to(dev), std.to(dev)
     scale = 1.0 - 0.2 * torch.rand(b, generator=g)
     shift = (torch.rand(b, 2, generator=g) * 2 - 1) * (1 - scale)[:, None]
     flip = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
     theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid.to(x.dtype), padding_mode="border", align_corners=False)
     grey = torch.rand(b, generator=g) < 0.2
     invert = torch.rand(b, generator=g) < 0.5  # half the greyscale ones: light garment on dark ground
     if grey.any():
-        raw = x[grey] * std + mean  # (g, 3, h, w) in [0, 1]
+        sel = grey.to(dev)
+        raw = x[sel] * std + mean  # (g, 3, h, w) in [0, 1]
         lum = (0.299 * raw[:, 0] + 0.587 * raw[:, 1] + 0.114 * raw[:, 2])[:, None]
-        lum = torch.where(invert[grey].view(-1, 1, 1, 1), 1.0 - lum, lum)
-        x[grey] = (lum - mean) / std
+        lum = torch.where(invert[grey].view(-1, 1, 1, 1).to(dev), 1.0 - lum, lum)
+        x[sel] = (lum - mean) / std
     return x

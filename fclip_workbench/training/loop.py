@@ -37,8 +37,9 @@ from ..splits import SplitRecord, ids_digest, is_validation, write_split
 from ..store import EmbeddingStore
 from .checkpoints import (CHECKPOINTS, check_resume, check_resume_data, config_dict, latest_checkpoint,
                           load_weights, read_state, save_checkpoint)
-from .data import PixelCache, PixelSource, augment, caption_rows, caption_table, pixel_keys
-from .domain import domain_augment
+from .data import (PixelCache, PixelSource, augment, caption_rows, caption_table, colour_free_captions,
+                   pick_captions, pixel_keys)
+from .domain import domain_views
 from .outdir import claim_out_dir
 from .recipes import ConfigError, Recipe, TrainConfig, get_recipe, new_model
 from .text import TextSide
@@ -230,7 +231,11 @@ def _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, pro
     scored = val_pos[: cfg.val_max]  # scored each epoch
 
     # 5. unique texts, the (product, caption) -> text id table, text features
-    texts, cap_table, n_caps = caption_table(captions)  # (n_products, max_caps), (n_products,)
+    #    with colour_free_captions, a second table per product (appended, so the first's text ids stay)
+    plain = colour_free_captions(catalog, rows, cfg.captions) if cfg.colour_free_captions else []
+    texts, cap_table, n_caps = caption_table(captions + plain)  # (n_products [* 2], max_caps), (n_products [* 2],)
+    plain_table, plain_n = cap_table[len(rows):], n_caps[len(rows):]  # empty unless colour_free_captions
+    cap_table, n_caps = cap_table[:len(rows)], n_caps[:len(rows)]
     set_trainable(model, cfg)
     text = TextSide(model, texts, cfg.lock_text, store, progress)
     title_ids = {p: int(cap_table[p, 0]) for p in scored}  # the first template is the title
@@ -278,14 +283,16 @@ def _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, pro
             for _micro in range(cfg.grad_accum):
                 pos, x = next(batches)  # (b,) positions, (b, 3, S, S) pixels
                 batch = torch.tensor(pos, dtype=torch.long)
+                x = x.to(dev, non_blocking=True)  # augmentation runs on the training device
+                colourless = None  # (b,) bool: views drawn without colour
                 if cfg.augment and cfg.domain_augment:
-                    x = domain_augment(x, g, mean, std, fill=fill)
+                    x, colourless = domain_views(x, g, mean, std, fill=fill)
                 elif cfg.augment:
                     x = augment(x, g, mean, std)
-                pick = (torch.rand(len(batch), generator=g) * n_caps[batch]).long()
-                text_ids = cap_table[batch, pick]  # (b,)
+                text_ids = pick_captions(batch, cap_table, n_caps, g,
+                                         *((colourless, plain_table, plain_n) if cfg.colour_free_captions else ()))
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                    img = F.normalize(net.encode_image(x.to(dev)), dim=-1)  # (b, dim)
+                    img = F.normalize(net.encode_image(x), dim=-1)  # (b, dim)
                     txt = text.encode(text_ids)  # (b, dim)
                     loss = loss_fn(img.float(), txt.float(), net.logit_scale.exp(),
                                    getattr(net, "logit_bias", None), group_ids=text_ids.to(dev))
