@@ -37,12 +37,14 @@ from fclip_workbench.grounding_metrics import centre_map, deletion_auc, groundin
 
 METHOD_OPTS = {"paper": {}, "occlusion": {}, "ablation": {}, "integrated_gradients": {}, "saliency": {},
                "gradcam": {}, "gradcam+layer3": {"layer": "layer3"}, "grad_eclip": {},
-               "grad_eclip+ms": {"multiscale": True}}
+               "grad_eclip+ms": {"multiscale": True}, "crops": {},
+               "crops+small": {"scales": (0.2, 0.3, 0.45)}}
 MIN_MASK_SHARE = 0.02
 
 
-def ccp_items(limit: int, photos: str = "heldout") -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
-    """(photo path, [(label, mask)]) for the first `limit` CCP photos with a mask (held-out ones by default)."""
+def ccp_items(limit: int, photos: str = "heldout", start: int = 0) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
+    """(photo path, [(label, mask)]) for `limit` CCP photos with a mask (held-out ones by default), from the
+    `start`-th such photo on (so settings tuned on the first photos can be checked on the next ones)."""
     from fclip_workbench.datasets.ccp import ccp_is_heldout, ccp_labels, load_mask
     from fclip_workbench.datafetch import require_dataset
 
@@ -52,7 +54,7 @@ def ccp_items(limit: int, photos: str = "heldout") -> list[tuple[str, list[tuple
     all_photos = sorted((root / "photos").glob("*.jpg"))
     if photos == "heldout":  # never trained on by fclip-mini v2 (its training.json records the same ids)
         all_photos = [p for p, h in zip(all_photos, ccp_is_heldout([p.stem for p in all_photos])) if h]
-    for photo in all_photos:
+    for photo in all_photos[start:]:
         mpath = root / "masks" / f"{photo.stem}.png"
         if not mpath.is_file():
             continue
@@ -90,7 +92,7 @@ def score_set(model, items, steps: int, methods) -> tuple[dict, dict]:
     for name in methods:
         base = name.split("+")[0]
         try:
-            explainers[name] = GroundingExplainer(model, method=base, **METHOD_OPTS[name])
+            explainers[name] = GroundingExplainer(model, method=base, **METHOD_OPTS.get(name, {}))
         except Exception as e:  # noqa: BLE001 - reported in the table
             logging.warning("%s: %s", name, e)
     for n, (path, queries) in enumerate(items):
@@ -158,6 +160,7 @@ def markdown(title: str, table: dict, secs: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ccp", type=int, default=30, help="CCP photos (first N by name)")
+    ap.add_argument("--ccp-start", type=int, default=0, help="skip the first N CCP photos (held out or all)")
     ap.add_argument("--ccp-photos", choices=["heldout", "all"], default="heldout",
                     help="score only the CCP photos held out from fclip-mini v2's training (default), or all")
     ap.add_argument("--models", nargs="*", default=["fclip-mini@1", "fclip-mini@2"],
@@ -177,7 +180,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     results = {}
-    ccp = ccp_items(args.ccp, args.ccp_photos) if args.ccp else []
+    ccp = ccp_items(args.ccp, args.ccp_photos, args.ccp_start) if args.ccp else []
     items = teaching_items(args.teaching) if args.teaching else []
     for spec in args.models:
         mini = load_model(spec, device="cpu")

@@ -492,7 +492,9 @@ def add_data_parser(sub) -> None:
     q.set_defaults(func=cmd_data_fetch)
 
 
-GROUNDING_METHODS = ("paper", "occlusion", "ablation", "integrated_gradients", "saliency", "gradcam", "grad_eclip")
+# grounding.METHOD_NOTES, listed here so building the parser needs no torch (a test checks they agree)
+GROUNDING_METHODS = ("paper", "occlusion", "ablation", "integrated_gradients", "saliency", "gradcam", "grad_eclip",
+                     "crops")
 
 
 def add_ground_parser(sub) -> None:
@@ -501,7 +503,7 @@ def add_ground_parser(sub) -> None:
     p.add_argument("queries", nargs="+", help='one or more texts, e.g. "red stripes" "shoes"')
     p.add_argument("--method", nargs="+", default=None, choices=GROUNDING_METHODS, metavar="M",
                    help=f"one or more of {', '.join(GROUNDING_METHODS)} "
-                        "(default: grad_eclip for ViT towers, saliency otherwise)")
+                        "(default: grad_eclip for ViT towers, crops otherwise)")
     p.add_argument("-o", "--out", default=None, help="PNG of the photo and one overlay per query x method "
                                                      "(default: IMAGE_grounding.png in the current folder)")
     p.add_argument("--save-maps", default=None, help="also save the raw maps (n_methods, n_queries, H, W) to this .npy")

@@ -81,7 +81,7 @@ for _p in (
     ModelPreset("fclip-mini@1", "bundled", "fclip-mini",
                 description="fclip-mini v1: recipe mini-kagl, KAGL packshots only, 64 px squashed (ResNet + frozen MiniLM)"),
     ModelPreset("fclip-mini@2", "bundled", "fclip-mini-v2",
-                description="fclip-mini v2: recipe mini-v2, KAGL + CCP street-photo crops, domain augmentation, 64 px letterboxed"),
+                description="fclip-mini v2: recipe mini-v2, KAGL + CCP street-photo crops, domain augmentation, 96 px letterboxed"),
     ModelPreset("fashion-clip", "hf-clip", "patrickjohncyh/fashion-clip",
                 description="FashionCLIP 2.0, ViT-B/32 (Chia et al. 2022), transformers format, converted"),
     ModelPreset("marqo-fashionclip", "open_clip", "hf-hub:Marqo/marqo-fashionCLIP",

@@ -181,16 +181,27 @@ def test_unknown_method_and_option_are_named(tiny_model):
 
 def test_methods_are_listed_with_a_description():
     methods = GroundingExplainer.methods()
-    assert {"paper", "occlusion", "ablation", "integrated_gradients", "saliency", "gradcam", "grad_eclip"} <= set(methods)
+    assert {"paper", "occlusion", "ablation", "integrated_gradients", "saliency", "gradcam", "grad_eclip",
+            "crops"} <= set(methods)
+    from fclip_workbench.cli import GROUNDING_METHODS
+
+    assert set(GROUNDING_METHODS) == set(methods)  # the CLI offers every method
     assert all(isinstance(v, str) and v for v in methods.values())
     assert GroundingExplainer.DEFAULT == "auto"
 
 
-def test_auto_picks_grad_eclip_for_vit_and_saliency_otherwise(region_model):
+def test_auto_picks_grad_eclip_for_vit_and_crops_otherwise(region_model):
     tower, model = region_model
     ex = GroundingExplainer(model)
-    assert ex.method == ("grad_eclip" if tower == "vit" else "saliency")
+    assert ex.method == ("grad_eclip" if tower == "vit" else "crops")
     assert pointing_game(ex.attribute(photo(), "target"), region_in_image(), tolerance=0) == 1.0
+
+
+def test_crops_refuses_bad_scales(region_model):
+    _, model = region_model
+    for bad in ((), (0.0, 0.3), (1.5,)):
+        with pytest.raises(InvalidArgumentError, match="scales"):
+            GroundingExplainer(model, method="crops", scales=bad).attribute(photo(), "target")
 
 
 def test_the_papers_own_reference_misses_a_region_nothing_distracts_from(region_model):

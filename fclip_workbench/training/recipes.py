@@ -142,7 +142,7 @@ RECIPES: dict[str, Recipe] = {
          "text_cfg": MINILM_TEXT},
         {"size": 96, "resize_mode": "longest", "interpolation": "bicubic", "fill_color": 122},
         # KAGL split = fclip-mini@1's (id rule, seed 0, 5 %), so both are scored on the same held-out products
-        TrainConfig(epochs=30, batch_size=256, lr=2e-3, warmup_steps=500, val_fraction=0.05, split_rule=ID_RULE,
+        TrainConfig(epochs=40, batch_size=512, lr=3e-3, warmup_steps=500, val_fraction=0.05, split_rule=ID_RULE,
                     captions=V2_CAPTIONS, domain_augment=True, ccp_heldout=0.3, ccp_repeat=2,
                     colour_free_captions=True, pixel_cache_mb=3072),  # 42k images at 96 px: 2.3 GB of fp16
     ),
