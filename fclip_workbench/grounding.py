@@ -478,6 +478,35 @@ def grad_eclip_map(sim: Similarity, prep: Prepared, multiscale: bool = False) ->
     return total / weight
 
 
+MAX_CROP_WINDOWS = 5000  # a typo in scales/overlap must not mean hours of work
+MAX_CROP_GRID = 1024
+
+
+def _crop_scales(scales) -> tuple[float, ...]:
+    """`scales` as a non-empty tuple of shares in (0, 1); anything else -> InvalidArgumentError.
+
+    >>> _crop_scales([0.2, 0.3])
+    (0.2, 0.3)
+    """
+    if isinstance(scales, (int, float, np.number)) and not isinstance(scales, bool):
+        scales = (scales,)
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, (list, tuple, np.ndarray)):
+        raise InvalidArgumentError(f"crops scales must be a list of shares of the photo in (0, 1), got {scales!r}")
+    out = tuple(scales.tolist() if isinstance(scales, np.ndarray) else scales)
+    ok = bool(out) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in out)
+    if not ok:
+        raise InvalidArgumentError(f"crops scales must be shares of the photo in (0, 1), e.g. (0.2, 0.3); got {scales!r}")
+    return tuple(float(v) for v in out)
+
+
+def _crop_boxes(h: int, w: int, scale: float, overlap: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """(window height, width, [(top, left)]) of one scale: `overlap` windows over each point per axis."""
+    wh, ww = max(1, round(scale * h)), max(1, round(scale * w))
+    ys = sorted(set(range(0, h - wh + 1, max(1, wh // overlap))) | {h - wh})
+    xs = sorted(set(range(0, w - ww + 1, max(1, ww // overlap))) | {w - ww})
+    return wh, ww, [(y, x) for y in ys for x in xs]
+
+
 def crops_map(sim: Similarity, img: Image.Image, pre: Preprocessor, scales: Sequence[float] = (0.2, 0.3),
               overlap: int = 3, grid: int = 64, batch_size: int = 32) -> tuple[torch.Tensor, Prepared]:
     """Sliding-window crop scoring: windows of `scales` x the photo's height and width, `overlap`
@@ -485,21 +514,25 @@ def crops_map(sim: Similarity, img: Image.Image, pre: Preprocessor, scales: Sequ
     the model prepares any image, and scored against every text. Per scale, window scores are
     standardised (z-scores over that scale's windows) and each pixel gets the mean of the
     windows holding it; the scales' maps are averaged. Returns a (n_texts, gh, gw) map on a
-    grid of `grid` cells along the longer side, and its geometry.
+    grid of `grid` cells along the longer side, and its geometry. Bad options (scales outside
+    (0, 1), more than MAX_CROP_WINDOWS windows, ...) are refused before any window is scored.
     """
-    if not scales or any(not 0 < float(sc) <= 1 for sc in scales):
-        raise InvalidArgumentError(f"crops scales must be shares of the photo in (0, 1], got {scales!r}")
-    if not isinstance(overlap, int) or overlap < 1 or not isinstance(grid, int) or grid < 2:
-        raise InvalidArgumentError(f"crops overlap must be >= 1 and grid >= 2 (whole numbers), got {overlap!r}, {grid!r}")
+    scales = _crop_scales(scales)
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or not 1 <= overlap <= 32:
+        raise InvalidArgumentError(f"crops overlap must be a whole number in 1..32, got {overlap!r}")
+    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or not 2 <= grid <= MAX_CROP_GRID:
+        raise InvalidArgumentError(f"crops grid must be a whole number in 2..{MAX_CROP_GRID}, got {grid!r}")
     w, h = img.size
     gh, gw = (grid, max(1, round(grid * w / h))) if h >= w else (max(1, round(grid * h / w)), grid)
+    layout = [_crop_boxes(h, w, sc, overlap) for sc in scales]
+    n_windows = sum(len(boxes) for _, _, boxes in layout)
+    if n_windows > MAX_CROP_WINDOWS:
+        raise InvalidArgumentError(f"crops would score {n_windows} windows (at most {MAX_CROP_WINDOWS}); "
+                                   f"use larger scales or a smaller overlap")
+    overlap, grid = int(overlap), int(grid)
     device = sim.text_emb.device
     per_scale = []
-    for sc in scales:
-        wh, ww = max(1, round(sc * h)), max(1, round(sc * w))
-        ys = sorted(set(range(0, h - wh + 1, max(1, wh // overlap))) | {h - wh})
-        xs = sorted(set(range(0, w - ww + 1, max(1, ww // overlap))) | {w - ww})
-        boxes = [(y, x) for y in ys for x in xs]
+    for wh, ww, boxes in layout:
         scores = []
         with torch.no_grad():
             for i in range(0, len(boxes), batch_size):

@@ -197,11 +197,24 @@ def test_auto_picks_grad_eclip_for_vit_and_crops_otherwise(region_model):
     assert pointing_game(ex.attribute(photo(), "target"), region_in_image(), tolerance=0) == 1.0
 
 
-def test_crops_refuses_bad_scales(region_model):
+@pytest.mark.parametrize("options, what", [
+    ({"scales": ()}, "scales"), ({"scales": (0.0, 0.3)}, "scales"), ({"scales": (1.0,)}, "scales"),
+    ({"scales": "0.3"}, "scales"), ({"scales": (0.3, "0.2")}, "scales"), ({"scales": (None,)}, "scales"),
+    ({"scales": iter([0.2])}, "scales"), ({"overlap": 0}, "overlap"), ({"overlap": 1000}, "overlap"),
+    ({"grid": 1}, "grid"), ({"grid": 100_000}, "grid"), ({"scales": (0.02,), "overlap": 32}, "windows"),
+])
+def test_crops_refuses_bad_options_before_scoring(region_model, options, what):
     _, model = region_model
-    for bad in ((), (0.0, 0.3), (1.5,)):
-        with pytest.raises(InvalidArgumentError, match="scales"):
-            GroundingExplainer(model, method="crops", scales=bad).attribute(photo(), "target")
+    big = np.full((400, 600, 3), 90, np.uint8)  # 0.02 of it, 32 per axis: 150,000 windows
+    with pytest.raises(InvalidArgumentError, match=what):
+        GroundingExplainer(model, method="crops", **options).attribute(big, "target")
+
+
+def test_crops_takes_one_scale_as_a_number_and_keeps_tiny_images(region_model):
+    _, model = region_model
+    assert GroundingExplainer(model, method="crops", scales=0.5).attribute(photo(), "target").shape == (H, W)
+    tiny = GroundingExplainer(model, method="crops").attribute(np.full((1, 2, 3), 200, np.uint8), ["a", "b"])
+    assert tiny.shape == (2, 1, 2) and np.isfinite(tiny).all()
 
 
 def test_the_papers_own_reference_misses_a_region_nothing_distracts_from(region_model):

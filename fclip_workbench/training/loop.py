@@ -233,6 +233,9 @@ def _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, pro
     # 5. unique texts, the (product, caption) -> text id table, text features
     #    with colour_free_captions, a second table per product (appended, so the first's text ids stay)
     plain = colour_free_captions(catalog, rows, cfg.captions) if cfg.colour_free_captions else []
+    if cfg.colour_free_captions and not any(plain):
+        log.warning("colour_free_captions is on, but no caption template names a product without its colour or "
+                    "title (e.g. '{articleType}'): colourless views keep their ordinary captions")
     texts, cap_table, n_caps = caption_table(captions + plain)  # (n_products [* 2], max_caps), (n_products [* 2],)
     plain_table, plain_n = cap_table[len(rows):], n_caps[len(rows):]  # empty unless colour_free_captions
     cap_table, n_caps = cap_table[:len(rows)], n_caps[:len(rows)]
