@@ -45,7 +45,6 @@ N_EVAL = 20          # products scored against their masks (each takes every met
 # ## A product and its queries
 
 # %%
-import numpy as np
 from IPython.display import HTML, display
 
 from fclip_workbench.grounding import GroundingExplainer, load_image
@@ -59,9 +58,9 @@ if DATA == "auto":
     DATA = "ccp" if find_dataset("ccp") else "teaching"
 catalog = resolve_data(DATA)
 if DATA == "ccp":  # only the photos fclip-mini v2 never trained on (it learned from the other CCP photos' crops)
-    from fclip_workbench.datasets.ccp import ccp_is_heldout
+    from fclip_workbench.datasets.ccp import heldout_photos
 
-    catalog = catalog.subset(np.flatnonzero(ccp_is_heldout(catalog.ids)), name="ccp-heldout")
+    catalog = heldout_photos(catalog)
     MODEL = "fclip-mini@2" if MODEL == "auto" else MODEL
 model = resolve_model(MODEL, catalog)
 photo = load_image(catalog.image_path(ITEM))

@@ -82,6 +82,15 @@ def ccp_is_heldout(photo_ids, fraction: float = CCP_HELDOUT_FRACTION, seed: int 
     return out
 
 
+def heldout_photos(catalog: Catalog) -> Catalog:
+    """The CCP catalog's photos held out from training (fclip-mini v2 never saw them), as "ccp-heldout".
+
+    >>> heldout_photos(load_ccp("../shared/data/ccp")).name       # doctest: +SKIP
+    'ccp-heldout'
+    """
+    return catalog.subset(np.flatnonzero(ccp_is_heldout(catalog.ids)), name="ccp-heldout")
+
+
 def garment_boxes(mask: np.ndarray, names: list[str], min_share: float = 0.01) -> list[tuple[str, tuple[int, int, int, int]]]:
     """(label, (left, top, right, bottom)) of each garment covering at least `min_share` of the mask.
 
