@@ -3,7 +3,9 @@
 - retrieval, text to image: each scored product's title queries the images of
   `n_retrieval` scored products; Recall@1/5/10, HITS@5 and MRR;
 - zero-shot classification: each label field's values become prompt-ensembled
-  classes; weighted F1 over the scored products.
+  classes; weighted F1 over the scored products. With `label_names` (field ->
+  label -> names) a field is scored a second time with its labels prompted by
+  those names (task "... common names"), e.g. Fashion-MNIST's "trouser" as "trousers".
 
 Which products are scored (`EvalSplit`): by default the held-out side of the
 model's own recorded split (`splits.read_split_record(model.source)`: rule,
@@ -25,7 +27,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +39,7 @@ from .metrics import retrieval_metrics, weighted_f1
 from .models import EmbeddingModel
 from .splits import DEFAULT_RULE, RULES, TITLE_RULE, SplitRecord, is_validation, read_split_record
 from .store import EmbeddingStore
-from .zeroshot import ZeroShotClassifier
+from .zeroshot import ZeroShotClassifier, check_names
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +186,12 @@ class EvalPlan:
     heldout: bool  # False: score every product (a test set of its own, or --all-items)
     retrieval: bool  # False where titles are class names (Fashion-MNIST), or when asked
     notes: tuple[str, ...] = field(default=())  # why, one line each
+    label_names: dict = field(default_factory=dict)  # field -> label -> names: also scored with those names
 
     def kwargs(self) -> dict:
         """Keyword arguments for `evaluate`."""
-        return {"label_fields": list(self.fields), "heldout": self.heldout, "retrieval": self.retrieval}
+        return {"label_fields": list(self.fields), "heldout": self.heldout, "retrieval": self.retrieval,
+                "label_names": self.label_names or None}
 
 
 def plan_eval(catalog: Catalog, fields: Sequence[str] | None = None, all_items: bool = False,
@@ -195,10 +199,11 @@ def plan_eval(catalog: Catalog, fields: Sequence[str] | None = None, all_items: 
     """The choices `fclip eval` makes for `catalog` (`fields=None`: `default_fields`).
 
     Fashion-MNIST (`fmnist-*`) is a test set of its own: every product is scored,
-    and its titles are its class names, so retrieval is off.
+    and its titles are its class names, so retrieval is off; its `label` is scored
+    twice, as written and under `FMNIST_COMMON_NAMES`.
 
     >>> plan_eval(catalog).kwargs()                           # doctest: +SKIP
-    {'label_fields': ['garment', 'colour', 'pattern'], 'heldout': True, 'retrieval': True}
+    {'label_fields': ['garment', 'colour', 'pattern'], 'heldout': True, 'retrieval': True, 'label_names': None}
     """
     fields = list(default_fields(catalog) if fields is None else fields)
     notes = []
@@ -209,7 +214,13 @@ def plan_eval(catalog: Catalog, fields: Sequence[str] | None = None, all_items: 
     if retrieval and "label" in fields:
         retrieval = False
         notes.append("titles are class names (field 'label'): no retrieval")
-    return EvalPlan(tuple(fields), heldout, retrieval, tuple(notes))
+    names = {}
+    if catalog.name.startswith("fmnist") and "label" in fields:
+        from .datasets.fmnist import FMNIST_COMMON_NAMES
+        present = set(str(v).strip() for v in catalog.table["label"])
+        names["label"] = {k: v for k, v in FMNIST_COMMON_NAMES.items() if k in present}
+        notes.append("label is also scored under common names (datasets.fmnist.FMNIST_COMMON_NAMES)")
+    return EvalPlan(tuple(fields), heldout, retrieval, tuple(notes), names)
 
 
 # ------------------------------------------------------------------ the report
@@ -269,7 +280,8 @@ def _labels(values: Sequence[object]) -> list[str]:
 def evaluate(model: EmbeddingModel, catalog: Catalog, label_fields: Sequence[str] = (),
              retrieval: bool = True, n_retrieval: int = 1000, heldout: bool = True, val_fraction: float | None = None,
              seed: int | None = None, store: EmbeddingStore | None = None, progress: bool = True,
-             rule: str | None = None) -> EvalReport:
+             rule: str | None = None, label_names: Mapping[str, Mapping[str, Sequence[str]]] | None = None
+             ) -> EvalReport:
     """Score `model` on `catalog`; see the module docstring for the protocol and the split.
 
     `rule`, `seed`, `val_fraction` default to the model's recorded split (else
@@ -277,11 +289,15 @@ def evaluate(model: EmbeddingModel, catalog: Catalog, label_fields: Sequence[str
     a product to score was in the model's training set.
     """
     label_fields = list(label_fields)
+    label_names = dict(label_names or {})
     valid = catalog.attributes
     unknown = [f for f in label_fields if f not in valid]
     if unknown:
         raise FclipError(f"Unknown label field(s) {unknown} in catalog {catalog.name!r}; "
                          f"valid fields: {', '.join(valid) if valid else '(none: the catalog has no label columns)'}")
+    unnamed = [f for f in label_names if f not in label_fields]
+    if unnamed:
+        raise FclipError(f"label_names describes field(s) {unnamed} that are not scored; scored: {label_fields}")
     if retrieval and n_retrieval < 2:
         raise FclipError(f"n_retrieval must be at least 2, got {n_retrieval}")
     found = model_split(model)
@@ -307,6 +323,8 @@ def evaluate(model: EmbeddingModel, catalog: Catalog, label_fields: Sequence[str
             raise FclipError(f"Label field {fld!r} has no labelled products among the {n_scored} to score "
                              f"({split.describe()}); pick another field or more products")
         label_of[fld], classes_of[fld] = of, classes
+        if fld in label_names:  # labels it does not name are prompted as themselves; a name for no label is an error
+            check_names(classes, label_names[fld])
 
     store = store or EmbeddingStore()
     images = embed_images(model, sub, store, progress=progress)
@@ -336,9 +354,10 @@ def evaluate(model: EmbeddingModel, catalog: Catalog, label_fields: Sequence[str
         ids = [i for i in images.ids if of.get(i, "") in known]  # unique: the catalog flags repeated ids
         if not ids:
             raise FclipError(f"No labelled product of field {fld!r} could be embedded ({images.summary()})")
-        clf = ZeroShotClassifier(model, classes)
-        pred = clf.predict(images.vectors[[img_row[i] for i in ids]])  # (n,) labels
+        vectors = images.vectors[[img_row[i] for i in ids]]  # (n, dim)
         truth = [of[i] for i in ids]
-        add(f"zero-shot {fld} ({len(classes)} classes)", len(ids),
-            {"weighted F1": weighted_f1(truth, pred), "accuracy": float(np.mean(np.array(truth) == np.array(pred)))})
+        for names, suffix in ((None, ""), *(((label_names[fld], ", common names"),) if fld in label_names else ())):
+            pred = ZeroShotClassifier(model, classes, names=names).predict(vectors)  # (n,) labels
+            add(f"zero-shot {fld} ({len(classes)} classes{suffix})", len(ids),
+                {"weighted F1": weighted_f1(truth, pred), "accuracy": float(np.mean(np.array(truth) == np.array(pred)))})
     return EvalReport(pd.DataFrame.from_records(records), split)

@@ -1,7 +1,10 @@
 """Zero-shot classification: class weights from prompt ensembles, then cosine scores.
 
 Labels must be non-empty and unique (after stripping spaces); a bad list is a
-`FclipError` naming the offending labels.
+`FclipError` naming the offending labels. A label may be described by other
+`names` than itself (CLIP's cleaned class names): "trouser" scored as
+"trousers", "t-shirt/top" as both "t-shirt" and "top"; its weight is then the
+mean over names x prompts, and predictions still return the label.
 
 Example:
     >>> clf = ZeroShotClassifier(model, ["dress", "shirt"])      # doctest: +SKIP
@@ -9,11 +12,12 @@ Example:
     ['dress', ...]
     >>> clf.suggest(image_vectors, top=2)[0]                     # doctest: +SKIP
     [('dress', 0.83), ('shirt', 0.17)]
+    >>> ZeroShotClassifier(model, ["trouser", "bag"], names={"trouser": ["trousers"]})   # doctest: +SKIP
 """
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -23,11 +27,50 @@ from .models import EmbeddingModel
 from .prompts import ZERO_SHOT_PROMPTS, fill_prompts
 
 
-def class_weights(model: EmbeddingModel, labels: Sequence[str], prompts: Sequence[str] = ZERO_SHOT_PROMPTS) -> np.ndarray:
-    """(n_labels, dim) unit vectors: the mean of each label's prompt embeddings, renormalised."""
-    texts = [t for label in labels for t in fill_prompts(label, prompts)]
-    emb = model.encode_texts(texts).reshape(len(labels), len(prompts), -1)  # (L, P, dim)
-    return normalize(emb.mean(axis=1))
+def class_weights(model: EmbeddingModel, labels: Sequence[str], prompts: Sequence[str] = ZERO_SHOT_PROMPTS,
+                  names: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+    """(n_labels, dim) unit vectors: the mean of each label's prompt embeddings, renormalised.
+
+    `names` (label -> names to prompt with) replaces a label's own text; labels
+    it does not list are prompted as themselves.
+    """
+    texts_of = [[t for name in label_names(label, names) for t in fill_prompts(name, prompts)] for label in labels]
+    emb = model.encode_texts([t for texts in texts_of for t in texts])  # (sum of texts, dim)
+    bounds = np.cumsum([0] + [len(t) for t in texts_of])
+    return normalize(np.stack([emb[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]))  # (L, dim)
+
+
+def label_names(label: str, names: Mapping[str, Sequence[str]] | None) -> list[str]:
+    """The texts a label is prompted with: `names[label]` when given, else the label.
+
+    >>> label_names("trouser", {"trouser": ("trousers",)}), label_names("bag", {"trouser": ("trousers",)})
+    (['trousers'], ['bag'])
+    """
+    return list(names[label]) if names and label in names else [label]
+
+
+def check_names(labels: Sequence[str], names: Mapping[str, Sequence[str]] | None) -> None:
+    """Raise `FclipError` unless every key of `names` is a label and each has non-blank names.
+
+    >>> check_names(["bag"], {"bags": ["handbag"]})
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.FclipError: names describes label(s) ['bags'] that are not among the labels ['bag']
+    """
+    if names is None:
+        return
+    if not isinstance(names, Mapping):
+        raise FclipError(f"names must map a label to its names, e.g. {{'trouser': ['trousers']}}; got {names!r}")
+    unknown = [k for k in names if k not in set(labels)]
+    if unknown:
+        shown = list(labels)[:20]
+        raise FclipError(f"names describes label(s) {unknown!r} that are not among the labels {shown!r}"
+                         + (" ..." if len(labels) > 20 else ""))
+    bad = [k for k, v in names.items() if isinstance(v, str) or not v
+           or not all(isinstance(n, str) and n.strip() for n in v)]
+    if bad:
+        raise FclipError(f"names of label(s) {bad!r} must be a non-empty list of non-blank strings, "
+                         f"e.g. ['trousers', 'pants']; got {[names[k] for k in bad]!r}")
 
 
 def check_labels(labels: Sequence[str]) -> None:
@@ -57,10 +100,11 @@ class ZeroShotClassifier:
     """Scores images against label prompts; `suggest` gives ranked labels with probabilities."""
 
     def __init__(self, model: EmbeddingModel, labels: Sequence[str], prompts: Sequence[str] = ZERO_SHOT_PROMPTS,
-                 temperature: float = 100.0) -> None:
+                 temperature: float = 100.0, names: Mapping[str, Sequence[str]] | None = None) -> None:
         check_labels(labels)
+        check_names(labels, names)
         self.labels = list(labels)
-        self.weights = class_weights(model, self.labels, prompts)  # (L, dim)
+        self.weights = class_weights(model, self.labels, prompts, names)  # (L, dim)
         self.temperature = temperature
 
     def scores(self, image_vectors: np.ndarray) -> np.ndarray:

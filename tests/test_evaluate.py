@@ -225,9 +225,10 @@ def test_report_files_escape_formulas_and_pipes(tiny_model, small_catalog_dir, s
 def test_plan_eval_defaults(catalog):
     assert default_fields(catalog) == ["garment", "colour"]
     plan = plan_eval(catalog)
-    assert plan.kwargs() == {"label_fields": ["garment", "colour"], "heldout": True, "retrieval": True}
+    assert plan.kwargs() == {"label_fields": ["garment", "colour"], "heldout": True, "retrieval": True,
+                             "label_names": None}
     assert plan_eval(catalog, all_items=True, retrieval=False).kwargs() == {
-        "label_fields": ["garment", "colour"], "heldout": False, "retrieval": False}
+        "label_fields": ["garment", "colour"], "heldout": False, "retrieval": False, "label_names": None}
 
 
 def test_plan_eval_fmnist_scores_every_product_without_retrieval(tmp_path):
@@ -238,6 +239,29 @@ def test_plan_eval_fmnist_scores_every_product_without_retrieval(tmp_path):
     assert default_fields(fm) == ["label"]
     plan = plan_eval(fm)
     assert plan.fields == ("label",) and not plan.heldout and not plan.retrieval and plan.notes
+
+
+def test_plan_eval_fmnist_also_scores_common_names_of_the_classes_present(tmp_path, tiny_model):
+    for i in range(4):
+        make_image(tmp_path / f"{i}.png", color=(40 * i, 80, 200 - 40 * i))
+    labels = ["trouser", "bag", "trouser", "ankle boot"]
+    fm = Catalog(pd.DataFrame({"item_id": [f"test-{i:05d}" for i in range(4)], "image": [f"{i}.png" for i in range(4)],
+                               "text": labels, "label": labels}), tmp_path, name="fmnist-test")
+    plan = plan_eval(fm)
+    assert plan.kwargs()["label_names"] == {"label": {"trouser": ("trousers",), "bag": ("bag",),
+                                                      "ankle boot": ("boots",)}}
+    report = evaluate(tiny_model, fm, **plan.kwargs(), store=EmbeddingStore(tmp_path / "s.sqlite"), progress=False)
+    tasks = sorted(set(report.table.task))
+    assert tasks == ["zero-shot label (3 classes)", "zero-shot label (3 classes, common names)"]
+    assert (report.table.n == 4).all()
+
+
+def test_label_names_must_name_scored_fields_and_known_labels(tiny_model, catalog, no_embedding):
+    with pytest.raises(FclipError, match=r"label_names describes field\(s\) \['garment'\] that are not scored"):
+        evaluate(tiny_model, catalog, ["colour"], label_names={"garment": {"shirt": ["tee"]}}, progress=False)
+    with pytest.raises(FclipError, match=r"names describes label\(s\) \['blouse'\] that are not among the labels"):
+        evaluate(tiny_model, catalog, ["garment"], label_names={"garment": {"blouse": ["top"]}}, heldout=False,
+                 progress=False)
 
 
 def test_backslash_pipes_and_spaced_formulas_are_escaped(tmp_path):

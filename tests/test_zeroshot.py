@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from fclip_workbench.errors import FclipError
-from fclip_workbench.prompts import check_prompts, fill_prompts
-from fclip_workbench.zeroshot import ZeroShotClassifier, check_labels
+from fclip_workbench.prompts import ZERO_SHOT_PROMPTS, check_prompts, fill_prompts
+from fclip_workbench.zeroshot import ZeroShotClassifier, check_labels, class_weights
 
 LABELS = ["dress", "shirt", "shoe", "bag", "jeans"]
 
@@ -81,3 +81,25 @@ def test_prompts_must_use_only_label():
         check_prompts(["a {label"])
     with pytest.raises(FclipError, match="Give a list"):
         check_prompts([])
+
+
+def test_names_replace_a_labels_text_and_predictions_keep_the_label(tiny_model, images):
+    named = ZeroShotClassifier(tiny_model, ["trouser", "bag"], names={"trouser": ["trousers", "pants"]})
+    texts = [p.format(label=n) for n in ("trousers", "pants") for p in ZERO_SHOT_PROMPTS]
+    mean = tiny_model.encode_texts(texts).mean(axis=0)  # every name x prompt, averaged
+    np.testing.assert_allclose(named.weights[0], mean / np.linalg.norm(mean), atol=1e-5)
+    np.testing.assert_allclose(named.weights[1], class_weights(tiny_model, ["bag"])[0], atol=1e-6)  # as itself
+    assert not np.allclose(named.weights[0], class_weights(tiny_model, ["trouser"])[0], atol=1e-3)
+    assert set(named.predict(images)) <= {"trouser", "bag"}
+
+
+@pytest.mark.parametrize("names, pattern", [
+    ({"trousers": ["pants"]}, r"label\(s\) \['trousers'\] that are not among the labels"),
+    ({"trouser": []}, "non-empty list of non-blank strings"),
+    ({"trouser": "trousers"}, "non-empty list of non-blank strings"),
+    ({"trouser": ["trousers", " "]}, "non-empty list"),
+    (["trouser"], "names must map a label to its names"),
+])
+def test_bad_names_are_refused_before_any_text_is_embedded(tiny_model, names, pattern):
+    with pytest.raises(FclipError, match=pattern):
+        ZeroShotClassifier(tiny_model, ["trouser", "bag"], names=names)

@@ -12,11 +12,12 @@ from pathlib import Path
 from ..catalog import Catalog
 from ..errors import CatalogError
 from .ccp import load_ccp
-from .fmnist import FMNIST_CLASSES, load_fashion_mnist
+from .fmnist import FMNIST_CLASSES, FMNIST_COMMON_NAMES, load_fashion_mnist
 from .kagl import KAGL_ATTRIBUTES, load_kagl
 from .teaching import make_teaching_catalog
 
 __all__ = ["open_catalog", "detect_format", "load_kagl", "load_fashion_mnist", "load_ccp", "FMNIST_CLASSES",
+           "FMNIST_COMMON_NAMES",
            "KAGL_ATTRIBUTES", "make_teaching_catalog"]
 
 

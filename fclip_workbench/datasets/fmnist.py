@@ -25,6 +25,14 @@ from ..paths import FMNIST_DEBIAN_DIR, cache_dir as default_cache_dir, find_data
 DEBIAN_DIR = FMNIST_DEBIAN_DIR  # Debian's dataset-fashion-mnist; `find_dataset("fmnist")` also looks elsewhere
 FMNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat",
                   "sandal", "shirt", "sneaker", "bag", "ankle boot")
+# Each class under the common name of the KAGL article type it corresponds to (`training.mix.KAGL_ALIASES`:
+# Tshirts/Tops, Trousers, Sweaters, Dresses, Jackets, Sandals, Shirts, Casual Shoes, Handbags, Boots), the
+# way CLIP's authors cleaned class names; `fclip eval` scores Fashion-MNIST both ways.
+FMNIST_COMMON_NAMES: dict[str, tuple[str, ...]] = {
+    "t-shirt/top": ("t-shirt", "top"), "trouser": ("trousers",), "pullover": ("pullover sweater",),
+    "dress": ("dress",), "coat": ("jacket or coat",), "sandal": ("sandals",), "shirt": ("shirt",),
+    "sneaker": ("sneakers",), "bag": ("bag",), "ankle boot": ("boots",),
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
