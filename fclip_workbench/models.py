@@ -76,8 +76,8 @@ def register_preset(preset: ModelPreset) -> ModelPreset:
 
 
 for _p in (
-    ModelPreset("fclip-mini", "bundled", "fclip-mini",
-                description="this project's small FashionCLIP, the best shipped version (now fclip-mini@1), ships offline"),
+    ModelPreset("fclip-mini", "bundled", "fclip-mini-v2",
+                description="this project's small FashionCLIP, the best shipped version (now fclip-mini@2), ships offline"),
     ModelPreset("fclip-mini@1", "bundled", "fclip-mini",
                 description="fclip-mini v1: recipe mini-kagl, KAGL packshots only, 64 px squashed (ResNet + frozen MiniLM)"),
     ModelPreset("fclip-mini@2", "bundled", "fclip-mini-v2",

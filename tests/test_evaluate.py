@@ -140,12 +140,12 @@ def test_title_group_split_keeps_same_titled_products_together(tiny_model, small
 def test_fclip_mini_on_kagl_with_another_seed_refuses(no_embedding):
     from fclip_workbench.datasets import load_kagl
 
-    mini = load_model("fclip-mini", device="cpu")
+    mini = load_model("fclip-mini@1", device="cpu")
     record, _ = model_split(mini)
     assert (record.rule, record.seed, record.val_fraction, record.catalog) == (ID_RULE, 0, 0.05, "kagl")
     kagl = load_kagl(KAGL, check_images=False)
     sub = kagl.subset(np.arange(3000))  # keeps the name "kagl"
-    with pytest.raises(LeakageError, match=r"model 'fclip-mini' \(trained on catalog 'kagl' with split rule "
+    with pytest.raises(LeakageError, match=r"model 'fclip-mini@1' \(trained on catalog 'kagl' with split rule "
                                            r"id-hash-v1, seed 0, fraction 0.05\); evaluate with seed 0 / fraction 0.05"):
         evaluate(mini, sub, ["articleType"], seed=1, progress=False)
     with pytest.raises(LeakageError):

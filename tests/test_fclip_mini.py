@@ -14,7 +14,15 @@ need_kagl = pytest.mark.skipif(not (KAGL / "styles.csv").is_file(), reason=f"KAG
 
 @pytest.fixture(scope="module")
 def mini():
-    return load_model("fclip-mini", device="cpu")
+    return load_model("fclip-mini@1", device="cpu")
+
+
+def test_fclip_mini_is_the_best_shipped_version():
+    """The preset `fclip-mini` loads v2 (better than v1 on every KAGL figure, street photos, and Fashion-MNIST
+    under common class names); v1 stays loadable as fclip-mini@1."""
+    default = load_model("fclip-mini", device="cpu", progress=False)
+    assert default.source == WEIGHTS_DIR / "fclip-mini-v2"
+    assert default.fingerprint == load_model("fclip-mini@2", device="cpu", progress=False).fingerprint
 
 
 def test_ships_small_and_loads_offline(mini):
