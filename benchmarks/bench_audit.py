@@ -46,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     store = EmbeddingStore(args.store)
-    model = load_model("fclip-mini", progress=False)
+    model = load_model("fclip-mini@1", progress=False)  # the README's figures: v1
     kagl = load_kagl(find_dataset("kagl"))
     rows = np.arange(len(kagl))
     if args.cached_only:

@@ -10,7 +10,7 @@ Stages (each timed on its own; embedding is cached by the embedding store and re
   million        Explorer on 1,000,000 random points + ids, selection of 10,000, state serialised
 
 Usage:
-    .venv/bin/python benchmarks/bench_map.py                    # KAGL + fclip-mini
+    .venv/bin/python benchmarks/bench_map.py                    # KAGL + fclip-mini v1 (--model fclip-mini for the default)
     .venv/bin/python benchmarks/bench_map.py --limit 10000 --compare 5000 --million
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def state_bytes(widget) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="kagl")
-    ap.add_argument("--model", default="fclip-mini")
+    ap.add_argument("--model", default="fclip-mini@1")  # the README's figures were measured with v1
     ap.add_argument("--limit", type=int, default=None, help="only the first N products (default: all)")
     ap.add_argument("--compare", type=int, default=0, help="PCA vs raw UMAP on the first N products (0: skip)")
     ap.add_argument("--million", action="store_true", help="also build an Explorer on 1,000,000 random points")

@@ -82,7 +82,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     pd.set_option("display.width", 160)
     store = EmbeddingStore(args.store)
-    model = load_model("fclip-mini", progress=False)
+    model = load_model("fclip-mini@1", progress=False)  # the README's figures: v1
     kagl = load_kagl(find_dataset("kagl"))
     held_rows, train_rows = kagl_rows(model, kagl, args.max_train or None, store if args.cached_only else None)
     Xte, Tte = vectors_for(model, kagl, held_rows, store)

@@ -38,7 +38,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def kagl_vectors(model_spec: str = "fclip-mini") -> np.ndarray | None:
+def kagl_vectors(model_spec: str = "fclip-mini@1") -> np.ndarray | None:
     """KAGL image vectors of `model_spec` already in the workbench store, (n, 256); None when absent."""
     from fclip_workbench.embed import image_model_key
     from fclip_workbench.store import EmbeddingStore

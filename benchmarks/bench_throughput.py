@@ -163,7 +163,7 @@ def recall_check(args) -> None:
     from fclip_workbench.store import EmbeddingStore
 
     cat = load_kagl(Path(args.images).parent)
-    base = load_model("fclip-mini", device="cpu", progress=False)
+    base = load_model("fclip-mini@1", device="cpu", progress=False)  # the README's R@10 column: v1
     r10 = {}
     with tempfile.TemporaryDirectory() as tmp:
         for p in args.precisions:

@@ -218,8 +218,10 @@ def plan_eval(catalog: Catalog, fields: Sequence[str] | None = None, all_items: 
     if catalog.name.startswith("fmnist") and "label" in fields:
         from .datasets.fmnist import FMNIST_COMMON_NAMES
         present = set(str(v).strip() for v in catalog.table["label"])
-        names["label"] = {k: v for k, v in FMNIST_COMMON_NAMES.items() if k in present}
-        notes.append("label is also scored under common names (datasets.fmnist.FMNIST_COMMON_NAMES)")
+        common = {k: v for k, v in FMNIST_COMMON_NAMES.items() if k in present}
+        if common:
+            names["label"] = common
+            notes.append("label is also scored under common names (datasets.fmnist.FMNIST_COMMON_NAMES)")
     return EvalPlan(tuple(fields), heldout, retrieval, tuple(notes), names)
 
 
@@ -289,7 +291,14 @@ def evaluate(model: EmbeddingModel, catalog: Catalog, label_fields: Sequence[str
     a product to score was in the model's training set.
     """
     label_fields = list(label_fields)
+    if label_names is not None and not isinstance(label_names, Mapping):
+        raise FclipError("label_names must map a label field to {label: names}, e.g. "
+                         f"{{'label': {{'trouser': ['trousers']}}}}; got {label_names!r}")
     label_names = dict(label_names or {})
+    empty = [f for f, v in label_names.items() if not isinstance(v, Mapping) or not v]
+    if empty:
+        raise FclipError(f"label_names of field(s) {empty} must be a non-empty mapping {{label: names}}; "
+                         f"got {[label_names[f] for f in empty]!r}")
     valid = catalog.attributes
     unknown = [f for f in label_fields if f not in valid]
     if unknown:
@@ -324,7 +333,7 @@ def evaluate(model: EmbeddingModel, catalog: Catalog, label_fields: Sequence[str
                              f"({split.describe()}); pick another field or more products")
         label_of[fld], classes_of[fld] = of, classes
         if fld in label_names:  # labels it does not name are prompted as themselves; a name for no label is an error
-            check_names(classes, label_names[fld])
+            label_names[fld] = check_names(classes, label_names[fld])  # normalised: iterators read once
 
     store = store or EmbeddingStore()
     images = embed_images(model, sub, store, progress=progress)

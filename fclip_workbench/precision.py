@@ -8,7 +8,7 @@ paths never mix in the store:
 - `onnx`: the same fp32 graph run by ONNX Runtime (CPU);
 - `onnx-int8`: ONNX Runtime with the weights of the image tower's MatMul/Gemm
   quantised to int8 (dynamic: activations quantised per batch); the text tower
-  runs the fp32 graph (int8 MiniLM cost fclip-mini 1 point of R@10) (CPU);
+  runs the fp32 graph (int8 MiniLM cost fclip-mini v1 1 point of R@10) (CPU);
 - `openvino`: the same fp32 graph run by OpenVINO (CPU; f32 inference forced, so it
   stays exact to float noise); the optional extra `fclip-workbench[fast]`;
 - `bf16`, `fp16`: autocast to bfloat16 / float16 (for GPUs; run on a CPU too,
@@ -171,7 +171,7 @@ class OnnxRunner:
     int8 (`onnxruntime.quantization.quantize_dynamic`); convolutions stay float32;
     per-tensor scales, 7-bit range (AVX2 without VNNI saturates 8-bit u8s8
     products: worst cosine 0.98 -> 0.9995 on ViT-B/32). The text tower stays fp32:
-    int8 MiniLM (best setting, per-channel: worst cosine 0.993) cost fclip-mini
+    int8 MiniLM (best setting, per-channel: worst cosine 0.993) cost fclip-mini v1
     1.0 point of held-out KAGL R@10 (benchmarks/bench_throughput.py --recall).
     """
 

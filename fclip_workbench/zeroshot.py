@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -28,49 +28,74 @@ from .prompts import ZERO_SHOT_PROMPTS, fill_prompts
 
 
 def class_weights(model: EmbeddingModel, labels: Sequence[str], prompts: Sequence[str] = ZERO_SHOT_PROMPTS,
-                  names: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+                  names: Mapping[str, Iterable[str]] | None = None) -> np.ndarray:
     """(n_labels, dim) unit vectors: the mean of each label's prompt embeddings, renormalised.
 
     `names` (label -> names to prompt with) replaces a label's own text; labels
-    it does not list are prompted as themselves.
+    it does not list are prompted as themselves. Bad names: `FclipError` (`check_names`).
     """
-    texts_of = [[t for name in label_names(label, names) for t in fill_prompts(name, prompts)] for label in labels]
+    named = check_names(labels, names)
+    texts_of = [[t for name in named.get(label, (label,)) for t in fill_prompts(name, prompts)] for label in labels]
     emb = model.encode_texts([t for texts in texts_of for t in texts])  # (sum of texts, dim)
     bounds = np.cumsum([0] + [len(t) for t in texts_of])
     return normalize(np.stack([emb[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]))  # (L, dim)
 
 
-def label_names(label: str, names: Mapping[str, Sequence[str]] | None) -> list[str]:
-    """The texts a label is prompted with: `names[label]` when given, else the label.
+def _name_list(value: object) -> tuple[str, ...] | None:
+    """A label's names as a tuple without repeats (a set sorted, for a fixed order); None when unusable."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or isinstance(value, Mapping):
+        return None
+    items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else list(value)
+    if not items or not all(isinstance(n, str) and n.strip() for n in items):
+        return None
+    return tuple(dict.fromkeys(n.strip() for n in items))
 
-    >>> label_names("trouser", {"trouser": ("trousers",)}), label_names("bag", {"trouser": ("trousers",)})
-    (['trousers'], ['bag'])
-    """
-    return list(names[label]) if names and label in names else [label]
 
+def check_names(labels: Sequence[str], names: Mapping[str, Iterable[str]] | None) -> dict[str, tuple[str, ...]]:
+    """`names` checked and normalised (label -> tuple of stripped names, repeats dropped); `{}` for None.
 
-def check_names(labels: Sequence[str], names: Mapping[str, Sequence[str]] | None) -> None:
-    """Raise `FclipError` unless every key of `names` is a label and each has non-blank names.
+    Refused with one `FclipError` line: a key that is no label (the label of the same
+    spelling ignoring case is suggested), names that are not a non-empty list of
+    non-blank strings, and two labels left with the same texts (one could never win).
 
-    >>> check_names(["bag"], {"bags": ["handbag"]})
+    >>> check_names(["trouser", "bag"], {"trouser": ("trousers", "pants", "trousers")})
+    {'trouser': ('trousers', 'pants')}
+    >>> check_names(["bag"], {"Bag ": ["handbag"]})
     Traceback (most recent call last):
     ...
-    fclip_workbench.errors.FclipError: names describes label(s) ['bags'] that are not among the labels ['bag']
+    fclip_workbench.errors.FclipError: names describes label(s) ['Bag '] that are not among the labels ['bag'] (did you mean 'bag'?)
     """
     if names is None:
-        return
+        return {}
     if not isinstance(names, Mapping):
         raise FclipError(f"names must map a label to its names, e.g. {{'trouser': ['trousers']}}; got {names!r}")
-    unknown = [k for k in names if k not in set(labels)]
+    known = set(labels)
+    unknown = [k for k in names if k not in known]
     if unknown:
+        folded = {str(label).strip().casefold(): label for label in labels}
+        hints = [folded[str(k).strip().casefold()] for k in unknown if str(k).strip().casefold() in folded]
         shown = list(labels)[:20]
         raise FclipError(f"names describes label(s) {unknown!r} that are not among the labels {shown!r}"
-                         + (" ..." if len(labels) > 20 else ""))
-    bad = [k for k, v in names.items() if isinstance(v, str) or not v
-           or not all(isinstance(n, str) and n.strip() for n in v)]
+                         + (" ..." if len(labels) > 20 else "")
+                         + (f" (did you mean {', '.join(repr(h) for h in hints)}?)" if hints else ""))
+    out, bad = {}, []
+    for k, v in names.items():
+        got = _name_list(v)
+        if got is None:
+            bad.append(k)
+        else:
+            out[k] = got
     if bad:
         raise FclipError(f"names of label(s) {bad!r} must be a non-empty list of non-blank strings, "
                          f"e.g. ['trousers', 'pants']; got {[names[k] for k in bad]!r}")
+    texts_of: dict[frozenset, list[str]] = {}
+    for label in labels:
+        texts_of.setdefault(frozenset(n.casefold() for n in out.get(label, (str(label).strip(),))), []).append(label)
+    same = [group for group in texts_of.values() if len(group) > 1]
+    if same:
+        raise FclipError(f"names leave labels {same[0]!r} with the same texts, so only the first could ever be "
+                         "predicted; give each label names of its own")
+    return out
 
 
 def check_labels(labels: Sequence[str]) -> None:
@@ -100,11 +125,11 @@ class ZeroShotClassifier:
     """Scores images against label prompts; `suggest` gives ranked labels with probabilities."""
 
     def __init__(self, model: EmbeddingModel, labels: Sequence[str], prompts: Sequence[str] = ZERO_SHOT_PROMPTS,
-                 temperature: float = 100.0, names: Mapping[str, Sequence[str]] | None = None) -> None:
+                 temperature: float = 100.0, names: Mapping[str, Iterable[str]] | None = None) -> None:
         check_labels(labels)
-        check_names(labels, names)
+        named = check_names(labels, names)  # before any text is embedded; iterators are read here, once
         self.labels = list(labels)
-        self.weights = class_weights(model, self.labels, prompts, names)  # (L, dim)
+        self.weights = class_weights(model, self.labels, prompts, named)  # (L, dim)
         self.temperature = temperature
 
     def scores(self, image_vectors: np.ndarray) -> np.ndarray:

@@ -276,3 +276,20 @@ def test_backslash_pipes_and_spaced_formulas_are_escaped(tmp_path):
     with open(csv_path, newline="") as f:
         row = next(csv.DictReader(f))
     assert row["data"] == "' =1+1"
+
+
+@pytest.mark.parametrize("label_names, pattern", [
+    (["colour"], "label_names must map a label field"),
+    ({"colour": {}}, r"label_names of field\(s\) \['colour'\] must be a non-empty mapping"),
+    ({"colour": None}, "non-empty mapping"),
+])
+def test_bad_label_names_are_one_line_errors(tiny_model, catalog, no_embedding, label_names, pattern):
+    with pytest.raises(FclipError, match=pattern):
+        evaluate(tiny_model, catalog, ["colour"], label_names=label_names, heldout=False, progress=False)
+
+
+def test_plan_eval_adds_no_common_names_when_no_class_has_one(tmp_path):
+    make_image(tmp_path / "a.png")
+    table = pd.DataFrame({"item_id": ["test-00000"], "image": ["a.png"], "text": ["x"], "label": ["Trouser"]})
+    plan = plan_eval(Catalog(table, tmp_path, name="fmnist-mine"))
+    assert plan.kwargs()["label_names"] is None and not any("common names" in n for n in plan.notes)

@@ -18,7 +18,7 @@ from tests.conftest import dataset_path
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 IPYNBS = sorted(NOTEBOOKS.glob("*.ipynb"))
-HAVE_MINI = (Path(__file__).resolve().parents[1] / "fclip_workbench" / "weights" / "fclip-mini" /
+HAVE_MINI = (Path(__file__).resolve().parents[1] / "fclip_workbench" / "weights" / "fclip-mini-v2" /  # = fclip-mini
              "open_clip_model.safetensors").is_file()
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

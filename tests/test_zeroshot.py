@@ -103,3 +103,27 @@ def test_names_replace_a_labels_text_and_predictions_keep_the_label(tiny_model, 
 def test_bad_names_are_refused_before_any_text_is_embedded(tiny_model, names, pattern):
     with pytest.raises(FclipError, match=pattern):
         ZeroShotClassifier(tiny_model, ["trouser", "bag"], names=names)
+
+
+def test_names_are_read_once_and_normalised(tiny_model):
+    """Iterators, arrays and sets work (read once, before any text is embedded); repeats count once."""
+    from fclip_workbench.zeroshot import check_names
+
+    want = ZeroShotClassifier(tiny_model, ["trouser", "bag"], names={"trouser": ["trousers", "pants"]}).weights
+    for given in ((n for n in ["trousers", "pants"]), np.array(["trousers", "pants"]), ["trousers", "pants", "pants"],
+                  ("trousers ", "pants")):
+        got = ZeroShotClassifier(tiny_model, ["trouser", "bag"], names={"trouser": given}).weights
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert check_names(["a", "b"], {"a": {"y", "x"}}) == {"a": ("x", "y")}  # a set in a fixed order
+
+
+@pytest.mark.parametrize("names, pattern", [
+    ({"trouser": ["bag"]}, r"leave labels \['trouser', 'bag'\] with the same texts"),
+    ({"Trouser": ["trousers"]}, "did you mean 'trouser'"),
+    ({"trouser": np.array([], dtype=str)}, "non-empty list"),
+    ({"trouser": iter([])}, "non-empty list"),
+])
+def test_names_that_would_silently_mislead_are_refused(tiny_model, names, pattern):
+    with pytest.raises(FclipError, match=pattern):
+        class_weights(tiny_model, ["trouser", "bag"], names=names)
