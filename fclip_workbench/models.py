@@ -196,7 +196,9 @@ class EmbeddingModel:
 
 def _get_fingerprint(self: EmbeddingModel) -> str:
     base = _get_base_fingerprint(self)
-    return base if getattr(self, "precision", "fp32") == "fp32" else f"{base}+{self.precision}"
+    if getattr(self, "precision", "fp32") == "fp32":
+        return base
+    return f"{base}+{self.precision}{getattr(self.runner, 'variant', '')}"  # e.g. "+onnx-int8-full8" on VNNI CPUs
 
 
 def _get_base_fingerprint(self: EmbeddingModel) -> str:

@@ -78,6 +78,26 @@ CPU_FAST = ("onnx", "onnx-int8", "openvino")  # the CPU paths the throughput ben
 # NNCF int8 weight-only compression: no gain. torch.jit.freeze + optimize_for_inference for fp32: no gain.
 GPU_FAST = ("bf16", "fp16")
 QUANT_VERSION = "q1"  # in the names of cached int8 graphs: bump when the quantisation settings change
+INT8_FULL_RANGE_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags whose int8 dot products do not saturate
+
+
+def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU multiplies int8 with VNNI/AMX (Linux /proc/cpuinfo flags; False when unknown).
+
+    There `onnx-int8` uses the full 8-bit range (ViT-B/32 on a Xeon with AMX, 2 threads: 3.26-3.37x PyTorch
+    fp32 at worst cosine 0.9998; the 7-bit range 2.92-3.60x at 0.9995); without it, the 7-bit range (the full
+    range saturates AVX2's u8s8 products: worst cosine 0.9946 on ViT-B/32).
+
+    >>> cpu_has_vnni("flags\t: fpu avx2 avx512_vnni"), cpu_has_vnni("flags\t: fpu avx2")
+    (True, False)
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    return any(f in flags for f in INT8_FULL_RANGE_FLAGS)
 OV_VERSION = "ov1"  # in the names of cached OpenVINO models: bump when the conversion changes
 
 
@@ -169,19 +189,23 @@ class OnnxRunner:
 
     With `quantize`, the image tower's MatMul and Gemm weights are quantised to
     int8 (`onnxruntime.quantization.quantize_dynamic`); convolutions stay float32;
-    per-tensor scales, 7-bit range (AVX2 without VNNI saturates 8-bit u8s8
-    products: worst cosine 0.98 -> 0.9995 on ViT-B/32). The text tower stays fp32:
+    per-tensor scales; 7-bit range unless the CPU has VNNI/AMX (`full_range=None`:
+    `cpu_has_vnni()`), since AVX2 without VNNI saturates 8-bit u8s8 products (worst
+    cosine 0.98 -> 0.9995 on ViT-B/32). The two graphs are cached apart and their
+    vectors too (`variant` "-full8" in the fingerprint). The text tower stays fp32:
     int8 MiniLM (best setting, per-channel: worst cosine 0.993) cost fclip-mini v1
     1.0 point of held-out KAGL R@10 (benchmarks/bench_throughput.py --recall).
     """
 
     def __init__(self, model: EmbeddingModel, fingerprint: str, quantize: bool = False,
-                 folder: Path | None = None) -> None:
+                 folder: Path | None = None, full_range: bool | None = None) -> None:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as e:
             raise MissingExtraError("ONNX precisions need onnxruntime and onnx (pip install onnxruntime onnx)") from e
         self.emb, self.fingerprint, self.quantize = model, fingerprint, quantize
+        self.full_range = bool(quantize and (cpu_has_vnni() if full_range is None else full_range))
+        self.variant = "-full8" if self.full_range else ""  # in the vectors' fingerprint (models._get_fingerprint)
         self.folder = Path(folder) if folder is not None else onnx_dir()
         self.sessions: dict = {}
 
@@ -192,7 +216,7 @@ class OnnxRunner:
             self._export(tower, fp32)
         if not self.quantize or tower != "image":
             return fp32
-        int8 = self.folder / f"{self.fingerprint}-{tower}-int8-{QUANT_VERSION}.onnx"
+        int8 = self.folder / f"{self.fingerprint}-{tower}-int8-{QUANT_VERSION}{self.variant}.onnx"
         if not int8.is_file():
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -203,7 +227,7 @@ class OnnxRunner:
                 logging.getLogger().disabled, was = True, logging.getLogger().disabled  # its pre-processing advice
                 try:
                     quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8,
-                                     op_types_to_quantize=["MatMul", "Gemm"], reduce_range=True)
+                                     op_types_to_quantize=["MatMul", "Gemm"], reduce_range=not self.full_range)
                 finally:
                     logging.getLogger().disabled = was
             os.replace(tmp, int8)

@@ -121,3 +121,31 @@ def test_cli_embed_precision(tiny_model_dir, small_catalog_dir, tmp_path, capsys
     assert main(["embed", *common, "--precision", "fp8"]) == 2
     err = capsys.readouterr().err
     assert "Unknown precision 'fp8'. Valid precisions: fp32" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("vnni", [False, True])
+def test_int8_range_follows_the_cpu_and_is_cached_apart(tiny_model, monkeypatch, vnni):
+    """On CPUs with VNNI/AMX onnx-int8 quantises to the full 8-bit range (faster and closer there), elsewhere to
+    7 bits; each graph has its own file and its vectors their own fingerprint, so two machines sharing a cache
+    never mix them."""
+    import fclip_workbench.precision as precision
+
+    really = precision.cpu_has_vnni()
+    monkeypatch.setattr(precision, "cpu_has_vnni", lambda cpuinfo=None: vnni)
+    fast = tiny_model.with_precision("onnx-int8")
+    img = fast.encode_images(_pixels(9))
+    # the full range on a CPU without VNNI saturates u8s8 products: the reason it is not used there
+    least = 0.99 if really or not vnni else 0.95
+    assert np.sum(img * tiny_model.encode_images(_pixels(9)), axis=1).min() >= least
+    graph = fast.runner.graph_path("image")
+    assert graph.name.endswith("-full8.onnx") == vnni and fast.runner.full_range == vnni
+    assert fast.fingerprint == tiny_model.fingerprint + ("+onnx-int8-full8" if vnni else "+onnx-int8")
+    assert fast.with_precision("onnx").fingerprint == tiny_model.fingerprint + "+onnx"
+
+
+def test_cpu_flags_are_read_from_cpuinfo():
+    from fclip_workbench.precision import cpu_has_vnni
+
+    assert cpu_has_vnni("processor\t: 0\nflags\t\t: fpu sse avx2 amx_int8\n")
+    assert not cpu_has_vnni("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert not cpu_has_vnni("")
