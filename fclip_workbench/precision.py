@@ -78,6 +78,7 @@ CPU_FAST = ("onnx", "onnx-int8", "openvino")  # the CPU paths the throughput ben
 # NNCF int8 weight-only compression: no gain. torch.jit.freeze + optimize_for_inference for fp32: no gain.
 GPU_FAST = ("bf16", "fp16")
 QUANT_VERSION = "q1"  # in the names of cached int8 graphs: bump when the quantisation settings change
+OV_VERSION = "ov1"  # in the names of cached OpenVINO models: bump when the conversion changes
 INT8_FULL_RANGE_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags whose int8 dot products do not saturate
 
 
@@ -98,7 +99,6 @@ def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
             return False
     flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
     return any(f in flags for f in INT8_FULL_RANGE_FLAGS)
-OV_VERSION = "ov1"  # in the names of cached OpenVINO models: bump when the conversion changes
 
 
 def check_precision(name: str, device: str | torch.device | None = None) -> Precision:

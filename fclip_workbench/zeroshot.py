@@ -127,9 +127,8 @@ class ZeroShotClassifier:
     def __init__(self, model: EmbeddingModel, labels: Sequence[str], prompts: Sequence[str] = ZERO_SHOT_PROMPTS,
                  temperature: float = 100.0, names: Mapping[str, Iterable[str]] | None = None) -> None:
         check_labels(labels)
-        named = check_names(labels, names)  # before any text is embedded; iterators are read here, once
         self.labels = list(labels)
-        self.weights = class_weights(model, self.labels, prompts, named)  # (L, dim)
+        self.weights = class_weights(model, self.labels, prompts, names)  # (L, dim); names checked before embedding
         self.temperature = temperature
 
     def scores(self, image_vectors: np.ndarray) -> np.ndarray:
