@@ -89,3 +89,13 @@ class ModelMismatchError(FclipError, ValueError):
 
 class EngineError(FclipError, RuntimeError):
     """An embedding engine that cannot run (unreachable Ray cluster, workers that differ from the driver)."""
+
+
+class SpaceMismatchError(ModelMismatchError):
+    """An artifact made from vectors (index, probe, projection, graph, weights, store row) used in another
+    embedding space (`space.EmbeddingSpace`); the message names both spaces."""
+
+
+class ConflictError(LabelStoreError):
+    """A conditional label write whose premise no longer holds: someone else's event touched the item after
+    the page (or batch) was drawn. Nothing was written; the message names who and what."""

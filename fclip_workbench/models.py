@@ -223,6 +223,25 @@ EmbeddingModel.fingerprint = property(_get_fingerprint, _set_fingerprint,
 EmbeddingModel.base_fingerprint = property(_get_base_fingerprint, doc="The fingerprint of the fp32 weights.")
 
 
+def _get_space(self: EmbeddingModel):
+    """The model's `EmbeddingSpace` now: weights + precision/variant + image pipeline + dim (no setter)."""
+    from .images import image_pipeline_salt
+    from .space import EmbeddingSpace
+    base = _get_base_fingerprint(self)
+    cached = getattr(self, "_space_cache", None)
+    precision = f"{getattr(self, 'precision', 'fp32')}{getattr(self.runner, 'variant', '') if self.precision != 'fp32' else ''}"
+    salt = image_pipeline_salt(self)
+    if cached is not None and cached.weights == base and cached.precision == precision and cached.image_pipeline == salt:
+        return cached
+    space = EmbeddingSpace(weights=base, precision=precision, image_pipeline=salt, dim=self.dim, model=self.name)
+    self._space_cache = space
+    return space
+
+
+EmbeddingModel.space = property(_get_space, doc="The embedding space of this model's vectors (space.EmbeddingSpace); "
+                                                "follows the weights, cannot be set.")
+
+
 # ---------------------------------------------------------------- fingerprint
 def weights_fingerprint(model: torch.nn.Module, *configs: dict) -> str:
     """Stable hash of configs + every tensor of the state dict (names, shapes, bytes).
