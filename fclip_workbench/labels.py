@@ -40,14 +40,14 @@ import uuid
 from dataclasses import dataclass, field as dc_field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import make_url
 
-from .errors import (LabelImportError, LabelStoreBusyError, LabelStoreError, LabelStoreReadOnlyError,
+from .errors import (ConflictError, LabelImportError, LabelStoreBusyError, LabelStoreError, LabelStoreReadOnlyError,
                      LabelValueError, UndoConflictError, UnknownItemError, InvalidArgumentError)
 from .taxonomy import Taxonomy
 
@@ -66,6 +66,16 @@ _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadloc
 _READONLY_SQLSTATES = {"25006", "42501"}  # read-only transaction, insufficient privilege
 
 T = TypeVar("T")
+
+
+class _AnyEvent:
+    """The type of `ANY_EVENT`: a write that does not depend on what was shown."""
+
+    def __repr__(self) -> str:
+        return "ANY_EVENT"
+
+
+ANY_EVENT = _AnyEvent()  # `set(expect_event=ANY_EVENT)`: unconditional (the default)
 
 metadata = sa.MetaData()
 events_t = sa.Table(
@@ -556,32 +566,59 @@ class LabelStore:
     # ---- writing -------------------------------------------------------
     def set(self, item_id: object, field: str, value: str | None, annotator: str, source: str = "corrected",
             taxonomy: Taxonomy | None = None, add_to_taxonomy: bool = False,
-            batch_id: str | None = None) -> LabelEvent:
+            batch_id: str | None = None, expect_event: int | None | _AnyEvent = ANY_EVENT) -> LabelEvent:
         """Record one decision and make it the current label; returns once it is committed (durable).
 
         `value` is checked against `taxonomy` (or the field's stored taxonomy) and stored in its canonical
         spelling; `add_to_taxonomy=True` adds an unknown value to the stored taxonomy instead of refusing it.
-        `value=None` removes the label.
+        `value=None` removes the label. `expect_event`: compare-and-set on what the UI showed: the id of the
+        last event on (item, field) it saw (`current_events`), None for "never labelled"; when another event
+        came since, nothing is written and `ConflictError` names who changed it.
         """
+        expect = None if expect_event is ANY_EVENT else {item_id: expect_event}
         return self._set_rows([(item_id, value)], field, annotator, source, taxonomy, add_to_taxonomy,
-                              batch_id, single=True)[0]
+                              batch_id, single=True, expect=expect)[0]
 
     def set_many(self, items: Sequence[tuple[object, str | None]], field: str, annotator: str,
                  source: str = "batch", taxonomy: Taxonomy | None = None, add_to_taxonomy: bool = False,
-                 batch_id: str | None = None) -> list[LabelEvent]:
+                 batch_id: str | None = None, expect_events: Mapping[object, int | None] | None = None
+                 ) -> list[LabelEvent]:
         """Record many decisions on one field in ONE transaction (all or nothing), sharing a batch id.
 
-        Every item and value is checked before anything is written.
+        Every item and value is checked before anything is written. `expect_events` ({item: last event id
+        shown, or None}, one per item): compare-and-set; when any item changed since, NOTHING is written and
+        `ConflictError` names the first such item.
         """
+        if expect_events is not None and not isinstance(expect_events, Mapping):
+            raise InvalidArgumentError(f"expect_events must be a mapping item id -> event id (or None), "
+                                       f"not {type(expect_events).__name__}")
         if isinstance(items, (str, bytes)) or not all(isinstance(t, (tuple, list)) and len(t) == 2 for t in items):
             raise InvalidArgumentError("set_many items must be a list of (item_id, value) pairs")
         if not items:
             return []
         return self._set_rows(list(items), field, annotator, source, taxonomy, add_to_taxonomy,
-                              batch_id or uuid.uuid4().hex, single=False)
+                              batch_id or uuid.uuid4().hex, single=False,
+                              expect=dict(expect_events) if expect_events is not None else None)
+
+    def _check_expect(self, expect: Mapping[object, object] | None, items: Sequence[str]) -> dict[str, int | None] | None:
+        """{item: expected last event id} for every written item, or None (unconditional)."""
+        if expect is None:
+            return None
+        out: dict[str, int | None] = {}
+        for key, eid in expect.items():
+            if eid is not None and (not isinstance(eid, int) or isinstance(eid, bool) or eid < 1):
+                raise InvalidArgumentError(f"expected event id {eid!r} for item {key!r} is not an event id; give "
+                                           "the id from current_events() (or None: never labelled)")
+            out[_text("item id", key, "'39386'")] = eid
+        missing = [i for i in items if i not in out]
+        if missing:
+            raise InvalidArgumentError(f"expect_events gives no expected event for item(s) "
+                                       f"{', '.join(map(repr, missing[:5]))}; give one per item written")
+        return {i: out[i] for i in items}
 
     def _set_rows(self, items: list, field: str, annotator: str, source: str, taxonomy: Taxonomy | None,
-                  add_to_taxonomy: bool, batch_id: str | None, single: bool) -> list[LabelEvent]:
+                  add_to_taxonomy: bool, batch_id: str | None, single: bool,
+                  expect: Mapping[object, object] | None = None) -> list[LabelEvent]:
         field = _text("field", field, "'articleType'")
         annotator = _text("annotator name", annotator, "'ana'")
         if source not in SOURCES or source == "undo":
@@ -600,8 +637,12 @@ class LabelStore:
                                            f"({rows[item]!r}, {canon!r}); give one value per item")
             rows[item] = canon
         pairs = list(rows.items())
+        expected = self._check_expect(expect, list(rows))
 
         def work(conn: sa.Connection) -> list[LabelEvent]:
+            if expected is not None:
+                self._lock_keys(conn, [self._item_key(i, field) for i, _ in pairs])
+                self._raise_if_changed(conn, field, expected)
             if added:
                 self._lock_keys(conn, [f"taxonomy\x1f{field}"])
                 base = self.taxonomy(field, conn=conn, refresh=True)
@@ -624,16 +665,54 @@ class LabelStore:
             out.update({r.item_id: r.value for r in conn.execute(q)})
         return out
 
+    def current_events(self, field: str, item_ids: Iterable[object]) -> dict[str, tuple[str | None, int | None]]:
+        """{item id: (current value, id of the last event on (item, field))}; (None, None) for an item never
+        labelled. What a UI shows, to pass back as `expect_event(s)`.
+
+        >>> import tempfile, os
+        >>> s = LabelStore(os.path.join(tempfile.mkdtemp(), "l.sqlite"))
+        >>> ev = s.set("p1", "colour", "red", annotator="ana")
+        >>> s.current_events("colour", ["p1", "p2"]) == {"p1": ("red", ev.id), "p2": (None, None)}
+        True
+        """
+        field = _text("field", field, "'articleType'")
+        if isinstance(item_ids, (str, bytes, int)):
+            raise InvalidArgumentError(f"item_ids must be a list of item ids, not {type(item_ids).__name__} "
+                                       f"{item_ids!r}")
+        items = list(dict.fromkeys(_text("item id", i, "'39386'") for i in item_ids))
+        with self._read() as conn:
+            rows = self._current_rows(conn, field, items)
+        return {i: (rows[i].value, int(rows[i].event_id)) if i in rows else (None, None) for i in items}
+
+    def _current_rows(self, conn: sa.Connection, field: str, item_ids: Sequence[str]) -> dict[str, sa.Row]:
+        out: dict[str, sa.Row] = {}
+        for chunk in _chunks(list(item_ids)):
+            q = sa.select(current_t.c.item_id, current_t.c.value, current_t.c.annotator, current_t.c.event_id).where(
+                current_t.c.field == field, current_t.c.item_id.in_(chunk))
+            out.update({r.item_id: r for r in conn.execute(q)})
+        return out
+
+    def _raise_if_changed(self, conn: sa.Connection, field: str, expected: Mapping[str, int | None]) -> None:
+        """ConflictError when an item's last event on `field` is not the expected one (inside the lock)."""
+        rows = self._current_rows(conn, field, list(expected))
+        for item, want in expected.items():
+            row = rows.get(item)
+            have = int(row.event_id) if row is not None else None
+            if have == want:
+                continue
+            if row is None:
+                what = "its label history is gone (another store?)"
+            elif row.value is None:
+                what = f"{row.annotator} removed its label"
+            else:
+                what = f"{row.annotator} set it to {row.value!r}"
+            raise ConflictError(f"item {item!r} ({field}): {what} after this was shown; reload and decide again")
+
     def _apply(self, conn: sa.Connection, field: str, pairs: Sequence[tuple[str, str | None]], annotator: str,
-               source: str, batch_id: str | None, undoes: Sequence[int | None] | None = None,
-               expect: dict[str, str | None] | None = None) -> list[LabelEvent]:
+               source: str, batch_id: str | None, undoes: Sequence[int | None] | None = None) -> list[LabelEvent]:
         """Lock, read the old values, append the events and update `label_current` (caller's transaction)."""
         self._lock_keys(conn, [self._item_key(i, field) for i, _ in pairs])
         old = self._current(conn, field, [i for i, _ in pairs])
-        if expect is not None:
-            for item, want in expect.items():
-                if old.get(item) != want:
-                    raise _Conflict(item, field, old.get(item))
         now = _now()
         params = [{"time": now, "annotator": annotator, "item_id": item, "field": field, "old_value": old.get(item),
                    "new_value": value, "source": source, "batch_id": batch_id,
@@ -659,6 +738,30 @@ class LabelStore:
         return [LabelEvent(id=eid, time=now, annotator=annotator, item_id=p["item_id"], field=field,
                            old_value=p["old_value"], new_value=p["new_value"], source=source, batch_id=batch_id,
                            undoes=p["undoes"]) for p, eid in zip(params, ids)]
+
+    def _refuse_if_touched(self, conn: sa.Connection, annotator: str, field: str,
+                           latest: Mapping[str, LabelEvent]) -> None:
+        """UndoConflictError when any event after the one being undone touched its (item, field), unless it is
+        `annotator`'s own undo or own undone decision: undo compares events, not values."""
+        low = min(ev.id for ev in latest.values())
+        later: list[sa.Row] = []
+        for chunk in _chunks(list(latest)):
+            later += conn.execute(sa.select(events_t.c.id, events_t.c.item_id, events_t.c.annotator,
+                                            events_t.c.new_value, events_t.c.source).where(
+                events_t.c.field == field, events_t.c.item_id.in_(chunk), events_t.c.id > low)
+                .order_by(events_t.c.id)).all()
+        later = [r for r in later if r.id > latest[r.item_id].id]
+        own = [r.id for r in later if r.annotator == annotator and r.source != "undo"]
+        undone: set[int] = set()
+        for chunk in _chunks(own):
+            undone.update(conn.execute(sa.select(events_t.c.undoes).where(events_t.c.undoes.in_(chunk))).scalars())
+        for r in reversed(later):  # the most recent other decision: the one the item shows now
+            if r.annotator == annotator and (r.source == "undo" or r.id in undone):
+                continue
+            what = "removed its label" if r.new_value is None else f"set it to {r.new_value!r}"
+            raise UndoConflictError(
+                f"cannot undo {annotator}'s label of item {r.item_id!r} ({field}): {r.annotator} {what} since "
+                "(their decision is kept); set the value you want instead")
 
     def undo(self, annotator: str, field: str | None = None) -> LabelEvent | None:
         """Revert `annotator`'s own last decision not already undone (on `field`, or any field), as a new
@@ -693,26 +796,20 @@ class LabelStore:
             out: list[LabelEvent] = []
             for fld, evs in by_field.items():
                 latest = {ev.item_id: ev for ev in evs}  # an item set twice in one group: revert to the first old
-                first = {}
+                first: dict[str, LabelEvent] = {}
                 for ev in evs:
                     first.setdefault(ev.item_id, ev)
-                pairs = [(item, first[item].old_value) for item in latest]
-                try:
-                    out += self._apply(conn, fld, pairs, annotator, "undo", batch,
-                                       undoes=[latest[item].id for item in latest],
-                                       expect={item: ev.new_value for item, ev in latest.items()})
-                except _Conflict as c:
-                    who = conn.execute(sa.select(current_t.c.annotator).where(
-                        current_t.c.item_id == c.item, current_t.c.field == c.field)).scalar()
-                    raise UndoConflictError(
-                        f"cannot undo {annotator}'s label of item {c.item!r} ({c.field}): {who} changed it to "
-                        f"{c.now!r} since; set the value you want instead") from None
-                if len(evs) > len(latest):  # mark the other events of the group undone too
-                    extra = [ev for ev in evs if latest[ev.item_id].id != ev.id]
+                self._lock_keys(conn, [self._item_key(i, fld) for i in latest])
+                self._refuse_if_touched(conn, annotator, fld, latest)
+                extra = [ev for ev in evs if latest[ev.item_id].id != ev.id]
+                if extra:  # mark the other events of the group undone too (before the undo that ends last)
                     conn.execute(events_t.insert(), [
                         {"time": _now(), "annotator": annotator, "item_id": ev.item_id, "field": fld,
                          "old_value": first[ev.item_id].old_value, "new_value": first[ev.item_id].old_value,
                          "source": "undo", "batch_id": batch, "undoes": ev.id} for ev in extra])
+                pairs = [(item, first[item].old_value) for item in latest]
+                out += self._apply(conn, fld, pairs, annotator, "undo", batch,
+                                   undoes=[latest[item].id for item in latest])
             return out[-1] if out else None
 
         return self._write(work)
@@ -873,12 +970,6 @@ class LabelStore:
         log.info("imported %s: %d applied, %d unchanged, %d bad rows", path, len(report.applied),
                  report.unchanged, len(problems))
         return report
-
-
-class _Conflict(Exception):
-    def __init__(self, item: str, field: str, now: str | None) -> None:
-        super().__init__(item)
-        self.item, self.field, self.now = item, field, now
 
 
 # ----------------------------------------------------------------------------- SQLite connection setup
