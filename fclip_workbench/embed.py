@@ -20,13 +20,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .catalog import Catalog, Problem
+from .decode import DecodeDataset, collate_decoded, default_num_workers, worker_init  # noqa: F401 (re-exported)
 from .engines import Engine, get_engine
-from .images import ImageLoadError, image_pipeline_salt, load_rgb, text_digest
+from .images import text_digest
 from .models import EmbeddingModel
+from .space import EmbeddingSpace, space_of
 from .store import EmbeddingStore, finite_rows, unit_rows
 
 log = logging.getLogger(__name__)
@@ -53,60 +54,19 @@ class EmbeddingResult:
                 f"{len(self.failures)} failed")
 
 
-class DecodeDataset(Dataset):
-    """(position, (3, S, S) pixels or None, error or None) per image path; picklable for worker processes
-    (embedding and training decode through it)."""
-
-    def __init__(self, paths: Sequence[str], preprocess) -> None:
-        self.paths, self.preprocess = [str(p) for p in paths], preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            return i, self.preprocess(load_rgb(self.paths[i])), None
-        except ImageLoadError as e:
-            return i, None, str(e)
-        except Exception as e:  # a preprocessing failure on odd input is reported, not fatal
-            return i, None, f"preprocessing failed: {type(e).__name__}: {e}"
-
-    def __getitems__(self, indices: Sequence[int]) -> list:
-        """A batch (the DataLoader's path), decoded on one torch thread: intra-op threads on these small
-        images cost more than they give (KAGL 60x80 -> 224, busy 2-core machine: 33 vs 3.3 ms/image)."""
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return [self[i] for i in indices]
-        finally:
-            torch.set_num_threads(before)
-
-
-def _collate(batch):
-    ok = [(i, x) for i, x, err in batch if x is not None]
-    bad = [(i, err) for i, x, err in batch if x is None]
-    pixels = torch.stack([x for _, x in ok]) if ok else None  # (b, 3, H, W)
-    return [i for i, _ in ok], pixels, bad
-
-
-def worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-
-
-def default_num_workers() -> int:
-    """Decoding processes: none on 1-2 cores (measured: the model's own threads need them,
-    benchmarks/bench_throughput.py), else half the cores, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores <= 2 else min(8, cores // 2)
-
-
-def image_model_key(model: EmbeddingModel) -> str:
-    """Store key of a model's image vectors: its fingerprint + the image pipeline's salt.
+def image_model_key(model: "EmbeddingModel | EmbeddingSpace") -> str:
+    """Store key of image vectors of an embedding space: its vectors' fingerprint (weights + precision) +
+    the image pipeline's salt; the space's width is checked on every read (`EmbeddingStore.get_many(dim=)`).
 
     >>> image_model_key(model).startswith(model.fingerprint + ":")     # doctest: +SKIP
     True
     """
-    return f"{model.fingerprint}:{image_pipeline_salt(model)}"
+    return space_of(model).image_store_key
+
+
+def text_model_key(model: "EmbeddingModel | EmbeddingSpace") -> str:
+    """Store key of text vectors of an embedding space: weights + precision (no image pipeline in texts)."""
+    return space_of(model).text_store_key
 
 
 NON_FINITE = "model produced a non-finite vector"
@@ -139,7 +99,8 @@ def embed_images(
     """
     runner = get_engine(engine, address=address, num_workers=num_workers)  # bad name or missing Ray: fail first
     store = store or EmbeddingStore()
-    model_key = image_model_key(model)
+    space = model.space
+    model_key = image_model_key(space)
     failures = [p for p in catalog.problems if p.field in ("image", "item_id") and p.row is not None]
     rows = catalog.usable_rows("image")
     paths = [catalog.image_path(int(r)) for r in rows]
@@ -150,7 +111,7 @@ def embed_images(
             failures.append(catalog.problem(r, "image", f"missing file {path}"))
         else:
             keys[int(r)] = digest
-    cached = store.get_many(model_key, "image", set(keys.values()))
+    cached = store.get_many(model_key, "image", set(keys.values()), dim=space.dim)
     todo = [r for r, k in keys.items() if k not in cached]
     n_cached = len(keys) - len(todo)
     log.info("%s: %d images cached, %d to compute", catalog.name, n_cached, len(todo))
@@ -172,12 +133,29 @@ def embed_images(
                             good.append(j)
                         else:
                             failures.append(catalog.problem(todo[pos], "image", why))
+                    _rekey_rewritten(catalog, keys, [todo[positions[j]] for j in good],
+                                     None if shard.digests is None else [shard.digests[j] for j in good])
                     batch_keys = [keys[todo[positions[j]]] for j in good]
                     store.put_many(model_key, "image", batch_keys, feats[good], normalised=True)
                     vectors.update(zip(batch_keys, feats[good]))
                     n_computed += len(batch_keys)
                 bar.update(len(positions) + len(bad))
     return _assemble(catalog, keys, vectors, failures, n_computed, n_cached)
+
+
+def _rekey_rewritten(catalog: Catalog, keys: dict[int, str], rows: list[int], digests: list[str] | None) -> None:
+    """Key each row by the hash of the bytes its vector was decoded from (`digests`, from the engine).
+
+    A file rewritten between the first hash and the decode thus gets its vector under its new content's
+    hash, never another picture's vector under its old hash.
+    """
+    if digests is None:
+        return
+    for r, digest in zip(rows, digests):
+        if digest and digest != keys[r]:
+            log.warning("%s row %d: %s changed while it was being embedded; keyed by the bytes decoded",
+                        catalog.name, r, catalog.image_path(r))
+            keys[r] = digest
 
 
 def _assemble(catalog: Catalog, keys: dict[int, str], vectors: dict[str, np.ndarray],
@@ -204,7 +182,9 @@ def embed_texts(
     failures = [p for p in catalog.problems if p.field in ("text", "item_id") and p.row is not None]
     rows = catalog.usable_rows("text")
     keys = {int(r): text_digest(catalog.texts[r]) for r in rows}
-    cached = store.get_many(model.fingerprint, "text", set(keys.values()))
+    space = model.space
+    text_key = text_model_key(space)
+    cached = store.get_many(text_key, "text", set(keys.values()), dim=space.dim)
     todo_keys = sorted({k for k in keys.values() if k not in cached})
     text_of = {k: catalog.texts[r] for r, k in keys.items()}
     vectors = dict(cached)
@@ -217,7 +197,7 @@ def embed_texts(
             whys = _check_vectors(feats)
             good = [j for j, why in enumerate(whys) if why is None]
             broken.update((chunk[j], why) for j, why in enumerate(whys) if why is not None)
-            store.put_many(model.fingerprint, "text", [chunk[j] for j in good], feats[good], normalised=True)
+            store.put_many(text_key, "text", [chunk[j] for j in good], feats[good], normalised=True)
             vectors.update((chunk[j], feats[j]) for j in good)
             bar.update(len(chunk))
     failures += [catalog.problem(r, "text", broken[k]) for r, k in keys.items() if k in broken]

@@ -12,7 +12,7 @@ comes back to the `EmbeddingStore` itself, so every engine's vectors land under 
 
 Each engine yields `ShardResult`s as batches finish, in any order; `positions` index the
 `paths` it was given. Reading an image and the reason it fails are the same in every engine
-(`embed.DecodeDataset`), so failures read the same.
+(`decode.DecodeDataset`), so failures read the same.
 
 Example:
     >>> engine = get_engine("ray", address="10.0.0.1:6379")             # doctest: +SKIP
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .decode import DecodeDataset, collate_decoded, default_num_workers, worker_init
 from .errors import EngineError, InvalidArgumentError, MissingExtraError
 from .models import EmbeddingModel
 
@@ -48,6 +49,7 @@ class ShardResult:
     positions: list[int]  # index into the engine's `paths` of each row of `vectors`
     vectors: np.ndarray  # (len(positions), dim) float32, as the model returned them (checked by the caller)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (position, why it has no vector)
+    digests: list[str] | None = None  # SHA-256 of the bytes each row was decoded from (None: not known)
 
     def __len__(self) -> int:
         return len(self.positions) + len(self.errors)
@@ -67,17 +69,15 @@ def embed_paths(model: EmbeddingModel, paths: Sequence[str]) -> ShardResult:
     >>> embed_paths(model, ["a.jpg", "gone.jpg"]).errors       # doctest: +SKIP
     [(1, 'file not found: gone.jpg')]
     """
-    from .embed import DecodeDataset, _collate
-
     ds = DecodeDataset(paths, model.preprocess)
-    positions, pixels, bad = _collate(ds.__getitems__(range(len(ds))))  # the DataLoader's batch path
+    positions, pixels, bad, digests = collate_decoded(ds.__getitems__(range(len(ds))))  # the DataLoader's path
     if pixels is None:
-        return ShardResult([], np.zeros((0, 0), np.float32), bad)
-    return ShardResult(positions, model.encode_images(pixels), bad)  # (b, dim)
+        return ShardResult([], np.zeros((0, 0), np.float32), bad, [])
+    return ShardResult(positions, model.encode_images(pixels), bad, digests)  # (b, dim)
 
 
 class LocalEngine:
-    """This process: `num_workers` decoding processes (None: `embed.default_num_workers()`)."""
+    """This process: `num_workers` decoding processes (None: `decode.default_num_workers()`)."""
 
     name = "local"
 
@@ -85,15 +85,13 @@ class LocalEngine:
         self.num_workers = num_workers
 
     def embed(self, model: EmbeddingModel, paths: Sequence[str], batch_size: int) -> Iterator[ShardResult]:
-        from .embed import DecodeDataset, _collate, default_num_workers, worker_init
-
         num_workers = default_num_workers() if self.num_workers is None else self.num_workers
         loader = DataLoader(DecodeDataset(paths, model.preprocess), batch_size=batch_size,
-                            num_workers=num_workers, collate_fn=_collate,
+                            num_workers=num_workers, collate_fn=collate_decoded,
                             worker_init_fn=worker_init if num_workers else None, persistent_workers=False)
-        for positions, pixels, bad in loader:
+        for positions, pixels, bad, digests in loader:
             vectors = model.encode_images(pixels) if pixels is not None else np.zeros((0, 0), np.float32)
-            yield ShardResult(positions, vectors, bad)  # (b, dim)
+            yield ShardResult(positions, vectors, bad, digests)  # (b, dim)
 
 
 # ------------------------------------------------------------------ Ray
@@ -101,7 +99,7 @@ class LocalEngine:
 class ModelPayload:
     """What a worker needs to rebuild a model's image tower: configs + weights, no code objects.
 
-    `image_key` is the driver's store key (`embed.image_model_key`); `rebuild()` refuses to
+    `image_key` is the driver's store key (`EmbeddingSpace.image_store_key`); `rebuild()` refuses to
     return a model whose key differs (other weights, Pillow or torchvision on that worker).
     """
 
@@ -115,21 +113,18 @@ class ModelPayload:
 
     @classmethod
     def of(cls, model: EmbeddingModel) -> "ModelPayload":
-        from .embed import image_model_key
-
         sd = {k: v.detach().cpu() for k, v in model.model.state_dict().items()}
         return cls(model.name, dict(model.model_cfg), dict(model.preprocess_cfg), dict(model.tokenizer_cfg),
-                   sd, image_model_key(model), getattr(model, "precision", "fp32"))
+                   sd, model.space.image_store_key, getattr(model, "precision", "fp32"))
 
     def rebuild(self, device: str | torch.device = "cpu") -> EmbeddingModel:
-        from .embed import image_model_key
         from .models import build_model
 
         model = build_model(self.model_cfg, self.state_dict, self.preprocess_cfg, self.name, device,
                             progress=False, tokenizer=_no_tokenizer, tokenizer_cfg=self.tokenizer_cfg)
         if self.precision != "fp32":
             model = model.with_precision(self.precision)
-        key = image_model_key(model)
+        key = model.space.image_store_key
         if key != self.image_key:
             raise EngineError(f"The model {self.name!r} rebuilt on a Ray worker has store key {key}, the driver's "
                               f"is {self.image_key}: install the same fclip-workbench, torch, torchvision and "
@@ -160,11 +155,13 @@ class RayEmbedder:
         dim = res.vectors.shape[1] if res.positions else self.dim
         vectors = np.zeros((len(paths), dim), np.float32)  # (b, dim)
         errors = np.array([""] * len(paths), dtype=object)
+        digests = np.array([""] * len(paths), dtype=object)
         if res.positions:
             vectors[res.positions] = res.vectors
+            digests[res.positions] = res.digests
         for i, why in res.errors:
             errors[i] = why
-        return {"pos": np.asarray(pos, np.int64), "vector": vectors, "error": errors,
+        return {"pos": np.asarray(pos, np.int64), "vector": vectors, "error": errors, "digest": digests,
                 "worker": np.full(len(paths), self.pid, np.int64)}
 
 
@@ -283,8 +280,10 @@ def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
 def _shard_of(out: dict[str, np.ndarray]) -> ShardResult:
     pos, vectors, errors = out["pos"], np.asarray(out["vector"], np.float32), out["error"]  # (b,), (b, dim), (b,)
     ok = [i for i, why in enumerate(errors) if not why]
+    digests = out.get("digest")
     return ShardResult([int(pos[i]) for i in ok], vectors[ok],
-                       [(int(pos[i]), str(why)) for i, why in enumerate(errors) if why])
+                       [(int(pos[i]), str(why)) for i, why in enumerate(errors) if why],
+                       None if digests is None else [str(digests[i]) for i in ok])
 
 
 def _unwrap(e: BaseException) -> BaseException:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -52,13 +53,40 @@ def load_rgb(path: str | Path) -> Image.Image:
 
     Raises `ImageLoadError` for a missing, truncated or undecodable file.
     """
+    return load_rgb_and_digest(path)[0]
+
+
+def load_rgb_and_digest(path: str | Path) -> tuple[Image.Image, str]:
+    """(RGB image, SHA-256 of the very bytes decoded): read the file once, hash and decode that copy.
+
+    A vector is stored under the hash of the picture it was computed from, even when the file is
+    rewritten between a first hash (`file_digest`) and the decode.
+
+    >>> import io, tempfile, os
+    >>> f = tempfile.NamedTemporaryFile(suffix=".png", delete=False); Image.new("RGB", (2, 2)).save(f); f.close()
+    >>> img, digest = load_rgb_and_digest(f.name)
+    >>> digest == file_digest(f.name), img.size
+    (True, (2, 2))
+    >>> os.unlink(f.name)
+    """
     try:
-        with Image.open(path) as img:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as e:
+        raise ImageLoadError(f"file not found: {path}") from e
+    except IsADirectoryError as e:
+        raise ImageLoadError(f"not a file: {path}") from e
+    except OSError as e:
+        raise ImageLoadError(f"cannot read {path}: {e.strerror or e}") from e
+    return decode_rgb(data, path), hashlib.sha256(data).hexdigest()
+
+
+def decode_rgb(data: bytes, path: str | Path = "<bytes>") -> Image.Image:
+    """Decode image bytes to RGB (EXIF orientation honoured); `path` only names it in errors."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             img.load()  # decode now: truncated files fail here, not later
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
-    except FileNotFoundError as e:
-        raise ImageLoadError(f"file not found: {path}") from e
     except UnidentifiedImageError as e:
         raise ImageLoadError(f"not an image PIL can read: {path}") from e
     except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data

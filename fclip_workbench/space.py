@@ -74,6 +74,16 @@ class EmbeddingSpace:
         """The model fingerprint of these vectors (`EmbeddingModel.fingerprint`): no suffix for fp32."""
         return self.weights if self.precision == "fp32" else f"{self.weights}+{self.precision}"
 
+    @property
+    def image_store_key(self) -> str:
+        """`EmbeddingStore` model key of this space's image vectors: vectors' fingerprint + image pipeline."""
+        return f"{self.vector_fingerprint}:{self.image_pipeline}"
+
+    @property
+    def text_store_key(self) -> str:
+        """`EmbeddingStore` model key of this space's text vectors (no image pipeline in a text)."""
+        return self.vector_fingerprint
+
     def describe(self) -> str:
         """Short, human: 'fclip-mini@1 [1a2b3c4d5e6f fp32 256-d]'."""
         body = f"[{self.weights[:12]} {self.precision} {self.dim}-d]"

@@ -314,8 +314,9 @@ class EmbeddingStore:
         return out
 
     # ---- vectors ------------------------------------------------------
-    def get_many(self, model: str, kind: str, keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """Stored, intact vectors among `keys`, as {key: (dim,) float32}; damaged rows are misses.
+    def get_many(self, model: str, kind: str, keys: Iterable[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        """Stored, intact vectors among `keys`, as {key: (dim,) float32}; damaged rows are misses, and so
+        are rows of another width than `dim` (the embedding space's, when given).
 
         Cost: one primary-key b-tree SEARCH per key asked (never a scan of the store; see
         benchmarks/bench_store.py: 40,000 keys of a 1,000,000-vector store), plus one checksum per row.
@@ -327,7 +328,11 @@ class EmbeddingStore:
                              "WHERE model=? AND kind=? AND key IN (%s)", (model, kind), sorted(keys))
         head, blake = f"{model}|{kind}|".encode(), hashlib.blake2b
         by_dim: dict[int, tuple[list[str], list[int], list[bytes]]] = {}
+        want, n_other_dim = dim, 0
         for key, dim, unit, checksum, blob in rows:  # the checksum of _checksum, inlined (hot loop)
+            if want is not None and dim != want:
+                n_other_dim += 1
+                continue
             if len(blob) == 4 * dim and checksum == blake(b"%s%s|%d|%d|%s" % (head, key.encode(), unit, dim, blob),
                                                           digest_size=8).digest():
                 ks, us, bs = by_dim.setdefault(dim, ([], [], []))
@@ -343,9 +348,13 @@ class EmbeddingStore:
                 out.update(zip(ks, mat))
             else:
                 out.update((k, mat[i]) for i, k in enumerate(ks) if ok[i])
-        if len(out) < len(rows):
+        if n_other_dim:
+            log.warning("cache %s: %d stored %s vectors are not %d-d as this embedding space is; they are "
+                        "treated as missing and recomputed", self.path, n_other_dim, kind, want)
+        if len(out) < len(rows) - n_other_dim:
             log.warning("cache %s: %d stored %s vectors failed their integrity check (checksum, finiteness or "
-                        "norm); they are treated as missing and recomputed", self.path, len(rows) - len(out), kind)
+                        "norm); they are treated as missing and recomputed", self.path, len(rows) - n_other_dim - len(out),
+                        kind)
         return out
 
     def put_many(self, model: str, kind: str, keys: Sequence[str], vectors: np.ndarray,

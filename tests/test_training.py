@@ -162,20 +162,20 @@ def test_decoding_works_in_a_spawned_dataloader_worker(tiny_model, tmp_path):
     loader = make_loader(DecodeDataset(paths, tiny_model.preprocess), [3, 2, 0, 1], batch_size=2, num_workers=1,
                          mp_context="spawn")
     items = [item for batch in loader for item in batch]
-    assert [i for i, _, _ in items] == [3, 2, 0, 1]
+    assert [i for i, *_ in items] == [3, 2, 0, 1]
     assert items[0][1] is None and "bad.jpg" in items[0][2]
-    for i, x, err in items[1:]:
+    for i, x, err, _digest in items[1:]:
         assert err is None and torch.equal(x, tiny_model.preprocess(load_rgb(paths[i])))
 
 
 def test_pixel_cache_is_bounded_and_hits_equal_misses(tiny_model, tmp_path):
     """Only what fits is kept; the rest is decoded again each pass; cached and fresh pixels are identical."""
-    from fclip_workbench.images import load_rgb
+    from fclip_workbench.images import file_digest, load_rgb
     from fclip_workbench.training.data import PixelCache, PixelSource, pixel_keys
 
     paths = _image_files(tmp_path, 6)
     one = 3 * 32 * 32 * 2  # bytes of one fp16 (3, 32, 32) image
-    keys = pixel_keys([f"d{i}" for i in range(6)], tiny_model.preprocess_cfg)
+    keys = pixel_keys([file_digest(p) for p in paths], tiny_model.preprocess_cfg)
     expect = {i: tiny_model.preprocess(load_rgb(p)).half().float() for i, p in enumerate(paths)}
     for capacity, decodes_per_pass in ((3 * one, 3), (100 * one, 0)):
         src = PixelSource(paths, keys, tiny_model.preprocess, PixelCache(capacity))

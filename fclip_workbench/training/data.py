@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import images as _images
 from ..catalog import Catalog, Problem
-from ..embed import DecodeDataset, worker_init
+from ..decode import DecodeDataset, worker_init
 from ..prompts import product_texts, template_fields
 
 log = logging.getLogger(__name__)
@@ -185,14 +185,16 @@ class PixelSource:
             return
         loader = make_loader(self.dataset, positions, self.chunk, self.num_workers, self.mp_context)
         for items in loader:
-            for pos, x, err in items:
+            for pos, x, err, digest in items:
                 self.n_decoded += 1
                 if x is None:
                     self.failures[pos] = err
                     yield pos, None, err
                 else:
                     x = x.half()  # cached or not, values are rounded alike: hits and misses give the same run
-                    self.cache.put(self.keys[pos], x)
+                    key = self.keys[pos]
+                    if key is not None and key.endswith(f":{digest}"):  # a file rewritten since it was hashed
+                        self.cache.put(key, x)                           # is used, not cached under its old hash
                     yield pos, x, None
 
     def prefetch(self, positions: Sequence[int], progress: bool = True) -> dict[int, str]:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..catalog import Catalog, Problem
-from ..embed import default_num_workers
+from ..decode import default_num_workers
 from ..losses import ContrastiveLoss
 from ..metrics import retrieval_metrics
 from ..models import EmbeddingModel, save_model_folder, weights_fingerprint
