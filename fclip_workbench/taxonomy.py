@@ -6,6 +6,11 @@ ontology (`from_fashionpedia`: 46 categories, 294 attributes). Lookups return th
 canonical spelling, so "T-SHIRT" is stored as "T-shirt"; `complete(prefix)` serves
 the annotator's autocompletion.
 
+Values are text as written: YAML is read without YAML 1.1 types (`[NO, SE, DK]` stays "NO", `010` stays
+"010", `12:30` stays "12:30"), JSON numbers keep their spelling, and every value and field name follows
+`textrules.canonical_text` (NFC, no invisible characters). A taxonomy from a file or typed values has at
+least one value: an empty list is an error, never a free field.
+
 Example:
     >>> tx = Taxonomy.from_values("articleType", ["Tshirts", "Shirts", "Jeans"])
     >>> "tshirts" in tx, tx.canonical("JEANS"), tx.complete("sh")
@@ -16,10 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import TaxonomyError
+from .textrules import MAX_CHARS, canonical_text
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +34,39 @@ FASHIONPEDIA_FILE = "category_attributes_descriptions.json"
 FASHIONPEDIA_KINDS = {"categories": "category", "attributes": "attribute"}  # kind -> default field name
 
 
-def _key(value: str) -> str:
-    """Case-insensitive lookup key (casefold, surrounding spaces ignored)."""
-    return value.strip().casefold()
+def lookup_key(value: str) -> str:
+    """Case-insensitive lookup key (NFC, casefold, surrounding spaces ignored).
+
+    >>> lookup_key(" Cafe\u0301 ") == lookup_key("CAFÉ")
+    True
+    """
+    return unicodedata.normalize("NFC", value).strip().casefold()
+
+
+_key = lookup_key
 
 
 def _clean(value: object, field: str) -> str:
-    """One value as a stripped, non-empty string, or a one-line TaxonomyError."""
+    """One value as canonical non-empty text (`textrules.canonical_text`), or a one-line TaxonomyError."""
     if not isinstance(value, str):
-        if value is None or (isinstance(value, float) and math.isnan(value)) or isinstance(value, (list, dict, bytes)):
+        if value is None or isinstance(value, bool) or (isinstance(value, float) and math.isnan(value)) \
+                or isinstance(value, (list, dict, bytes, tuple, set)):
             raise TaxonomyError(f"taxonomy {field!r}: value {value!r} is not a text value; give strings")
         value = str(value)
-    text = value.strip()
-    if not text:
+    if not value.strip():
         raise TaxonomyError(f"taxonomy {field!r}: empty value; every value must have at least one character")
-    return text
+    return canonical_text(value, f"taxonomy {field!r} value", TaxonomyError, limit=MAX_CHARS["label value"])
+
+
+def _as_written(data: object) -> object:
+    """JSON booleans back to their spelling ("true"/"false"); numbers are read as text by the parser."""
+    if isinstance(data, bool):
+        return "true" if data else "false"
+    if isinstance(data, list):
+        return [_as_written(v) for v in data]
+    if isinstance(data, dict):
+        return {k: _as_written(v) for k, v in data.items()}
+    return data
 
 
 class Taxonomy:
@@ -63,7 +88,7 @@ class Taxonomy:
     def __init__(self, field: str, values: Iterable[object] = (), source: str = "typed") -> None:
         if not isinstance(field, str) or not field.strip():
             raise TaxonomyError(f"taxonomy field name {field!r} is empty; name the label field (e.g. 'articleType')")
-        self.field = field.strip()
+        self.field = canonical_text(field, "taxonomy field name", TaxonomyError, limit=MAX_CHARS["field"])
         self.source = source
         self._values: list[str] = []
         self._lookup: dict[str, str] = {}  # casefolded -> canonical spelling
@@ -145,7 +170,10 @@ class Taxonomy:
         """
         if isinstance(values, str):
             values = [v for v in values.split(",")]
-        return cls(field, values, source=source)
+        out = cls(field, values, source=source)
+        if not len(out):
+            raise TaxonomyError(f"taxonomy {out.field!r} has no values; give at least one")
+        return out
 
     @classmethod
     def from_catalog(cls, catalog, field: str) -> "Taxonomy":
@@ -195,12 +223,12 @@ class Taxonomy:
         except (OSError, UnicodeDecodeError) as e:
             raise TaxonomyError(f"taxonomy file {path} cannot be read ({e}); save it as UTF-8 text") from e
         try:
-            if suffix == ".json":
-                data = json.loads(text)
+            if suffix == ".json":  # numbers as written ("1.50" stays "1.50")
+                data = _as_written(json.loads(text, parse_int=str, parse_float=str, parse_constant=str))
             elif suffix in (".yaml", ".yml"):
                 import yaml
 
-                data = yaml.safe_load(text)
+                data = yaml.load(text, Loader=yaml.BaseLoader)  # every scalar a string as written (no YAML 1.1 types)
             else:
                 raise TaxonomyError(f"taxonomy file {path} has suffix {suffix!r}; use .yaml, .yml or .json")
         except TaxonomyError:
@@ -210,20 +238,31 @@ class Taxonomy:
             raise TaxonomyError(f"taxonomy file {path} is not valid {suffix[1:].upper()}: {first}") from e
         source = f"file:{path.name}"
         if isinstance(data, list):
+            if not data:
+                raise TaxonomyError(f"taxonomy file {path} holds an empty list; give at least one value")
             return cls(field or path.stem, data, source=source)
         if isinstance(data, dict) and data:
-            fields = [str(k) for k in data]
+            def name(k: object) -> str:
+                return canonical_text(str(k), f"taxonomy file {path}: field name", TaxonomyError,
+                                      limit=MAX_CHARS["field"])
+
+            by_name = {name(k): v for k, v in data.items()}  # " colour" in the file is the field "colour"
+            fields = list(by_name)
             if field is None:
                 if len(data) > 1:
                     raise TaxonomyError(f"taxonomy file {path} has several fields ({', '.join(fields)}); "
                                         "pick one with field=...")
                 field = fields[0]
-            if field not in data:
+            field = name(field)
+            if field not in by_name:
                 raise TaxonomyError(f"taxonomy file {path} has no field {field!r}; it has: {', '.join(fields)}")
-            values = data[field]
+            values = by_name[field]
             if not isinstance(values, list):
                 raise TaxonomyError(f"taxonomy file {path}: field {field!r} must be a list of values, "
                                     f"not {type(values).__name__}")
+            if not values:
+                raise TaxonomyError(f"taxonomy file {path}: field {field!r} has an empty list; give at least one "
+                                    "value (leave the field out of the file to keep it free)")
             return cls(field, values, source=source)
         raise TaxonomyError(f"taxonomy file {path} must hold {{field: [values]}} or a list of values, "
                             f"not {type(data).__name__} {str(data)[:40]!r}")
