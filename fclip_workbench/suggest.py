@@ -325,9 +325,12 @@ class Suggester(ClassifierMixin, BaseEstimator):
             X = check_vectors(X, current.dim)
             y_idx = self._label_indices(labels, y, len(X))
             weights, space, key = self._text(labels)
-            old_y = [current.labels[i] for i in current.y]
-            if key != current.text_key:  # other labels or another space: everything is refitted
-                return self.fit(np.concatenate([current.X, X]), old_y + [labels[i] for i in y_idx])
+            if key != current.text_key:  # other labels or another space: everything is refitted, not recalibrated
+                old_y = [current.labels[i] for i in current.y]
+                X_all = check_vectors(np.concatenate([current.X, X]), weights.shape[1])
+                y_all = np.concatenate([self._label_indices(labels, old_y, len(old_y)), y_idx])
+                self._swap(self._build(labels, weights, space, key, X_all, y_all, previous=current))
+                return self
             self._swap(self._build(labels, weights, space, key, np.concatenate([current.X, X]),
                                    np.concatenate([current.y, y_idx]), previous=current, incremental=True))
         return self
