@@ -39,6 +39,7 @@ from .metrics import retrieval_metrics, weighted_f1
 from .models import EmbeddingModel
 from .splits import DEFAULT_RULE, RULES, TITLE_RULE, SplitRecord, is_validation, read_split_record
 from .store import EmbeddingStore
+from .textrules import csv_escape
 from .zeroshot import ZeroShotClassifier, check_names
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ ALL_PRODUCTS = "all"  # EvalSplit.rule when every product is scored
 DEFAULT_SEED = 0  # split seed for models without a record
 DEFAULT_VAL_FRACTION = 0.05  # held-out share for models without a record
 _MISSING_LABELS = ("", "nan", "none")  # label values that mean "no label"
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula triggers (CSV injection)
 
 
 # ------------------------------------------------------------------ which products are scored
@@ -226,13 +226,6 @@ def plan_eval(catalog: Catalog, fields: Sequence[str] | None = None, all_items: 
 
 
 # ------------------------------------------------------------------ the report
-def _csv_safe(value: object) -> object:
-    """Strings a spreadsheet would run as a formula get a leading quote; other values pass."""
-    if isinstance(value, str) and (value.startswith(_FORMULA_START) or value.lstrip().startswith(_FORMULA_START)):
-        return "'" + value
-    return value
-
-
 def _md_cell(value: object) -> str:
     """One Markdown table cell: no newlines, `|` escaped."""
     text = " ".join(str(value).splitlines())
@@ -268,7 +261,7 @@ class EvalReport:
         safe = self.table.copy()
         for col in safe.columns:
             if not pd.api.types.is_numeric_dtype(safe[col]):  # object or str dtype
-                safe[col] = safe[col].map(_csv_safe)
+                safe[col] = safe[col].map(csv_escape)
         safe.to_csv(out / "eval.csv", index=False)
         (out / "eval.md").write_text(self.to_markdown() + "\n")
         return out / "eval.csv", out / "eval.md"

@@ -135,7 +135,8 @@ def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     """A copy of `df` whose text cells (and column names) are `csv_escape`d, ready for `to_csv`."""
     out = df.copy()
     for col in out.columns:
-        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(csv_escape)
+        kind = out[col].dtype
+        if not (pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_datetime64_any_dtype(kind)):
+            out[col] = out[col].map(csv_escape)  # object, string and categorical columns
     out.columns = [csv_escape(c) for c in out.columns]
     return out
