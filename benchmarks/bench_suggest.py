@@ -12,11 +12,21 @@ weighted F1, and the 15-bin expected calibration error before calibration
 (CLIP's logit scale 100, temperature 1) and after (scale and temperature fitted
 on the labels).
 
+Calibration under the annotator's queue. Random draws are not what the app
+does: it queues by uncertainty (`AnnotationSession`'s default order) and refits
+every `DEFAULT_REFIT_EVERY` labels, so the labels a temperature is fitted on are
+the hard ones. So a real `AnnotationSession` (on a temporary SQLite label store,
+over the labelling pool) is driven by a simulated annotator who types each
+product's catalog value, in the app's default queue order and in random order
+(`--queue-orders`); after 50/200/1,000 labels its suggester is scored on the
+held-out products the same way (ECE target <= 0.05 under the app's queue).
+
 Speed: suggestions (top 3) for all 39,953 KAGL products over the articleType
 labels from stored embeddings; a refit after one new label on top of 1,000.
 
     python benchmarks/bench_suggest.py [--data DIR] [--store PATH]
         [--sizes 50 200 1000] [--seeds 3] [--pool-limit N] [--speed-only]
+        [--queue-orders uncertainty random] [--queue-fields articleType] [--queue-seeds 3] [--queue-only]
 
 The first run embeds what it needs into --store (all KAGL images: minutes to an
 hour on 2 CPU cores); later runs read the store.
@@ -31,6 +41,7 @@ import time
 import numpy as np
 
 MISSING = ("", "nan", "none")
+log = logging.getLogger("bench_suggest")
 
 
 def vectors_for(model, catalog, rows, store, name: str):
@@ -77,6 +88,52 @@ def all_kagl_vectors(model, catalog, store) -> np.ndarray | None:
     return np.stack([got[d] for d in digests]).astype(np.float32)
 
 
+def app_queue_order() -> str:
+    """The queue order the annotator app uses by default (read from AnnotationSession, not restated)."""
+    import inspect
+
+    from fclip_workbench.annotate import AnnotationSession
+
+    return inspect.signature(AnnotationSession).parameters["order"].default
+
+
+def queue_run(model, catalog, fld: str, labels: list[str], tw, pool_rows, pool_ids, pool_x, of: dict, order: str,
+              sizes: list[int], seed: int, x_ev, y_ev) -> dict[int, dict[str, float]]:
+    """Scores on the held-out products after each of `sizes` labels, given by a simulated annotator in an
+    `AnnotationSession` queued by `order` (refit every DEFAULT_REFIT_EVERY labels, as in the app)."""
+    import tempfile
+    from pathlib import Path
+
+    from fclip_workbench.annotate import DEFAULT_REFIT_EVERY, AnnotationSession
+    from fclip_workbench.embed import EmbeddingResult
+    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.suggest import Suggester
+    from fclip_workbench.taxonomy import Taxonomy
+
+    keep = [i for i, item in enumerate(pool_ids) if item in of]  # products with a value to type
+    keep = sorted(np.random.default_rng(seed).choice(keep, size=int(0.9 * len(keep)), replace=False))  # this seed's pool
+    sub = catalog.subset(pool_rows, name="kagl-pool")
+    out: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LabelStore(Path(tmp) / "labels.sqlite", catalog=sub)
+        session = AnnotationSession(sub, fld, store, Suggester(labels=labels, text_weights=tw),
+                                    EmbeddingResult([pool_ids[i] for i in keep], pool_x[keep]),
+                                    taxonomy=Taxonomy.from_values(fld, labels), annotator="bench", order=order,
+                                    refit_every=DEFAULT_REFIT_EVERY, seed=seed, background=False)
+        t = time.perf_counter()
+        for n in range(1, max(sizes) + 1):
+            if session.current is None:
+                break
+            session.correct(of[session.current.item_id])
+            if n in sizes:
+                session.refit(wait=True)  # on every label so far (a no-op difference at multiples of refit_every)
+                out[n] = scores(session.suggester, x_ev, y_ev, labels)
+        print(f"queue {order} seed {seed}: {n} labels in {time.perf_counter() - t:.0f} s", flush=True)
+        session.close()
+        store.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="KAGL folder (default: paths.find_dataset('kagl'))")
@@ -87,11 +144,20 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--pool-limit", type=int, default=None,
                     help="label from only the first N training products (catalog order); default all")
+    ap.add_argument("--queue-orders", nargs="*", default=None,
+                    help="annotator queue orders to measure calibration under (default: the app's default and random; "
+                         "none: skip)")
+    ap.add_argument("--queue-fields", nargs="+", default=None, help="fields for the queue runs (default: --fields)")
+    ap.add_argument("--queue-seeds", type=int, default=3,
+                    help="seeds per queue order: each draws 90%% of the pool (and, in random order, the permutation)")
+    ap.add_argument("--queue-only", action="store_true", help="only the queue runs (no random-draw table, no speed)")
     ap.add_argument("--speed-only", action="store_true",
                     help="articleType, 1,000 labels, 1 seed: just enough for the speed lines")
     args = ap.parse_args()
     if args.speed_only:
-        args.fields, args.sizes, args.seeds = ["articleType"], [1000], 1
+        args.fields, args.sizes, args.seeds, args.queue_orders = ["articleType"], [1000], 1, []
+    if args.queue_orders is None:
+        args.queue_orders = list(dict.fromkeys([app_queue_order(), "random"]))
     logging.basicConfig(level=logging.WARNING)
 
     from fclip_workbench.datasets import open_catalog
@@ -126,8 +192,9 @@ def main() -> None:
     pool_ids, pool_x = vectors_for(model, catalog, pool_rows, store, "kagl-pool")
 
     rows_out = []
+    queue_out = []
     suggesters = {}
-    for fld in args.fields:
+    for fld in dict.fromkeys(args.fields + (args.queue_fields or [])):
         of = label_table(catalog, fld)
         labels = sorted(set(of.values()))
         pos = {v: i for i, v in enumerate(labels)}
@@ -139,6 +206,14 @@ def main() -> None:
         pool_keep = np.array([i for i, item in enumerate(pool_ids) if item in of])
         print(f"\n{fld}: {len(labels)} labels (prompt vectors in {t_text:.1f} s), {len(ev_keep)} products scored, "
               f"{len(pool_keep)} in the labelling pool")
+        if fld in (args.queue_fields or args.fields):
+            for order in args.queue_orders:
+                for seed in range(args.queue_seeds):
+                    res = queue_run(model, catalog, fld, labels, tw, pool_rows, pool_ids, pool_x, of, order,
+                                    args.sizes, seed, x_ev, y_ev)
+                    queue_out += [(fld, order, seed, n, m) for n, m in res.items()]
+        if args.queue_only or fld not in args.fields:
+            continue
         zero = Suggester(labels=labels, text_weights=tw).fit()
         m = scores(zero, x_ev, y_ev, labels)
         rows_out.append((fld, "zero-shot", {k: [v] for k, v in m.items()}, None))
@@ -157,6 +232,26 @@ def main() -> None:
                     suggesters[fld] = (s, labels, tw, pool_keep, pick, of)
             rows_out.append((fld, f"{n} labels", acc, raw_ece))
 
+    if queue_out:
+        app = app_queue_order()
+        print(f"\ncalibration under the annotator's queue (AnnotationSession, refit every 5 labels; the app's default "
+              f"queue is {app!r}); scored on the held-out products:")
+        print("| field | queue | labels | top-1 | top-3 | ECE |")
+        print("|---|---|---|---|---|---|")
+        for fld in dict.fromkeys(f for f, *_ in queue_out):
+            for order in args.queue_orders:
+                for n in args.sizes:
+                    ms = [m for f, o, _, k, m in queue_out if f == fld and o == order and k == n]
+                    if ms:
+                        print(f"| {fld} | {order}{' (app default)' if order == app else ''} | {n} | "
+                              f"{fmt([m['top1'] for m in ms])} | {fmt([m['top3'] for m in ms])} | "
+                              f"{fmt([m['ECE'] for m in ms])} |")
+            last = [m["ECE"] for f, o, _, k, m in queue_out if f == fld and o == app and k == max(args.sizes)]
+            if last:
+                print(f"{fld}: ECE after {max(args.sizes)} labels in the app's {app!r} queue {statistics.mean(last):.3f} "
+                      f"(target <= 0.05)")
+    if args.queue_only:
+        return
     print("\n| field | labels | top-1 | top-3 | weighted F1 | ECE before calibration | ECE after calibration |")
     print("|---|---|---|---|---|---|---|")
     for fld, cond, m, raw_ece in rows_out:

@@ -39,10 +39,8 @@ class DecisionsMixin:
         name = self.annotator.strip() if isinstance(self.annotator, str) else ""
         if not name:
             raise InvalidArgumentError("type your name in the annotator box before labelling")
-        try:
-            from .labels import check_annotator_name
-        except ImportError:  # the one rule lives in textrules while labels does not re-export it
-            from .textrules import check_annotator_name
+        from .labels import check_annotator_name  # the one rule for names (store, session, widget, app)
+
         return check_annotator_name(self.annotator)
 
     def check_value(self, value: object) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fclip_workbench.annotate import BATCH, AnnotationSession, SessionConflictError
-from fclip_workbench.errors import ConflictError, LabelValueError, UndoConflictError
+from fclip_workbench.errors import ConflictError, InvalidArgumentError, LabelValueError, UndoConflictError
 from fclip_workbench.labels import LabelStore
 from fclip_workbench.taxonomy import Taxonomy
 from tests.test_annotate import COLOURS, PrototypeSuggester, WordModel, catalog, embeddings  # noqa: F401 (fixtures)
@@ -195,3 +195,21 @@ def test_undo_still_works_when_nobody_else_touched_the_item(open_session):
     bob.correct("blue")  # another item: no conflict
     d = ana.undo()
     assert d.item_ids == [item] and label(ana, item) is None and ana.current.item_id == item
+
+
+# ------------------------------------------------------------------ the name every write carries
+@pytest.mark.parametrize("name", ["ana\u200b", "bob\u202e", "a" * 1000])
+def test_names_break_the_one_name_rule_before_anything_is_written(open_session, name):
+    s = open_session(name)
+    with pytest.raises(InvalidArgumentError, match="annotator name"):
+        s.accept(1)
+    with pytest.raises(InvalidArgumentError, match="annotator name"):
+        s.confirm_batch([s.current.item_id], "red")
+    assert history(s).empty
+
+
+def test_a_name_is_written_in_its_canonical_spelling(open_session):
+    s = open_session(" Ana\u0308 ")
+    s.accept(1)
+    assert list(history(s).annotator) == ["An\u00e4"]
+    assert s.undo() is not None, "undo finds the decision under the same canonical name"
