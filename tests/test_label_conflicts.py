@@ -169,3 +169,32 @@ def test_other_fields_do_not_block_undo(store):
     store.set("p1", "colour", "red", annotator="ana")
     store.set("p1", "garment", "shirt", annotator="bob")
     assert store.undo("ana").item_id == "p1" and store.get("p1", "colour") is None
+
+
+def test_expect_events_same_item_twice_with_different_ids_refused(store):
+    with pytest.raises(InvalidArgumentError, match="twice"):
+        store.set_many([(7, "red")], "colour", annotator="ana", expect_events={"7": None, 7: 3})
+
+
+def test_racing_conditional_writes_exactly_one_wins(store):
+    """Eight annotators saw the same never-labelled item and decide at once: one write, seven conflicts."""
+    import threading
+
+    url = store.url.render_as_string(hide_password=False) if store.url is not None else str(store.path)
+    go, results = threading.Barrier(8), []
+
+    def decide(k: int) -> None:
+        with LabelStore(url, timeout=20) as s:
+            go.wait()
+            try:
+                s.set("p1", "colour", f"v{k}", annotator=f"a{k}", expect_event=None)
+                results.append("ok")
+            except ConflictError:
+                results.append("conflict")
+
+    threads = [threading.Thread(target=decide, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict"] * 7 + ["ok"] and len(store.history()) == 1

@@ -91,7 +91,11 @@ class EventLog:
             if eid is not None and (not isinstance(eid, int) or isinstance(eid, bool) or eid < 1):
                 raise InvalidArgumentError(f"expected event id {eid!r} for item {key!r} is not an event id; give "
                                            "the id from current_events() (or None: never labelled)")
-            out[canon.item_id(key)] = eid
+            item = canon.item_id(key)
+            if item in out and out[item] != eid:
+                raise InvalidArgumentError(f"expect_events names item {item!r} twice with different event ids "
+                                           f"({out[item]!r}, {eid!r}); give one per item")
+            out[item] = eid
         missing = [i for i in items if i not in out]
         if missing:
             raise InvalidArgumentError(f"expect_events gives no expected event for item(s) "
