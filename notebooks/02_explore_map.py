@@ -30,8 +30,9 @@
 # 5. audits the labels (label issues, near-duplicates, outliers) and shows each audit as a map layer;
 # 6. sends products to the annotator: the label-issue list as a review queue, a selection as a batch.
 #
-# Hover a point to see the product; switch the map's toolbar to the lasso and drag around points
-# to select them: they appear in the grid below the map, and in Python as `explorer.selection`.
+# Hover a point to see the product; hold Shift and drag around points to select them (or press and
+# hold, then drag; or switch the map's toolbar to the lasso): they appear in the grid below the map,
+# and in Python as `explorer.selection`. Cmd/Meta+drag adds to the selection, Alt+drag removes.
 
 # %% tags=["parameters"]
 DATA = "auto"          # catalog folder or CSV/Parquet file; "auto", "kagl" or "teaching"

@@ -54,6 +54,16 @@ def test_select_from_python_shows_grid_and_map(explorer):
     assert explorer.send_button.disabled
 
 
+def test_the_hint_names_the_gestures_the_map_is_configured_for(explorer):
+    """The empty grid's hint says shift+drag lassos: the map's regl-scatterplot key map says so too (jupyter-scatter
+    1.0 leaves the lasso key out), long press stays on, and the JupyterLab guard is in the widget."""
+    assert "hold Shift and drag" in explorer.grid.value and "press and hold" in explorer.grid.value
+    assert explorer.map.regl_scatterplot_options["actionKeyMap"]["lasso"] == "shift"
+    assert explorer.map.lasso_on_long_press is True
+    assert explorer.gesture_guard in explorer.children and explorer.gesture_guard.root_class == "fclip-explorer"
+    assert "fclip-explorer" in explorer._dom_classes
+
+
 def test_selection_made_in_the_browser_reaches_python(explorer):
     explorer.map.selection = np.array([5, 1], dtype=np.uint32)  # what a lasso in the page sets
     assert explorer.selected_ids == ["p1", "p5"]

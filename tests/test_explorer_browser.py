@@ -1,5 +1,5 @@
 """The Explorer in a real JupyterLab + Chromium: the map renders, hovering shows the thumbnail, a
-lasso drawn by dragging reaches `explorer.selection` in the kernel, `explorer.select(ids)` fills the grid,
+lasso drawn with shift+drag (the gesture the explorer's hint names) reaches `explorer.selection` in the kernel, `explorer.select(ids)` fills the grid,
 and "Send to annotator (batch)" shows the lasso's products in the annotator's batch grid, where one
 value applied (one product excluded by clicking its picture) lands as `batch` events in a real SQLite
 label store.
@@ -127,18 +127,20 @@ def test_explorer_in_jupyterlab(jupyterlab, page):
                             " return t ? t.style.opacity : null }") == "1"  # the tooltip is shown, not faded out
     expect(page.locator(".fclip-explorer").get_by_text("product 0 shirt")).to_be_visible()
 
-    # 3. a lasso dragged around the centre (lasso mode from the map's toolbar) reaches explorer.selection
-    page.locator(".fclip-explorer button[title='Activate lasso selection']").click()
+    # 3. the hint's gesture: hold Shift and drag a lasso around the centre (map in its default pan/zoom
+    # mode, no toolbar button, no long press) reaches explorer.selection
     hw, hh = 0.6 * box["width"] / 2, 0.6 * box["height"] / 2
     corners = [(cx - hw, cy - hh), (cx + hw, cy - hh), (cx + hw, cy + hh), (cx - hw, cy + hh), (cx - hw, cy - hh + 4)]
     page.mouse.move(cx - hw - 30, cy - hh - 30)
     page.mouse.move(*corners[0], steps=4)
+    page.keyboard.down("Shift")
     page.mouse.down()
     for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
         for t in np.linspace(0, 1, 16)[1:]:  # lasso points are throttled by time: move like a hand does
             page.mouse.move(x0 + t * (x1 - x0), y0 + t * (y1 - y0))
             page.wait_for_timeout(20)
     page.mouse.up()
+    page.keyboard.up("Shift")
     expect(grid).to_have_count(len(RING), timeout=30_000)  # the kernel saw it and redrew the grid
     page.locator(".jp-Cell").nth(2).locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")

@@ -23,6 +23,7 @@ import pandas as pd
 import traitlets as tl
 
 from ..errors import FclipError, InvalidArgumentError
+from .gestures import ShiftLassoGuard
 from ..viz import GRID_CLASS, image_grid_html, thumbnail_data_uri
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,14 @@ SPECIAL_COLOURS = ("prediction", "label", "disagreement", "cluster", "query")
 SEND_MODES = ("review", "batch")  # the annotator's review queue, or its batch grid
 MAX_GROUPS = 18  # near-duplicate groups coloured one by one; the smaller ones share "smaller group"
 PREVIEW = "_preview"  # the (empty) tooltip preview column: thumbnails are made on hover
+# jupyter-scatter 1.0 starts regl-scatterplot with actionKeyMap {merge: meta, remove: alt} and no lasso key, so
+# shift+drag would pan. Its public `options` (regl-scatterplot settings) restores regl-scatterplot's own default:
+# shift+drag lassos; cmd/meta+drag adds to the selection, alt+drag removes from it. (Long press + drag and the
+# toolbar's lasso button still work too.) In JupyterLab, `gestures.ShiftLassoGuard` keeps the notebook from
+# taking shift+mousedown as a cell-range selection.
+ACTION_KEYS = {"lasso": "shift", "merge": "meta", "remove": "alt"}
+LASSO_HINT = ("Select products on the map: hold Shift and drag around them (or press and hold, then drag; "
+              "or the lasso button), or type a query.")
 
 
 def _few(values: Sequence, n: int = 5) -> str:
@@ -96,7 +105,7 @@ class Explorer(w.VBox):
             tooltip=True, tooltip_properties=[c for c in ("title",) if c in self.table] or ["item_id"],
             tooltip_preview=PREVIEW if self._rows is not None else None, tooltip_preview_type="image",
             tooltip_preview_image_height=thumb_size, tooltip_size="medium", lasso_initiator=True,
-            legend=True, axes=False)
+            legend=True, axes=False, options={"actionKeyMap": dict(ACTION_KEYS)})
         self.map = self.scatter.widget  # the JupyterScatter anywidget
         if self._rows is not None:  # thumbnails are made on hover (lazily, cached), never for every point
             self.map._handle_tooltip = self._handle_tooltip
@@ -121,9 +130,10 @@ class Explorer(w.VBox):
         self.clear_button.on_click(lambda _: self.select([]))
         self.status = w.HTML()  # errors and counts, shown in the widget
         self.grid = w.HTML(layout=w.Layout(max_height="420px", overflow="auto"))
+        self.gesture_guard = ShiftLassoGuard(root_class="fclip-explorer")  # shift+drag lassos in JupyterLab too
         super().__init__([w.HBox([self.colour_menu, self.query_box, self.k]), self.scatter.show(),
                           w.HBox([self.send_button, self.send_batch_button, self.clear_button, self.status]),
-                          self.grid])
+                          self.grid, self.gesture_guard])
         self.add_class("fclip-explorer")
         if color_by:
             self.color_by(color_by)
@@ -223,8 +233,7 @@ class Explorer(w.VBox):
     def _show_grid(self) -> None:
         ids = self.selected_ids
         if not ids:
-            self.grid.value = ('<p style="color:#666">Select products on the map: hold Shift and drag '
-                               '(or use the lasso button), or type a query.</p>')
+            self.grid.value = f'<p style="color:#666">{html.escape(LASSO_HINT)}</p>'
             return
         shown = ids[: self.grid_limit]
         head = f"<b>{len(ids)} selected</b>" + (f" (showing the first {len(shown)})" if len(ids) > len(shown) else "")
