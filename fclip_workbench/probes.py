@@ -4,8 +4,11 @@
 `C` is None its strength is swept over a log grid `Cs` (warm-started from the
 strongest regularisation), the best C is picked on a stratified validation split
 (`val_fraction`) and the probe is refitted on all the data with it. A probe
-remembers the model it was fitted for (`fingerprint`) and refuses embeddings of
-another model or another width with a one-line `ModelMismatchError`.
+records the embedding space it was fitted in (`space`: weights, precision, image
+pipeline, width; `space.EmbeddingSpace`) and `check_compatible(model)` refuses another
+space with one `SpaceMismatchError` line naming both; vectors of another width are a
+one-line `ModelMismatchError`. Saved files carry the space; files of format 1 (a bare
+model fingerprint, no space) are refused with one line that says to refit.
 
 Also here: `cross_val_f1` (out-of-fold weighted F1, the FashionCLIP paper's
 metric), `few_shot_curve` (k labelled items per class, fixed test set) and
@@ -15,7 +18,7 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> X = np.r_[rng.normal(0, 1, (40, 8)), rng.normal(3, 1, (40, 8))]   # (80, 8)
     >>> y = ["shirt"] * 40 + ["dress"] * 40
-    >>> probe = LinearProbe(fingerprint="abc").fit(X, y)
+    >>> probe = LinearProbe().fit(X, y)     # LinearProbe(space=model.space) records the space
     >>> probe.predict(X[:1]).tolist(), probe.classes_.tolist()
     (['shirt'], ['dress', 'shirt'])
 """
@@ -38,7 +41,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_te
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import InvalidArgumentError, ModelMismatchError
+from .errors import InvalidArgumentError, ModelMismatchError, SpaceMismatchError
+from .space import EmbeddingSpace, space_of
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +50,7 @@ DEFAULT_CS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)  # log grid of inverse L2 
 FALLBACK_C = 10.0  # used when there are too few items per class to validate (e.g. 1-shot); unit vectors need weak L2
 SCORINGS = ("accuracy", "f1_weighted")
 MISSING_LABELS = ("", "nan", "none")  # label values that mean "no label" in catalog columns
-FORMAT_VERSION = 1  # of the .npz written by `LinearProbe.save`
-
-
-def _fingerprint_of(model_or_fingerprint: object) -> str:
-    fp = getattr(model_or_fingerprint, "fingerprint", model_or_fingerprint)
-    if not isinstance(fp, str) or not fp:
-        raise InvalidArgumentError(f"Expected an EmbeddingModel or a fingerprint string, got {model_or_fingerprint!r}")
-    return fp
+FORMAT_VERSION = 2  # of the .npz written by `LinearProbe.save` (2: the embedding space; 1: a bare fingerprint)
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -61,7 +58,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     Parameters: `C` (None: sweep `Cs`), `Cs` (grid), `val_fraction` (validation share of the sweep),
     `scoring` ("accuracy" or "f1_weighted", the sweep's criterion), `max_iter` (L-BFGS iterations),
-    `random_state` (the validation split), `fingerprint` (the embedding model's; None: not checked).
+    `random_state` (the validation split), `space` (the `EmbeddingSpace` of the vectors, e.g. `model.space`;
+    None: not recorded, not checked).
     Fitted: `classes_`, `n_features_in_`, `C_`, `sweep_` ({C: validation score}, empty when not swept),
     `coef_` (n_classes or 1, dim), `intercept_`, `n_iter_`.
 
@@ -71,14 +69,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def __init__(self, C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, val_fraction: float = 0.2,
                  scoring: str = "accuracy", max_iter: int = 1000, random_state: int | None = 0,
-                 fingerprint: str | None = None) -> None:
+                 space: EmbeddingSpace | None = None) -> None:
         self.C = C
         self.Cs = Cs
         self.val_fraction = val_fraction
         self.scoring = scoring
         self.max_iter = max_iter
         self.random_state = random_state
-        self.fingerprint = fingerprint
+        self.space = space  # the embedding space of the vectors it is fitted on (None: not checked)
 
     # ---- checks ---------------------------------------------------------
     def _check_params(self) -> list[float]:
@@ -96,34 +94,39 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise InvalidArgumentError(f"Unknown scoring {self.scoring!r}; choose one of {', '.join(SCORINGS)}")
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, Integral) or self.max_iter < 1:
             raise InvalidArgumentError(f"max_iter must be a whole number >= 1, got {self.max_iter!r}")
-        if self.fingerprint is not None and (not isinstance(self.fingerprint, str) or not self.fingerprint):
-            raise InvalidArgumentError(f"fingerprint must be a non-empty string or None, got {self.fingerprint!r}")
+        if self.space is not None and not isinstance(self.space, EmbeddingSpace):
+            raise InvalidArgumentError(f"space must be an EmbeddingSpace (model.space) or None, got "
+                                       f"{type(self.space).__name__} {str(self.space)[:60]!r}")
         return sorted(float(c) for c in cs)
 
     def _check_width(self, X: object) -> None:
         """Refuse a width mismatch before anything else reads `X` (one line, scikit-learn's wording first)."""
         shape = getattr(X, "shape", None)
         if shape is not None and len(shape) == 2 and shape[1] != self.n_features_in_:
-            where = f" of model {self.fingerprint[:12]}" if self.fingerprint else ""
+            where = f" of space {self.space.describe()}" if self.space is not None else ""
             raise ModelMismatchError(
                 f"X has {shape[1]} features, but LinearProbe is expecting {self.n_features_in_} features as input "
                 f"(it was fitted on {self.n_features_in_}-d embeddings{where}); embed with the probe's model")
 
-    def check_compatible(self, model_or_fingerprint: object) -> None:
-        """Raise `ModelMismatchError` unless embeddings of `model_or_fingerprint` are what this probe was fitted on.
+    def check_compatible(self, model_or_space: object) -> None:
+        """Raise unless vectors of `model_or_space` (an EmbeddingModel or EmbeddingSpace) are what this probe expects.
 
-        >>> LinearProbe(fingerprint="aaa").check_compatible("bbb")
+        Another space: `SpaceMismatchError` naming both; another width: `ModelMismatchError`.
+
+        >>> a = EmbeddingSpace("a" * 32, "fp32", "c" * 16, 4, model="m@1")
+        >>> LinearProbe(space=a).check_compatible(EmbeddingSpace("b" * 32, "fp32", "c" * 16, 4, model="m@2"))
         Traceback (most recent call last):
         ...
-        fclip_workbench.errors.ModelMismatchError: This probe was fitted on embeddings of model aaa, not of model bbb; refit it on embeddings of bbb or load that model
+        fclip_workbench.errors.SpaceMismatchError: linear probe was made in space m@1 [aaaaaaaaaaaa fp32 4-d], not in m@2 [bbbbbbbbbbbb fp32 4-d]: rebuild it with this model, or use the model it was made with
         """
-        fp = _fingerprint_of(model_or_fingerprint)
-        if self.fingerprint is not None and fp != self.fingerprint:
-            raise ModelMismatchError(f"This probe was fitted on embeddings of model {self.fingerprint[:12]}, not of "
-                                     f"model {fp[:12]}; refit it on embeddings of {fp[:12]} or load that model")
-        dim = getattr(model_or_fingerprint, "dim", None)
-        if dim is not None and hasattr(self, "n_features_in_") and int(dim) != self.n_features_in_:
-            raise ModelMismatchError(f"Model {fp[:12]} gives {dim}-d embeddings but this probe expects "
+        if isinstance(model_or_space, str):
+            raise InvalidArgumentError("check_compatible takes an EmbeddingModel or its .space; a bare fingerprint "
+                                       "does not say the precision, image pipeline or width")
+        other = space_of(model_or_space)
+        if self.space is not None:
+            self.space.check(other, "linear probe")
+        if hasattr(self, "n_features_in_") and other.dim != self.n_features_in_:
+            raise ModelMismatchError(f"{other.describe()} gives {other.dim}-d embeddings but this probe expects "
                                      f"{self.n_features_in_}-d ones; refit the probe on that model's embeddings")
 
     # ---- fit ------------------------------------------------------------
@@ -149,6 +152,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """Fit on (n, dim) embeddings and n labels (strings or ints); returns self."""
         cs = self._check_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        if self.space is not None and X.shape[1] != self.space.dim:
+            raise ModelMismatchError(f"X has {X.shape[1]} features but the probe's space {self.space.describe()} is "
+                                     f"{self.space.dim}-d; fit it on vectors of that space")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The number of unique classes")  # few-shot: 1 item per class
             check_classification_targets(y)
@@ -219,7 +225,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": "fclip-linear-probe", "version": FORMAT_VERSION, "params": self.get_params(),
+        params = {k: v for k, v in self.get_params().items() if k != "space"}
+        meta = {"format": "fclip-linear-probe", "version": FORMAT_VERSION, "params": params,
+                "space": None if self.space is None else self.space.to_dict(),
                 "C_": self.C_, "sweep_": [[c, s] for c, s in self.sweep_.items()], "n_iter_": self.n_iter_,
                 "n_features_in_": self.n_features_in_, "classes_dtype": str(self.classes_.dtype)}
         meta["params"]["Cs"] = [float(c) for c in self.Cs]
@@ -242,44 +250,106 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         except (OSError, ValueError, KeyError) as e:
             raise InvalidArgumentError(f"{path} is not a saved LinearProbe ({e}); save one with "
                                        "LinearProbe.save(path)") from e
-        if meta.get("format") != "fclip-linear-probe" or meta.get("version") != FORMAT_VERSION:
-            raise InvalidArgumentError(f"{path} is not a LinearProbe file of version {FORMAT_VERSION} "
-                                       f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
-        if meta.get("classes_dtype") == "object":
-            classes = classes.astype(object)
-        params = dict(meta["params"], Cs=tuple(meta["params"]["Cs"]))
-        probe = cls(**params)
-        lr = probe._logreg(meta["C_"])
+        if not isinstance(meta, dict) or meta.get("format") != "fclip-linear-probe":
+            raise InvalidArgumentError(f"{path} is not a LinearProbe file (format "
+                                       f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+        if meta.get("version") == 1:
+            raise SpaceMismatchError(f"{path} is a probe of format 1 (a bare model fingerprint, no embedding space): "
+                                     f"refit it and save it again with LinearProbe(space=model.space)")
+        if meta.get("version") != FORMAT_VERSION:
+            raise InvalidArgumentError(f"{path} is a LinearProbe file of version {meta.get('version')!r}; this "
+                                       f"fclip-workbench reads version {FORMAT_VERSION}")
+        try:
+            space = None if meta.get("space") is None else EmbeddingSpace.from_dict(meta["space"], f"probe {path}")
+            if meta.get("classes_dtype") == "object":
+                classes = classes.astype(object)
+            params = dict(meta["params"], Cs=tuple(meta["params"]["Cs"]), space=space)
+            probe = cls(**params)
+            probe._check_params()
+            n_features, C, n_iter = int(meta["n_features_in_"]), float(meta["C_"]), int(meta["n_iter_"])
+            sweep = {float(c): float(v) for c, v in meta["sweep_"]}
+        except SpaceMismatchError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # a damaged or hand-edited file
+            raise InvalidArgumentError(f"{path} is a damaged LinearProbe file ({type(e).__name__}: {e}); "
+                                       f"save the probe again") from e
+        rows = 1 if len(classes) == 2 else len(classes)
+        if classes.ndim != 1 or len(classes) < 2 or coef.shape != (rows, n_features) or intercept.shape != (rows,) \
+                or not np.isfinite(coef).all() or not np.isfinite(intercept).all() \
+                or (space is not None and space.dim != n_features):
+            raise InvalidArgumentError(f"{path} is a damaged LinearProbe file (coef {coef.shape}, intercept "
+                                       f"{intercept.shape}, {len(classes)} classes, {n_features} features, finite "
+                                       f"{bool(np.isfinite(coef).all() and np.isfinite(intercept).all())}); "
+                                       f"save the probe again")
+        lr = probe._logreg(C)
         lr.coef_, lr.intercept_, lr.classes_ = coef, intercept, classes
-        lr.n_features_in_, lr.n_iter_ = meta["n_features_in_"], np.array([meta["n_iter_"]])
+        lr.n_features_in_, lr.n_iter_ = n_features, np.array([n_iter])
         probe.model_, probe.classes_, probe.coef_, probe.intercept_ = lr, classes, coef, intercept
-        probe.n_features_in_, probe.C_, probe.n_iter_ = meta["n_features_in_"], meta["C_"], meta["n_iter_"]
-        probe.sweep_ = {float(c): float(s) for c, s in meta["sweep_"]}
+        probe.n_features_in_, probe.C_, probe.n_iter_ = n_features, C, n_iter
+        probe.sweep_ = sweep
         return probe
 
 
 # ------------------------------------------------------------------ helpers over embeddings + labels
+def _as_matrix(vectors, what: str) -> np.ndarray:
+    """A non-empty, finite, numeric (n, dim) array, or one InvalidArgumentError line."""
+    try:
+        X = np.asarray(vectors)
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise InvalidArgumentError(f"{what} must be a numeric (n, dim) array: {e}") from e
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise InvalidArgumentError(f"{what} must be a non-empty (n, dim) array, got shape {X.shape}")
+    if X.dtype == bool or not np.issubdtype(X.dtype, np.number):
+        raise InvalidArgumentError(f"{what} must be numbers, got dtype {X.dtype}")
+    if not np.isfinite(X).all():
+        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+        raise InvalidArgumentError(f"{what} must be finite numbers; {len(bad)} row(s) hold NaN/inf, first "
+                                   f"{bad[:5].tolist()}; drop or re-embed them")
+    return X
+
+
+def _as_labels(labels, n: int, what: str) -> np.ndarray:
+    """(n,) labels of one kind (all strings or all integers), none missing, or one InvalidArgumentError line."""
+    if labels is None or isinstance(labels, (str, bytes)) or np.ndim(labels) != 1:
+        raise InvalidArgumentError(f"labels must be a list of {n} labels, one per row of {what}; got "
+                                   f"{type(labels).__name__} of shape {np.shape(labels) if labels is not None else None}")
+    y = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
+    if len(y) != n:
+        raise InvalidArgumentError(f"{n} {what} but {len(y)} labels; pass one label per row of {what}")
+    if y.dtype == object or y.dtype.kind == "f":
+        missing = np.array([v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v))
+                            or (isinstance(v, str) and not v.strip()) for v in y], dtype=bool)
+        if missing.any():
+            rows = np.flatnonzero(missing)
+            raise InvalidArgumentError(f"{len(rows)} labels are missing (None/NaN/empty), first at rows "
+                                       f"{rows[:5].tolist()}; leave those items out (probes.labelled)")
+    if y.dtype == object:
+        kinds = {"str" if isinstance(v, str) else "int" if isinstance(v, (int, np.integer)) and not isinstance(
+            v, (bool, np.bool_)) else type(v).__name__ for v in y}
+        if len(kinds) > 1 or not kinds <= {"str", "int"}:
+            raise InvalidArgumentError(f"labels must all be strings or all integers; got {sorted(kinds)}")
+        y = y.astype(str) if kinds == {"str"} else y.astype(np.int64)
+    elif y.dtype.kind not in "iuUS":
+        raise InvalidArgumentError(f"labels must be strings or integers, got dtype {y.dtype}")
+    return y
+
+
 def check_vectors_labels(vectors, labels, what: str = "vectors", min_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """(n, dim) float array and (n,) label array, checked: same length, finite, at least `min_classes` classes.
+
+    Checked before any slow work; each problem is one `InvalidArgumentError` line.
 
     >>> check_vectors_labels(np.zeros((2, 3)), ["a"])
     Traceback (most recent call last):
     ...
     fclip_workbench.errors.InvalidArgumentError: 2 vectors but 1 labels; pass one label per row of vectors
     """
-    X = np.asarray(vectors)
-    y = np.asarray(labels)
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise InvalidArgumentError(f"{what} must be a non-empty (n, dim) array, got shape {X.shape}")
-    if y.ndim != 1 or len(y) != len(X):
-        raise InvalidArgumentError(f"{len(X)} {what} but {len(y) if y.ndim == 1 else y.shape} labels; "
-                                   f"pass one label per row of {what}")
-    if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
-        bad = np.flatnonzero(~np.isfinite(X.astype(float)).all(axis=1))[:5].tolist() \
-            if np.issubdtype(X.dtype, np.number) else "non-numeric"
-        raise InvalidArgumentError(f"{what} must be finite numbers; bad rows: {bad}; drop or re-embed them")
-    if len(np.unique(y)) < min_classes:
-        raise InvalidArgumentError(f"Need labels of at least {min_classes} classes, got {np.unique(y).tolist()!r}")
+    X = _as_matrix(vectors, what)
+    y = _as_labels(labels, len(X), what)
+    classes = np.unique(y)
+    if len(classes) < min_classes:
+        raise InvalidArgumentError(f"Need labels of at least {min_classes} classes, got {len(classes)}: "
+                                   f"{classes[:5].tolist()!r}")
     return X, y
 
 
@@ -401,8 +471,9 @@ def probe_vs_zero_shot(model, train_vectors, train_labels: Mapping[str, Sequence
         raise ModelMismatchError(f"Model {model.name!r} gives {model.dim}-d embeddings but the vectors are "
                                  f"{train_vectors.shape[-1]}-d; embed them with this model")
     base = LinearProbe() if probe is None else probe
-    if base.fingerprint is not None:
-        base.check_compatible(model)
+    space = getattr(model, "space", None)  # (an EmbeddingModel's; None for stand-ins without one)
+    if base.space is not None and space is not None:
+        base.check_compatible(space)
     records = []
     for fld in fields:
         ytr = np.array([str(v).strip() for v in train_labels[fld]], dtype=object)
@@ -417,7 +488,7 @@ def probe_vs_zero_shot(model, train_vectors, train_labels: Mapping[str, Sequence
             raise InvalidArgumentError(f"Test labels of field {fld!r} missing from its zero-shot classes: "
                                        f"{unknown[:5]!r}; add them to classes[{fld!r}]")
         zs = ZeroShotClassifier(model, names).predict(Xte)
-        p = LinearProbe(**{**base.get_params(), "fingerprint": getattr(model, "fingerprint", None)}).fit(Xtr, ytr_)
+        p = LinearProbe(**{**base.get_params(), "space": space if space is not None else base.space}).fit(Xtr, ytr_)
         records.append({"field": fld, "n_classes": len(names), "n_train": len(ytr_), "n_test": len(yte_),
                         "n_unlabelled": int((~mtr).sum() + (~mte).sum()),
                         "zero_shot_f1": float(f1_score(yte_, zs, average="weighted", zero_division=0)),

@@ -92,14 +92,15 @@ few_shot_figure(curve, zero_shot=zero_shot, title=f"few-shot linear probe: {fiel
 
 # %% [markdown]
 # ## A probe to keep
-# A probe is saved with the fingerprint of the model whose vectors it was trained on, and refuses
-# vectors from any other model (`check_compatible`) or of another width.
+# A probe is saved with the *embedding space* of the vectors it was trained on (the model's weights,
+# its precision, the image pipeline and the width: `model.space`), and `check_compatible` refuses
+# vectors of any other space with one line that names both.
 
 # %%
-probe = LinearProbe(fingerprint=model.fingerprint).fit(X[train], labels[field][train])
+probe = LinearProbe(space=model.space).fit(X[train], labels[field][train])
 path = probe.save(cache_dir() / "probes" / f"{catalog.name}-{field}.npz")
 LinearProbe.load(path).check_compatible(model)
-print(f"saved {path.name}: C={probe.C_:g}, {len(probe.classes_)} classes, model {model.fingerprint[:12]}")
+print(f"saved {path.name}: C={probe.C_:g}, {len(probe.classes_)} classes, space {model.space.describe()}")
 
 # %% [markdown]
 # ## Label audit

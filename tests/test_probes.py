@@ -1,6 +1,7 @@
 """LinearProbe: scikit-learn conformance, the C sweep, save/load without pickle, model checks, CV F1, few-shot."""
 from __future__ import annotations
 
+import json
 import zipfile
 
 import numpy as np
@@ -8,9 +9,14 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fclip_workbench.errors import FclipError, InvalidArgumentError, ModelMismatchError
-from fclip_workbench.probes import (DEFAULT_CS, FALLBACK_C, LinearProbe, cross_val_f1, few_shot_curve,
-                                    probe_vs_zero_shot)
+from fclip_workbench.errors import FclipError, InvalidArgumentError, ModelMismatchError, SpaceMismatchError
+from fclip_workbench.probes import (DEFAULT_CS, FALLBACK_C, LinearProbe, check_vectors_labels, cross_val_f1,
+                                    few_shot_curve, out_of_fold, probe_vs_zero_shot)
+from fclip_workbench.space import EmbeddingSpace
+
+
+def space(weights="a", dim=16, precision="fp32", pipeline="c", model="m@1"):
+    return EmbeddingSpace(weights * 32, precision, pipeline * 16, dim, model=model)
 
 
 @parametrize_with_checks([LinearProbe()])
@@ -69,7 +75,7 @@ def test_one_shot_falls_back_to_a_fixed_c():
 @pytest.mark.parametrize("params, word", [({"C": -1.0}, "C must be"), ({"Cs": []}, "Cs must be"),
                                           ({"scoring": "auc"}, "Unknown scoring 'auc'"),
                                           ({"val_fraction": 1.5}, "val_fraction"), ({"max_iter": 0}, "max_iter"),
-                                          ({"fingerprint": ""}, "fingerprint")])
+                                          ({"space": "a" * 64}, "space must be an EmbeddingSpace")])
 def test_bad_parameters_are_one_line_errors(params, word):
     X, y = blobs()
     with pytest.raises(InvalidArgumentError, match=word) as e:
@@ -86,14 +92,14 @@ def test_unfitted_and_single_class():
 
 def test_save_load_round_trip_without_pickle(tmp_path):
     X, y = blobs()
-    probe = LinearProbe(fingerprint="f" * 64).fit(X, y)
+    probe = LinearProbe(space=space("f")).fit(X, y)
     path = probe.save(tmp_path / "probe")
     assert path.suffix == ".npz"
     with zipfile.ZipFile(path) as z:  # plain arrays only: loadable with allow_pickle=False
         assert sorted(z.namelist()) == ["classes.npy", "coef.npy", "intercept.npy", "meta.npy"]
     np.load(path, allow_pickle=False)["classes"]
     loaded = LinearProbe.load(path)
-    assert loaded.fingerprint == "f" * 64 and loaded.C_ == probe.C_ and loaded.sweep_ == probe.sweep_
+    assert loaded.space == space("f") and loaded.space.model == "m@1" and loaded.C_ == probe.C_ and loaded.sweep_ == probe.sweep_
     assert loaded.classes_.tolist() == probe.classes_.tolist()
     np.testing.assert_allclose(loaded.predict_proba(X), probe.predict_proba(X))
     assert (loaded.predict(X) == probe.predict(X)).all()
@@ -114,27 +120,110 @@ def test_load_refuses_other_files(tmp_path):
         LinearProbe.load(tmp_path / "other.npz")
 
 
-def test_refuses_another_model_and_another_width(tmp_path):
+def _rewrite_meta(path, out, edit):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    edit(meta, arrays)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(out, **arrays)
+    return out
+
+
+def test_old_probe_files_are_refused_with_one_line(tmp_path):
+    """Format 1 kept a bare fingerprint: it cannot say precision, pipeline or width, so it is refused, not guessed."""
     X, y = blobs()
-    probe = LinearProbe(fingerprint="a" * 64).fit(X, y)
-    probe.check_compatible("a" * 64)
-    with pytest.raises(ModelMismatchError, match="fitted on embeddings of model aaaaaaaaaaaa, not of model bbbb"):
-        LinearProbe.load(probe.save(tmp_path / "p.npz")).check_compatible("b" * 64)
+    path = LinearProbe(space=space()).fit(X, y).save(tmp_path / "p.npz")
+
+    def to_v1(meta, arrays):
+        meta["version"] = 1
+        meta.pop("space")
+        meta["params"]["fingerprint"] = "a" * 64
+    old = _rewrite_meta(path, tmp_path / "old.npz", to_v1)
+    with pytest.raises(SpaceMismatchError, match="format 1 .*refit it") as e:
+        LinearProbe.load(old)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("edit, word", [
+    (lambda m, a: m["space"].update(weights="not hex"), "damaged embedding space"),
+    (lambda m, a: m["space"].pop("dim"), "lacks dim"),
+    (lambda m, a: m.update(space="fclip-mini"), "records no embedding space"),
+    (lambda m, a: m["space"].update(dim=8), "damaged LinearProbe file"),
+    (lambda m, a: m.pop("C_"), "damaged LinearProbe file"),
+    (lambda m, a: m["params"].update(C="strong"), "C must be"),
+    (lambda m, a: m.update(version=99), "version 99"),
+    (lambda m, a: a.update(coef=a["coef"][:, :3]), "damaged LinearProbe file"),
+    (lambda m, a: a.update(coef=np.full_like(a["coef"], np.nan)), "damaged LinearProbe file"),
+    (lambda m, a: a.update(classes=a["classes"][:1]), "damaged LinearProbe file"),
+])
+def test_damaged_probe_files_are_one_line(tmp_path, edit, word):
+    X, y = blobs()
+    path = LinearProbe(space=space()).fit(X, y).save(tmp_path / "p.npz")
+    bad = _rewrite_meta(path, tmp_path / "bad.npz", edit)
+    with pytest.raises(FclipError, match=word) as e:
+        LinearProbe.load(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_refuses_another_space_and_another_width(tmp_path):
+    X, y = blobs()
+    probe = LinearProbe(space=space()).fit(X, y)
+    probe.check_compatible(space())
+    loaded = LinearProbe.load(probe.save(tmp_path / "p.npz"))
+    for other, what in [(space("b", model="m@2"), "weights"), (space(precision="onnx-int8"), "precision"),
+                        (space(pipeline="d"), "image pipeline")]:
+        with pytest.raises(SpaceMismatchError, match=r"linear probe was made in space m@1 \[aaaaaaaaaaaa fp32 16-d\], "
+                                                     r"not in") as e:
+            loaded.check_compatible(other)
+        assert "\n" not in str(e.value), what
+    with pytest.raises(InvalidArgumentError, match="bare fingerprint"):
+        loaded.check_compatible("a" * 64)
     with pytest.raises(ModelMismatchError, match="X has 8 features, but LinearProbe is expecting 16") as e:
         probe.predict(X[:, :8])
     assert isinstance(e.value, FclipError) and "\n" not in str(e.value)
+    with pytest.raises(ModelMismatchError, match="probe's space .* is 32-d"):
+        LinearProbe(space=space(dim=32)).fit(X, y)
 
 
 def test_check_compatible_with_a_model(tiny_model):
     X, y = blobs(dim=tiny_model.dim)
-    probe = LinearProbe(fingerprint=tiny_model.fingerprint).fit(X, y)
+    probe = LinearProbe(space=tiny_model.space).fit(X, y)
     probe.check_compatible(tiny_model)
-    other = LinearProbe(fingerprint="0" * 64).fit(X, y)
-    with pytest.raises(ModelMismatchError):
+    other = LinearProbe(space=space("0", dim=tiny_model.dim)).fit(X, y)
+    with pytest.raises(SpaceMismatchError, match=tiny_model.space.describe().replace("[", r"\[").replace("]", r"\]")):
         other.check_compatible(tiny_model)
     narrow = LinearProbe().fit(X[:, :3], y)
     with pytest.raises(ModelMismatchError, match=f"gives {tiny_model.dim}-d embeddings"):
         narrow.check_compatible(tiny_model)
+
+
+NAN_ROW = np.r_[np.full((1, 16), np.nan), np.zeros((239, 16))]
+
+
+@pytest.mark.parametrize("vectors, labels, word", [
+    (np.zeros((240, 16)), ["a", "b"] * 60, "240 vectors but 120 labels"),
+    (np.zeros((240, 16)), ["a"] * 240, "at least 2 classes, got 1"),
+    (NAN_ROW, ["a", "b"] * 120, "1 row\\(s\\) hold NaN/inf, first \\[0\\]"),
+    (np.zeros((0, 16)), [], "non-empty"),
+    (np.zeros(16), ["a"] * 16, "non-empty \\(n, dim\\)"),
+    (np.zeros((240, 16)), None, "list of 240 labels"),
+    (np.zeros((240, 16)), "shirt", "list of 240 labels"),
+    (np.zeros((240, 16)), np.zeros((240, 2)), "list of 240 labels"),
+    (np.zeros((240, 16)), ["a", None] * 120, "120 labels are missing"),
+    (np.zeros((240, 16)), ["a", float("nan")] * 120, "120 labels are missing"),
+    (np.zeros((240, 16)), ["a", " "] * 120, "120 labels are missing"),
+    (np.zeros((240, 16)), ["a", 1] * 120, "strings or all integers"),
+    (np.full((240, 16), "x"), ["a", "b"] * 120, "must be numbers"),
+    ([[0.0, 1.0], [1.0]], ["a", "b"], "numeric \\(n, dim\\) array"),
+])
+@pytest.mark.parametrize("call", ["check", "out_of_fold", "cross_val_f1", "few_shot_curve"])
+def test_hostile_inputs_are_one_line_before_any_work(vectors, labels, word, call):
+    fn = {"check": check_vectors_labels, "out_of_fold": out_of_fold, "cross_val_f1": cross_val_f1,
+          "few_shot_curve": few_shot_curve}[call]
+    with pytest.raises(InvalidArgumentError, match=word) as e:
+        fn(vectors, labels)
+    assert "\n" not in str(e.value)
 
 
 def test_cross_val_f1_separates_signal_from_noise():
