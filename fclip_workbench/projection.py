@@ -1,7 +1,17 @@
 """UMAPProjector: 2-d maps of embeddings, scikit-learn style, cached on disk.
 
 The map of a matrix is stored under `paths.cache_dir() / "projections"` (one `.npz` per
-matrix x parameters x umap version), so a notebook rerun on the same vectors is instant.
+matrix x parameters x embedding space x umap version), so a notebook rerun on the same vectors
+is instant. A cache file is never trusted by its name alone: it records the parameters, the
+embedding space (`space`, e.g. `model.space`), the content hash of the vectors it was fitted
+on and the seed, and is served only when all of them match and the map has the right shape
+and finite values; otherwise it is rebuilt (a warning says why).
+
+Placing new points (`transform`) needs the UMAP model of *this* map. A fresh fit has it; after
+a cache hit the model is refitted with the recorded seed (`seed_`: `random_state`, or one drawn
+and recorded when `random_state` is None), which rebuilds the same map; if the rebuilt map
+differs (another CPU or library), new points are placed from their nearest fitted neighbours
+on the cached map instead, so they always land beside the points they resemble.
 Optionally the vectors go through PCA (default 50 components) before UMAP: the
 neighbour search, UMAP's slowest step, then works in 50 instead of 256-512 dimensions.
 
@@ -28,10 +38,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from .errors import InvalidArgumentError
 from .paths import cache_dir as default_cache_dir
+from .space import EmbeddingSpace, space_of
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the cached file's layout or the projection recipe changes
+CACHE_VERSION = 2  # bump when the cached file's layout or the projection recipe changes (2: space, digest, seed)
+SAME_MAP = 1e-3  # a refitted map equals the cached one when every point is within this share of the map's extent
 METRICS = ("cosine", "euclidean", "manhattan", "correlation")
 
 
@@ -80,7 +92,8 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
     `embedding_` (n_items, n_components) float32, `n_features_in_`, `cache_key_`,
     `cache_hit_` (True when `fit` read the map from disk), `fit_seconds_`,
     `pca_` (sklearn PCA or None), `umap_` (the umap.UMAP model; None after a cache hit until
-    `transform` needs it for new points).
+    `transform` needs it for new points), `seed_` (the seed the map was made with), `space_`
+    (the `EmbeddingSpace` recorded, or None), `fit_digest_` (content hash of the fitted vectors).
 
     >>> UMAPProjector().transform(np.zeros((4, 2)))
     Traceback (most recent call last):
@@ -90,15 +103,17 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
 
     def __init__(self, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
                  n_components: int = 2, pca_components: int | None = 50, random_state: int | None = 0,
-                 cache_dir: str | Path | None = None, use_cache: bool = True) -> None:
+                 cache_dir: str | Path | None = None, use_cache: bool = True,
+                 space: EmbeddingSpace | None = None) -> None:
         self.n_neighbors = n_neighbors  # neighbours per point: larger = more global structure
         self.min_dist = min_dist  # how tightly points pack in the map (0..1)
         self.metric = metric  # distance in the (PCA-reduced) embedding space
         self.n_components = n_components  # 2 for a map
         self.pca_components = pca_components  # PCA to this many dims first (None: no PCA)
-        self.random_state = random_state  # fixed seed: same map every run (None: faster, parallel, not repeatable)
+        self.random_state = random_state  # fixed seed: same map every run (None: a seed is drawn and recorded)
         self.cache_dir = cache_dir  # None: paths.cache_dir() / "projections"
         self.use_cache = use_cache  # False: always recompute, never write
+        self.space = space  # EmbeddingSpace of the vectors (model.space): recorded in the cache and checked
 
     # ------------------------------------------------------------ checks and keys
     def _check_params(self) -> None:
@@ -116,12 +131,28 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
                 self.pca_components, (int, np.integer)) or self.pca_components < self.n_components):
             raise InvalidArgumentError(f"pca_components must be None or a whole number >= n_components "
                                        f"({self.n_components}), got {self.pca_components!r}")
+        if self.random_state is not None and (isinstance(self.random_state, bool) or not isinstance(
+                self.random_state, (int, np.integer)) or not 0 <= self.random_state < 2 ** 32):
+            raise InvalidArgumentError(f"random_state must be None or a whole number in [0, 2**32), "
+                                       f"got {self.random_state!r}")
+        if self.space is not None and not isinstance(self.space, EmbeddingSpace):
+            raise InvalidArgumentError(f"space must be an EmbeddingSpace (model.space) or None, got "
+                                       f"{type(self.space).__name__}")
+
+    def check_space(self, model_or_space) -> None:
+        """Raise `SpaceMismatchError` (one line, both spaces) unless this map's space is `model_or_space`'s.
+
+        A projector without a recorded space (`space=None`) is not checked.
+        """
+        if self.space is not None:
+            self.space.check(space_of(model_or_space), "projection")
 
     def _params_key(self) -> dict:
         return {"n_neighbors": int(self.n_neighbors), "min_dist": float(self.min_dist), "metric": self.metric,
                 "n_components": int(self.n_components),
                 "pca_components": None if self.pca_components is None else int(self.pca_components),
-                "random_state": self.random_state, "umap": _umap_version(), "v": CACHE_VERSION}
+                "random_state": None if self.random_state is None else int(self.random_state),
+                "space": None if self.space is None else self.space.key, "umap": _umap_version(), "v": CACHE_VERSION}
 
     def _folder(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir() / "projections"
@@ -136,20 +167,28 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
         return hashlib.blake2b((matrix_digest(X) + params).encode(), digest_size=16).hexdigest()
 
     # ------------------------------------------------------------ cache
-    def _read(self, path: Path, n: int) -> np.ndarray | None:
+    def _read(self, path: Path, X: np.ndarray, digest: str) -> tuple[np.ndarray, int] | None:
+        """(map, seed) from the cache file, or None (absent, unreadable, or not the map of `X` here)."""
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                emb = z["embedding"]
-        except Exception as e:  # truncated or foreign file: recompute and overwrite
-            log.warning("ignoring unreadable projection cache %s (%s); recomputing", path, e)
+                emb, params, space = z["embedding"], json.loads(str(z["params"])), json.loads(str(z["space"]))
+                recorded_digest, seed = str(z["digest"]), int(z["seed"])
+        except Exception as e:  # truncated, foreign or older file: rebuilt, never served
+            log.warning("rebuilding the projection cache %s: unreadable or of an older layout (%s)", path, e)
             return None
-        if emb.shape != (n, self.n_components) or not np.isfinite(emb).all():
-            log.warning("ignoring projection cache %s of shape %s (expected %s); recomputing",
-                        path, emb.shape, (n, self.n_components))
+        expected = (len(X), int(self.n_components))
+        problem = ("its parameters differ" if params != json.loads(json.dumps(self._params_key())) else
+                   "it was fitted on other vectors" if recorded_digest != digest else
+                   "it records another embedding space" if space != (None if self.space is None
+                                                                      else self.space.to_dict()) else
+                   f"its map has shape {emb.shape}, not {expected}" if emb.shape != expected else
+                   "its map has non-finite values" if not np.isfinite(emb).all() else "")
+        if problem:
+            log.warning("rebuilding the projection cache %s: %s", path, problem)
             return None
-        return emb.astype(np.float32, copy=False)
+        return emb.astype(np.float32, copy=False), seed
 
     def _write(self, path: Path, emb: np.ndarray) -> None:
         """Atomic write (temporary file + rename); a cache that cannot be written is a warning, not a loss."""
@@ -158,7 +197,9 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
             fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    np.savez(f, embedding=emb, params=json.dumps(self._params_key()))
+                    np.savez(f, embedding=emb, params=json.dumps(self._params_key()), digest=self.fit_digest_,
+                             space=json.dumps(None if self.space is None else self.space.to_dict()),
+                             seed=np.int64(self.seed_))
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -168,22 +209,29 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ estimator API
     def fit(self, X, y=None) -> "UMAPProjector":
-        """Project `X` (n_items, dim); read the map from the cache when it is there."""
+        """Project `X` (n_items, dim); read the map from the cache when it is there and is the map of `X`."""
         self._check_params()
         X = _check_matrix(X)
+        if self.space is not None:
+            self.space.check_vectors(X, "projection input")
         self.n_features_in_ = X.shape[1]
+        self.space_ = self.space
+        self.fit_digest_ = matrix_digest(X)
         self.cache_key_ = self._key(X)
-        self._fit_digest = matrix_digest(X)
         path = self._folder() / f"umap-{self.cache_key_}.npz"
         t0 = time.perf_counter()
-        emb = self._read(path, len(X)) if self.use_cache else None
-        self.cache_hit_ = emb is not None
+        found = self._read(path, X, self.fit_digest_) if self.use_cache else None
+        self.cache_hit_ = found is not None
         self.pca_, self.umap_ = None, None
         self._X = X  # kept to fit the model lazily when a cache hit is followed by transform(new points)
-        if emb is None:
+        if found is None:
+            self.seed_ = int(self.random_state) if self.random_state is not None \
+                else int(np.random.SeedSequence().entropy % (2 ** 31))  # recorded: the map can be rebuilt
             emb = self._compute(X)
             if self.use_cache:
                 self._write(path, emb)
+        else:
+            emb, self.seed_ = found
         self.embedding_ = emb  # (n_items, n_components)
         self.fit_seconds_ = time.perf_counter() - t0
         log.info("UMAP of %s: %.1f s (%s)", X.shape, self.fit_seconds_, "cache" if self.cache_hit_ else "computed")
@@ -202,30 +250,55 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
         n = len(X)
         if self.pca_components is not None and X.shape[1] > self.pca_components:
             from sklearn.decomposition import PCA
-            self.pca_ = PCA(n_components=min(int(self.pca_components), n), random_state=self.random_state).fit(X)
+            self.pca_ = PCA(n_components=min(int(self.pca_components), n), random_state=self.seed_).fit(X)
         Z = self._reduce(X)  # (n, pca_components) or (n, dim)
         k = min(int(self.n_neighbors), n - 1)
         if k < self.n_neighbors:
             log.info("n_neighbors %d > n_items - 1; using %d", self.n_neighbors, k)
         self.umap_ = umap.UMAP(n_neighbors=k, min_dist=float(self.min_dist), metric=self.metric,
-                               n_components=int(self.n_components), random_state=self.random_state,
-                               n_jobs=1 if self.random_state is not None else -1,  # a seed forces one thread
+                               n_components=int(self.n_components), random_state=self.seed_,
+                               n_jobs=1,  # a seed means one thread (umap-learn); the seed makes the map rebuildable
                                init="spectral" if n > self.n_components + 1 else "random")
         return np.asarray(self.umap_.fit_transform(Z), dtype=np.float32)
 
     def transform(self, X) -> np.ndarray:
-        """Map coordinates (n, n_components): the fitted map for the fitted matrix, else UMAP's transform."""
+        """Map coordinates (n, n_components): the fitted map for the fitted matrix, else new points placed on it.
+
+        New points go through UMAP's own transform on the model of this very map (after a cache hit,
+        refitted with the recorded seed and checked to rebuild the cached map), or, when the
+        rebuilt map differs, at the similarity-weighted mean of their nearest fitted points.
+        """
         check_is_fitted(self, "embedding_")
         X = _check_matrix(X)
         if X.shape[1] != self.n_features_in_:
             raise InvalidArgumentError(f"X has {X.shape[1]} dimensions; this projector was fitted on "
                                        f"{self.n_features_in_}")
-        if matrix_digest(X) == self._fit_digest:
+        if matrix_digest(X) == self.fit_digest_:
             return self.embedding_.copy()
-        if self.umap_ is None:  # fitted from the cache: the UMAP model itself is not stored
-            log.info("fitting the UMAP model (the cached map has no model) to place new points")
-            self._compute(self._X)  # same parameters and seed: the same map as the cached one
+        if self.umap_ is None and not getattr(self, "_rebuild_failed", False):  # fitted from the cache
+            log.info("refitting the UMAP model with the recorded seed %d to place new points", self.seed_)
+            rebuilt = self._compute(self._X)
+            extent = float(np.ptp(self.embedding_, axis=0).max()) or 1.0
+            if np.abs(rebuilt - self.embedding_).max() > SAME_MAP * extent:
+                log.warning("the refitted UMAP map differs from the cached one (another CPU or library?); "
+                            "placing new points by their nearest fitted neighbours on the cached map")
+                self.umap_, self._rebuild_failed = None, True
+        if self.umap_ is None:
+            return self._place_by_neighbours(X)
         return np.asarray(self.umap_.transform(self._reduce(X)), dtype=np.float32)
+
+    def _place_by_neighbours(self, X: np.ndarray) -> np.ndarray:
+        """(n, n_components): each new point at the similarity-weighted mean of its k nearest fitted points."""
+        k = min(int(self.n_neighbors), len(self._X))
+        F = self._X / np.maximum(np.linalg.norm(self._X, axis=1, keepdims=True), 1e-12)
+        out = np.empty((len(X), self.embedding_.shape[1]), np.float32)
+        for start in range(0, len(X), 1024):
+            Q = X[start:start + 1024]
+            S = (Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)) @ F.T  # (b, n_fit) cosine
+            nb = np.argpartition(-S, k - 1, axis=1)[:, :k]  # (b, k)
+            w = np.exp((np.take_along_axis(S, nb, 1) - 1.0) / 0.05)  # closer neighbours weigh more
+            out[start:start + len(Q)] = (w[..., None] * self.embedding_[nb]).sum(1) / w.sum(1, keepdims=True)
+        return out
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
         return self.fit(X).embedding_.copy()

@@ -62,7 +62,7 @@ from fclip_workbench.workshop import resolve_data, resolve_model
 
 catalog = resolve_data(DATA, limit=LIMIT)
 model = resolve_model(MODEL, catalog)
-projector = UMAPProjector(n_neighbors=15, min_dist=0.1, random_state=0)
+projector = UMAPProjector(n_neighbors=15, min_dist=0.1, random_state=0, space=model.space)  # cached per space
 explorer = Explorer.build(model, catalog, projector=projector)
 print(f"{len(explorer.table)} products on the map; UMAP {projector.fit_seconds_:.1f} s "
       f"({'from the cache' if projector.cache_hit_ else 'computed'})")
@@ -127,9 +127,12 @@ explorer.selection.head(10)
 # %% [markdown]
 # ## Audits as map layers
 # Three audits of the catalog (`fclip_workbench.audit`), each a DataFrame, most suspicious first:
-# - **label issues**: a linear probe is trained on the embeddings with cross-validation, so each
-#   product is scored by a probe that never saw it; a product whose given label the probe finds
-#   very unlikely (`score` near 1) is probably mislabelled (or the model is wrong about it);
+# - **label issues**: each product is scored without its own label, by three judges combined: a
+#   linear probe trained with cross-validation (it never saw the product), the centre of each
+#   class (computed without the product), and the labels of its nearest neighbours; a product
+#   whose given label they find very unlikely (`score` near 1) is probably mislabelled (or the
+#   model is wrong about it). A class with only one or two products cannot be judged this way:
+#   those rows say so (`judged` False, `reason`) and come after all the others;
 # - **near-duplicates**: groups of products whose embeddings are almost identical (cosine
 #   `DUP_THRESHOLD` or more): the same photo listed twice, or variants of one product;
 # - **outliers**: products far from all others (mean cosine distance to their 10 nearest).
@@ -141,15 +144,16 @@ explorer.selection.head(10)
 # %%
 import numpy as np
 
-from fclip_workbench.audit import find_label_issues, near_duplicates, outliers
+from fclip_workbench.audit import find_label_issues, knn_graph, near_duplicates, outliers
+from fclip_workbench.probes import labelled
 
 ids = explorer.table["item_id"].tolist()
-given = catalog.table[COLOR_BY].to_numpy()[[catalog.row_of(i) for i in ids]]
-have = np.asarray([v is not None and v == v for v in given])  # products with a label to audit
-issues = find_label_issues(explorer.vectors[have], given[have].astype(str), cv=5)
+given = catalog.table[COLOR_BY].astype(str).str.strip().to_numpy()[[catalog.row_of(i) for i in ids]]
+have = labelled(given)  # products with a label to audit
+issues = find_label_issues(explorer.vectors[have], given[have], cv=5, space=model.space)
 issues.insert(1, "item_id", np.asarray(ids)[have][issues.position])
-dups = near_duplicates(explorer.vectors, ids, threshold=DUP_THRESHOLD)
-far = outliers(explorer.vectors, ids, k=10)
+dups = near_duplicates(explorer.vectors, ids, threshold=DUP_THRESHOLD, space=model.space)
+far = outliers(explorer.vectors, ids, k=10, graph=knn_graph(explorer.vectors), space=model.space)
 explorer.show_audit(dups)
 explorer.show_audit(far)
 explorer.show_audit(issues, select=20)  # coloured by label-issue score; the 20 most suspicious selected

@@ -104,19 +104,36 @@ print(f"saved {path.name}: C={probe.C_:g}, {len(probe.classes_)} classes, space 
 
 # %% [markdown]
 # ## Label audit
-# Every labelled product gets out-of-sample probabilities from probes that did not see it
-# (5-fold cross-validation). They are ranked by *self-confidence*, the probability of their given
-# label, lowest (most suspicious) first; cleanlab's confident learning marks those it judges
-# mislabelled (`is_issue`). Published test sets
-# hold label errors too (3.3% on average, Northcutt et al. 2021): check these before trusting a score.
+# Every labelled product gets out-of-sample probabilities from three judges that never saw its
+# label: probes trained on the other folds (5-fold cross-validation), the centre of each class
+# computed without it, and the labels of its nearest neighbours (one kNN graph), combined by a
+# geometric mean. Products are ranked by *self-confidence*, the probability of their given label,
+# lowest (most suspicious) first; cleanlab's confident learning marks those it judges mislabelled
+# (`is_issue`). A class with one or two products cannot be judged by cross-validation (no fold
+# learns it: a correctly labelled one-of-a-kind product would look "contradicted"), so those rows
+# say so (`judged` False, with the `reason`) and are listed apart, after the others.
+# Published test sets hold label errors too (3.3% on average, Northcutt et al. 2021): check these
+# before trusting a score.
 
 # %%
 have = labels[field] != ""
-issues = find_label_issues(X[have], labels[field][have], cv=5)
+issues = find_label_issues(X[have], labels[field][have], cv=5, space=model.space)
 rows = issues.position.to_numpy()
 issues.insert(1, "item_id", [images.ids[i] for i in have.nonzero()[0][rows]])
-print(f"{int(issues.is_issue.sum())} of {len(issues)} products flagged for field {field!r}")
-top = issues.head(10)
+rare = issues[~issues.judged]
+print(f"{int(issues.is_issue.sum())} of {len(issues)} products flagged for field {field!r}; "
+      f"{len(rare)} in classes of one or two products, listed apart")
+top = issues[issues.judged].head(10)
 display(top.style.format({"score": "{:.3f}", "label_quality": "{:.3f}"}).hide(axis="index"))
 display(HTML(image_grid_html([catalog.image_path(catalog.row_of(i)) for i in top.item_id],
                              [f"{g} -> {s}?" for g, s in zip(top.given_label, top.suggested_label)])))
+
+# %% [markdown]
+# Products of classes too small to judge: check them by eye (a one-of-a-kind product, or a label
+# that belongs to a bigger class: `suggested_label`).
+
+# %%
+if len(rare):
+    display(rare.head(10).style.format({"score": "{:.3f}", "label_quality": "{:.3f}"}).hide(axis="index"))
+else:
+    print(f"every class of {field!r} has 3 or more products: all were judged")

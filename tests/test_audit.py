@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fclip_workbench.audit import ISSUE_COLUMNS, find_label_issues, near_duplicates, outliers, plant_label_errors
-from fclip_workbench.errors import InvalidArgumentError
+from fclip_workbench.audit import (ISSUE_COLUMNS, check_space, find_label_issues, knn_graph, label_probabilities,
+                                   near_duplicates, outliers, plant_label_errors)
+from fclip_workbench.errors import InvalidArgumentError, SpaceMismatchError
+from fclip_workbench.space import EmbeddingSpace
 
 
 def clusters(n_per_class=80, n_classes=5, dim=24, spread=1.2, seed=0):
@@ -57,7 +59,7 @@ def test_label_issue_bad_input():
     with pytest.raises(InvalidArgumentError, match="pred_probs must have shape \\(50, 5\\)"):
         find_label_issues(X, y, pred_probs=np.ones((50, 2)) / 2)
     X[4, 0] = np.nan
-    with pytest.raises(InvalidArgumentError, match="bad rows: \\[4\\]"):
+    with pytest.raises(InvalidArgumentError, match="NaN/inf, first \\[4\\]"):
         find_label_issues(X, y)
     with pytest.raises(InvalidArgumentError, match="at least 2 classes"):
         find_label_issues(np.zeros((4, 2)), ["a"] * 4)
@@ -101,3 +103,124 @@ def test_outliers_rank_the_planted_point_first():
         outliers(V, [str(i) for i in range(len(V))], k=200)
     with pytest.raises(InvalidArgumentError, match="k must be"):
         outliers(V, [str(i) for i in range(len(V))], k=0)
+
+
+def test_one_of_a_kind_products_are_not_judged_and_come_last():
+    """A class with one or two items cannot be judged by cross-validation: such items say so and rank after
+    every judged item, so the list opens with real suspects (planted flips), not with one-of-a-kind products."""
+    X, y = clusters(n_per_class=60, n_classes=4)
+    rng = np.random.default_rng(3)
+    unique = (rng.normal(0, 2.5, (3, X.shape[1])) + rng.normal(0, 1.2, (3, X.shape[1]))).astype(np.float32)
+    X = np.r_[X, unique, unique[2:] + 0.1]  # 'shoe laces' (1 item), 'tie clip' (1), 'brooch' (2)
+    y = np.r_[y, ["shoe laces", "tie clip", "brooch", "brooch"]].astype(object)
+    noisy, flipped = plant_label_errors(y[:240], 0.05, seed=2)
+    y[:240] = noisy
+    issues = find_label_issues(X, y, cv=5)
+    assert list(issues.columns) == ISSUE_COLUMNS
+    rare = issues[~issues.judged]
+    assert sorted(rare.position) == [240, 241, 242, 243]
+    assert (issues.judged.to_numpy()[:-4]).all()  # judged first, all of them
+    assert not rare.is_issue.any()
+    assert rare.set_index("position").reason[240] == ("class 'shoe laces' has 1 item (< 3): cross-validation "
+                                                      "cannot judge it")
+    assert "has 2 items" in rare.set_index("position").reason[243]
+    assert (issues[issues.judged].reason == "").all() and (issues[issues.judged].class_size >= 3).all()
+    top = set(issues.position[:len(flipped)])
+    assert len(top & set(flipped.tolist())) >= 0.8 * len(flipped)
+    everything = find_label_issues(X, y, cv=5, min_class_size=1)
+    assert everything.judged.all()
+
+
+def test_the_ensemble_finds_flips_the_probe_alone_misses_in_small_classes():
+    """Small classes (4-8 items): centroids and neighbours judge them where a 5-fold probe barely learns them."""
+    X, y = clusters(n_per_class=6, n_classes=20, spread=1.0, dim=32, seed=4)
+    noisy, flipped = plant_label_errors(y, 0.05, seed=0)
+    P = label_probabilities(X, noisy, cv=3)
+    assert P.shape == (len(y), 20) and np.allclose(P.sum(1), 1)
+    found = set(find_label_issues(X, noisy, cv=3, pred_probs=P).position[:len(flipped)])
+    assert len(found & set(flipped.tolist())) >= 0.8 * len(flipped)
+
+
+def space(weights="a", dim=24):
+    return EmbeddingSpace(weights * 32, "fp32", "c" * 16, dim, model=f"m-{weights}")
+
+
+def test_audit_tables_record_their_space_and_refuse_another():
+    X, y = clusters(n_per_class=20, n_classes=3)
+    ids = [f"i{i}" for i in range(len(X))]
+    tables = [find_label_issues(X, y, cv=3, space=space()), near_duplicates(X, ids, space=space()),
+              outliers(X, ids, k=3, space=space())]
+    for table in tables:
+        assert table.attrs["space"] == space()
+        check_space(table, space())
+        with pytest.raises(SpaceMismatchError, match=r"audit table was made in space m-a .* not in m-b") as e:
+            check_space(table, space("b"))
+        assert "\n" not in str(e.value)
+    assert find_label_issues(X, y, cv=3).attrs["space"] is None  # no space given: not recorded, not checked
+    check_space(find_label_issues(X, y, cv=3), space("b"))
+    with pytest.raises(SpaceMismatchError, match=r"shape \(60, 24\), but its space .* is 16-d"):
+        outliers(X, ids, k=3, space=space(dim=16))
+
+
+def test_one_knn_graph_serves_label_issues_and_outliers():
+    X, y = clusters(n_per_class=20, n_classes=3)
+    ids = [f"i{i}" for i in range(len(X))]
+    graph = knn_graph(X)  # the default (30 neighbours): what find_label_issues builds itself
+    assert graph[0].shape == graph[1].shape == (60, 30) and not (graph[1] == np.arange(60)[:, None]).any()
+    shared, own = outliers(X, ids, k=5, graph=graph), outliers(X, ids, k=5)
+    assert np.allclose(shared.score, own.score, atol=1e-5) and shared.position[:10].tolist() == own.position[:10].tolist()
+    assert find_label_issues(X, y, cv=3, graph=graph).equals(find_label_issues(X, y, cv=3))
+    with pytest.raises(InvalidArgumentError, match="graph does not belong to these 59 vectors"):
+        find_label_issues(X[:59], y[:59], cv=3, graph=graph)
+    with pytest.raises(InvalidArgumentError, match="needs 40"):
+        outliers(X, ids, k=40, graph=graph)
+
+
+X24 = np.random.default_rng(0).normal(size=(30, 24)).astype(np.float32)
+Y24 = np.array(["a", "b", "c"] * 10, dtype=object)
+NAN24 = X24.copy()
+NAN24[7, 3] = np.nan
+
+
+@pytest.mark.parametrize("vectors, labels, kwargs, word", [
+    (X24, Y24[:29], {}, "30 vectors but 29 labels"),
+    (X24[:0], Y24[:0], {}, "non-empty"),
+    (X24, ["a"] * 30, {}, "at least 2 classes, got 1"),
+    (NAN24, Y24, {}, "NaN/inf, first \\[7\\]"),
+    (X24, None, {}, "list of 30 labels"),
+    (X24, "a", {}, "list of 30 labels"),
+    (X24, list(Y24[:29]) + [None], {}, "1 labels are missing"),
+    (X24, list(Y24[:29]) + [3], {}, "strings or all integers"),
+    (X24[0], Y24, {}, "non-empty \\(n, dim\\)"),
+    (X24, Y24, {"cv": 31}, "cv=31 folds but only 30 items"),
+    (X24, Y24, {"cv": 1}, "cv must be"),
+    (X24, Y24, {"method": "best"}, "Unknown label-issue method"),
+    (X24, Y24, {"min_class_size": 0}, "min_class_size"),
+    (X24, Y24, {"pred_probs": np.full((30, 3), np.nan)}, "probabilities in \\[0, 1\\]"),
+    (X24, Y24, {"pred_probs": np.ones((29, 3)) / 3}, "pred_probs must have shape \\(30, 3\\)"),
+    (X24, Y24, {"graph": "knn"}, "graph"),
+    (X24, Y24, {"space": space(dim=16)}, "24-d|16-d"),
+])
+def test_hostile_label_issue_inputs_are_one_line(vectors, labels, kwargs, word):
+    from fclip_workbench.errors import FclipError
+
+    with pytest.raises(FclipError, match=word) as e:
+        find_label_issues(vectors, labels, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("vectors, ids, word", [
+    (X24, [f"i{i}" for i in range(29)], "30 vectors but 29 ids"),
+    (X24, None, "ids must be a list of 30"),
+    (X24, "abc", "ids must be a list of 30"),
+    (X24, ["same"] * 30, "ids must be unique"),
+    (NAN24, [f"i{i}" for i in range(30)], "NaN/inf, first \\[7\\]"),
+    (X24[:0], [], "non-empty"),
+    (np.full((30, 24), "x"), [f"i{i}" for i in range(30)], "must be numbers"),
+])
+@pytest.mark.parametrize("call", ["near_duplicates", "outliers"])
+def test_hostile_neighbour_audit_inputs_are_one_line(vectors, ids, word, call):
+    fn = near_duplicates if call == "near_duplicates" else lambda v, i: outliers(v, i, k=3)
+    with pytest.raises(InvalidArgumentError, match=word) as e:
+        fn(vectors, ids)
+    assert "\n" not in str(e.value)

@@ -222,6 +222,27 @@ def test_build_embeds_projects_and_caches(tiny_model, catalog, tmp_path):
     assert len(hits) == 3 and len(ex.selected_ids) == 3
 
 
+def test_build_records_the_space_and_refuses_another_space(tiny_model, catalog, tmp_path):
+    """The default projector records the model's space; a projector or an audit of another space is one line."""
+    from fclip_workbench.audit import outliers
+    from fclip_workbench.errors import SpaceMismatchError
+    from fclip_workbench.projection import UMAPProjector
+    from fclip_workbench.space import EmbeddingSpace
+
+    store = EmbeddingStore(tmp_path / "s.sqlite")
+    other = EmbeddingSpace("0" * 32, "fp32", "c" * 16, tiny_model.dim, model="other@1")
+    with pytest.raises(SpaceMismatchError, match="projection was made in space other@1") as e:
+        Explorer.build(tiny_model, catalog, store=store, progress=False,
+                       projector=UMAPProjector(n_neighbors=5, space=other, cache_dir=tmp_path / "maps"))
+    assert "\n" not in str(e.value)
+    ex = Explorer.build(tiny_model, catalog, store=store, progress=False,
+                        projector=UMAPProjector(n_neighbors=5, space=tiny_model.space, cache_dir=tmp_path / "maps"))
+    ids = list(ex.table["item_id"])
+    assert ex.show_audit(outliers(ex.vectors, ids, k=3, space=tiny_model.space)) == "outlier_score"
+    with pytest.raises(SpaceMismatchError, match="audit table was made in space other@1"):
+        ex.show_audit(outliers(ex.vectors, ids, k=3, space=other))
+
+
 def test_a_million_points_without_ui():
     """1,000,000 random points + ids: construct, select 10,000 from Python and from the 'browser', read back."""
     n = 1_000_000

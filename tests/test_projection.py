@@ -8,8 +8,15 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import (check_get_params_invariance, check_no_attributes_set_in_init,
                                             check_parameters_default_constructible, check_set_params)
 
-from fclip_workbench.errors import InvalidArgumentError
+import json
+
+from fclip_workbench.errors import InvalidArgumentError, SpaceMismatchError
 from fclip_workbench.projection import UMAPProjector
+from fclip_workbench.space import EmbeddingSpace
+
+
+def space(weights="a", dim=32):
+    return EmbeddingSpace(weights * 32, "fp32", "c" * 16, dim, model=f"m-{weights}")
 
 
 def blobs(n_per=60, dim=32, k=3, seed=0) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +115,95 @@ def test_clone_and_default_cache_under_cache_dir(monkeypatch, tmp_path):
     ({"min_dist": 2.0}, np.zeros((5, 4)), "min_dist must be"),
     ({"metric": "cosin"}, np.zeros((5, 4)), "Unknown metric 'cosin'; known: cosine"),
     ({"pca_components": 1}, np.zeros((5, 4)), "pca_components must be"),
+    ({"random_state": -1}, np.zeros((5, 4)), "random_state must be"),
+    ({"random_state": 1.5}, np.zeros((5, 4)), "random_state must be"),
+    ({"space": "fclip-mini"}, np.zeros((5, 4)), "space must be an EmbeddingSpace"),
 ])
 def test_bad_input_is_one_clear_error(kwargs, X, match, tmp_path):
     with pytest.raises(InvalidArgumentError, match=match):
         UMAPProjector(cache_dir=tmp_path, **kwargs).fit(X)
+
+
+def _near_copy_drift(p, X, rng) -> float:
+    """Largest distance from a near-copy (1% noise) of a fitted point to that point, as a share of the map's extent."""
+    rows = rng.choice(len(X), 12, replace=False)
+    copies = X[rows] + 0.01 * rng.normal(size=X[rows].shape).astype(np.float32) / np.sqrt(X.shape[1])
+    placed = p.transform(copies)
+    extent = float(np.ptp(p.embedding_, axis=0).max())
+    return float(np.linalg.norm(placed - p.embedding_[rows], axis=1).max() / extent)
+
+
+@pytest.mark.parametrize("random_state", [None, 7])
+def test_near_copies_land_near_their_originals_with_or_without_a_seed(tmp_path, random_state):
+    """random_state=None used to refit an unseeded UMAP after a cache hit: new near-copies landed on another map
+    (10.6 units away on a map 6.5 wide). The seed is now drawn, recorded and reused."""
+    X, _ = blobs(n_per=50)
+    rng = np.random.default_rng(0)
+    fresh = UMAPProjector(n_neighbors=10, pca_components=8, random_state=random_state, cache_dir=tmp_path).fit(X)
+    assert isinstance(fresh.seed_, int) and (random_state is None or fresh.seed_ == random_state)
+    assert _near_copy_drift(fresh, X, rng) < 0.1
+    cached = UMAPProjector(n_neighbors=10, pca_components=8, random_state=random_state, cache_dir=tmp_path).fit(X)
+    assert cached.cache_hit_ and cached.seed_ == fresh.seed_ and cached.umap_ is None
+    np.testing.assert_array_equal(cached.embedding_, fresh.embedding_)
+    assert _near_copy_drift(cached, X, rng) < 0.1
+
+
+def test_a_rebuilt_map_that_differs_falls_back_to_neighbours_on_the_cached_map(tmp_path, monkeypatch):
+    X, _ = blobs(n_per=50)
+    UMAPProjector(n_neighbors=10, pca_components=8, cache_dir=tmp_path).fit(X)
+    p = UMAPProjector(n_neighbors=10, pca_components=8, cache_dir=tmp_path).fit(X)
+    assert p.cache_hit_
+    monkeypatch.setattr(p, "seed_", p.seed_ + 1)  # another seed: another layout, as another CPU might give
+    assert _near_copy_drift(p, X, np.random.default_rng(1)) < 0.1
+    assert p.umap_ is None  # the differing model is not used
+
+
+def _rewrite(path, **changes):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("damage", ["foreign vectors", "other space", "nan", "shape", "params", "old layout",
+                                    "truncated"])
+def test_a_damaged_or_foreign_cache_is_rebuilt_never_served(tmp_path, damage, caplog):
+    X, _ = blobs(n_per=20)
+    make = lambda: UMAPProjector(n_neighbors=5, pca_components=8, space=space(), cache_dir=tmp_path)  # noqa: E731
+    good = make().fit(X)
+    path = good.cache_path(X)
+    if damage == "foreign vectors":  # another matrix's map copied under this name
+        other = make().fit(X[::-1].copy())
+        path.write_bytes(other.cache_path(X[::-1].copy()).read_bytes())
+    elif damage == "other space":
+        _rewrite(path, space=np.array(json.dumps(space("b").to_dict())))
+    elif damage == "nan":
+        _rewrite(path, embedding=np.full((60, 2), np.nan, np.float32))
+    elif damage == "shape":
+        _rewrite(path, embedding=np.zeros((59, 2), np.float32))
+    elif damage == "params":
+        _rewrite(path, params=np.array(json.dumps({"n_neighbors": 99})))
+    elif damage == "old layout":
+        with np.load(path) as z:
+            np.savez(path, embedding=z["embedding"], params=z["params"])
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    again = make().fit(X)
+    assert again.cache_hit_ is False and np.isfinite(again.embedding_).all() and again.embedding_.shape == (60, 2)
+    assert "rebuilding the projection cache" in caplog.text
+    assert make().fit(X).cache_hit_  # rewritten with a good one
+
+
+def test_the_map_records_its_space_and_refuses_another(tmp_path):
+    X, _ = blobs(n_per=20)
+    p = UMAPProjector(n_neighbors=5, pca_components=8, space=space(), cache_dir=tmp_path).fit(X)
+    assert p.space_ == space()
+    p.check_space(space())
+    with pytest.raises(SpaceMismatchError, match=r"projection was made in space m-a .* not in m-b") as e:
+        p.check_space(space("b"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(SpaceMismatchError, match=r"shape \(60, 32\), but its space .* is 16-d"):
+        UMAPProjector(space=space(dim=16), cache_dir=tmp_path).fit(X)
+    # the same numbers in another space are another cache entry, not a collision
+    UMAPProjector(n_neighbors=5, pca_components=8, space=space("b"), cache_dir=tmp_path).fit(X)
+    assert len(list(tmp_path.glob("umap-*.npz"))) == 2

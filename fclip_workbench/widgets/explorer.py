@@ -171,7 +171,11 @@ class Explorer(w.VBox):
         if len(res) < 3:
             raise InvalidArgumentError(f"only {len(res)} products of {catalog.name!r} could be embedded; "
                                        f"a map needs 3 or more ({len(res.failures)} failed, e.g. {res.failures[:1]})")
-        xy = (projector or UMAPProjector()).fit_transform(res.vectors)  # (n_ok, 2)
+        space = getattr(model, "space", None)
+        projector = projector if projector is not None else UMAPProjector(space=space)
+        if projector.space is not None and space is not None:
+            projector.check_space(space)
+        xy = projector.fit_transform(res.vectors)  # (n_ok, 2)
         ex = cls(xy, res.ids, catalog=catalog, vectors=res.vectors, model=model, **kwargs)
         ex.failures = res.failures
         if res.failures:
@@ -413,6 +417,9 @@ class Explorer(w.VBox):
         """
         if not isinstance(table, pd.DataFrame):
             raise InvalidArgumentError(f"show_audit needs an audit DataFrame, got {type(table).__name__}")
+        if getattr(self.model, "space", None) is not None:  # an audit of another embedding space: refused
+            from ..audit import check_space
+            check_space(table, self.model.space, "audit table")
         cols = set(table.columns)
         if isinstance(select, bool) or not isinstance(select, (int, np.integer)) or select < 0:
             raise InvalidArgumentError(f"select must be a whole number >= 0, got {select!r}")
