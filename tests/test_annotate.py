@@ -489,7 +489,7 @@ def test_audit_item_ids_maps_positions_and_item_ids():
     from fclip_workbench.audit import find_label_issues, outliers
 
     rng = np.random.default_rng(0)
-    X = np.r_[rng.normal(0, 1, (30, 4)), rng.normal(5, 1, (30, 4))]
+    X = np.r_[rng.normal([5, 0, 0, 0], 1, (30, 4)), rng.normal([0, 5, 0, 0], 1, (30, 4))]  # directions, as embeddings
     y = ["a"] * 30 + ["b"] * 30
     y[4] = "b"
     ids = [f"i{k}" for k in range(60)]
