@@ -99,3 +99,8 @@ class SpaceMismatchError(ModelMismatchError):
 class ConflictError(LabelStoreError):
     """A conditional label write whose premise no longer holds: someone else's event touched the item after
     the page (or batch) was drawn. Nothing was written; the message names who and what."""
+
+
+class SavedIndexError(FclipError, ValueError):
+    """A saved search index folder that cannot be used (missing, not an index, damaged, made by an older
+    version); the message names the folder and what is wrong with it."""
