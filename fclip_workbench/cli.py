@@ -259,14 +259,19 @@ def cmd_search(args) -> int:
         raise FclipError("give a non-empty query, or --image PATH")
     else:
         check_query(args.query)
-    # 2. the catalog, 3. the model
+    if args.index_dir and args.index is not None:
+        raise FclipError("give --index KIND (build one now) or --index-dir FOLDER (a saved index), not both")
+    # 2. the catalog and the saved index (every part checked, its image weight too), 3. the model
     cat = open_from_args(args)
     require_images(cat)
     store = _store(args)
-    index = args.index
+    index = args.index or "auto"
     if args.index_dir:
         from .index import load_index
+        from .search import check_index_weight
         index = load_index(args.index_dir)
+        check_index_weight(index, args.image_weight)
+    # Searcher.build checks the saved index's embedding space against the model's before embedding
     searcher = Searcher.build(model_from_args(args, cat), cat, store=store, index=index,
                               image_weight=args.image_weight, progress=not args.quiet)
     n = len(searcher.images)
@@ -279,26 +284,40 @@ def cmd_search(args) -> int:
 
 
 def cmd_index(args) -> int:
-    """Build a search index over a catalog's (cached) image vectors, save it, print its recall and memory."""
+    """Build a search index over a catalog's (cached) product vectors, save it with its embedding space,
+    print its recall (image and title queries) and memory."""
     from .embed import embed_images
     from .index import build_index, choose_kind
-    from .search import _no_images, require_images
+    from .saved_index import check_save_folder
+    from .search import _no_images, product_vectors, require_images, title_queries
 
+    check_save_folder(args.out, "--out")  # a file, a folder of other files, read-only: before any slow work
     cat = open_from_args(args)
     require_images(cat)
     store = _store(args)
-    res = embed_images(model_from_args(args, cat), cat, store, progress=not args.quiet)
+    model = model_from_args(args, cat)
+    res = embed_images(model, cat, store, progress=not args.quiet)
     if len(res) == 0:
         raise _no_images(cat)
+    vectors = product_vectors(model, cat, res, store, args.image_weight, progress=not args.quiet)  # (n, dim)
     kind = choose_kind(len(res), args.exact_max, args.low_memory) if args.index == "auto" else args.index
+    options = {} if kind == "exact" else {"target_recall": args.target_recall,
+                                          "text_queries": title_queries(model, cat, store, progress=not args.quiet)}
     t = time.perf_counter()
-    index = build_index(res.vectors, res.ids, kind, **({} if kind == "exact" else {"target_recall": args.target_recall}))
+    index = build_index(vectors, res.ids, kind, space=model.space, image_weight=args.image_weight, **options)
     took = time.perf_counter() - t
     path = index.save(args.out)
     info = index.build_info
+    if kind == "exact":
+        recall = "Recall@10 1.0 (exact search)"
+    else:
+        text = info.get("recall_at_10_text")
+        recall = (f"Recall@10 against exact search {info['recall_at_10']} (image queries "
+                  f"{info['recall_at_10_image']}, text queries {'n/a' if text is None else text}; "
+                  f"target {info['target_recall']}, held-out queries)")
     print(f"{type(index).__name__} {getattr(index, 'method', index.kind)} over {len(index)} products of {cat.name} "
-          f"in {took:.1f} s: Recall@10 {info.get('recall_at_10', 1.0)} against exact search, "
-          f"memory {index.memory_bytes() / 2**20:.1f} MiB; saved to {path}")
+          f"in {took:.1f} s: {recall}, memory {index.memory_bytes() / 2**20:.1f} MiB; "
+          f"space {index.space.describe()}, image weight {index.image_weight:g}; saved to {path}")
     return 0
 
 
@@ -419,11 +438,14 @@ def add_search_parser(sub) -> None:
     add_data_args(p)
     p.add_argument("--image", default=None, help="query by this image file instead of text")
     p.add_argument("-k", type=positive_int, default=10, help="number of results (>= 1)")
-    p.add_argument("--index", default="auto", choices=list(INDEX_KINDS),
+    p.add_argument("--index", default=None, choices=list(INDEX_KINDS),
                    help="auto (default): exact below 50,000 products, else IVF tuned to Recall@10 >= 0.95")
-    p.add_argument("--index-dir", default=None, help="search a saved index (from `fclip index --out`) instead")
-    p.add_argument("--image-weight", type=unit_float, default=1.0,
-                   help="product vectors = w * image + (1 - w) * title embedding, w in [0, 1] (default 1: images only)")
+    p.add_argument("--index-dir", default=None,
+                   help="search a saved index (from `fclip index --out`) instead; it must be in --model's "
+                        "embedding space")
+    p.add_argument("--image-weight", type=unit_float, default=None,
+                   help="product vectors = w * image + (1 - w) * title embedding, w in [0, 1] (default 1: images "
+                        "only; with --index-dir: the index's own weight, another is refused)")
     p.set_defaults(func=cmd_search)
 
 
@@ -435,8 +457,13 @@ def add_index_parser(sub) -> None:
     p.add_argument("--exact-max", type=nonnegative_int, default=EXACT_MAX, help="auto: exact search below this size")
     p.add_argument("--low-memory", action="store_true", help="auto: IVF-PQ (~1/3.5 the memory) instead of IVF")
     p.add_argument("--target-recall", type=unit_float, default=TARGET_RECALL,
-                   help="Recall@10 against exact search the approximate index is tuned to (default 0.95)")
-    p.add_argument("--out", required=True, help="folder to save the index in (load with --index-dir)")
+                   help="Recall@10 against exact search the approximate index is tuned to, for image and for "
+                        "title queries (default 0.95)")
+    p.add_argument("--image-weight", type=unit_float, default=1.0,
+                   help="product vectors = w * image + (1 - w) * title embedding (default 1: images only); "
+                        "recorded in the index")
+    p.add_argument("--out", required=True,
+                   help="folder to save the index in (new, empty, or a saved index to replace; load with --index-dir)")
     p.set_defaults(func=cmd_index)
 
 

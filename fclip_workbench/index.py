@@ -4,9 +4,15 @@ Vectors are L2-normalised, so inner product = cosine similarity. `build_index(..
 picks by catalog size: exact search below `EXACT_MAX` (50,000) vectors, an IVF index above
 (IVF-PQ with `low_memory=True`). Approximate indexes tune their search breadth (IVF `nprobe`,
 HNSW `efSearch`) at build time until Recall@10 against exact search reaches `target_recall`
-(0.95) on a held-out sample of the vectors, and record what they measured in `build_info`.
-Every index reports `memory_bytes()`, saves/loads with its ids and parameters, and takes new
-products with `add(vectors, ids)` without a rebuild (an id already in the index is refused).
+(0.95) for every kind of query they will serve: image queries (held-out rows of the vectors) and,
+when given, text queries (`text_queries`, e.g. the catalog's titles: text vectors sit apart from
+image vectors, and IVF cells trained on images need a wider search for them). Each kind's recall
+is then measured on a second held-out sample and recorded in `build_info` (`recall_at_10_image`,
+`recall_at_10_text`; `recall_at_10` is the lower of the two).
+Every index reports `memory_bytes()`, takes new products with `add(vectors, ids)` without a
+rebuild (an id already in the index is refused), and records the embedding space its vectors came
+from (`space`, an `EmbeddingSpace`) and the image weight of blended product vectors; `search(...,
+space=)` refuses queries of another space. `save(folder)` / `load_index(folder)` are in saved_index.py.
 
 Example:
     >>> idx = build_index(np.eye(3, dtype=np.float32), ["a", "b", "c"])
@@ -16,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import sys
@@ -27,7 +32,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .errors import InvalidArgumentError, MissingExtraError
+from .errors import InvalidArgumentError, MissingExtraError, SpaceMismatchError
+from .space import EmbeddingSpace
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,7 @@ INDEX_KINDS = ("auto", "exact", "faiss", "ivf", "ivfpq", "hnsw")  # "faiss" = FA
 FAISS_METHODS = ("flat", "ivf", "ivfpq", "hnsw")
 EXACT_MAX = 50_000  # auto: exact search below this many vectors, IVF (or IVF-PQ) from here on
 TARGET_RECALL = 0.95  # Recall@10 against exact search that approximate indexes are tuned to reach
-TUNE_QUERIES = 500  # held-out sample rows used to tune and measure recall at build time
+TUNE_QUERIES = 500  # held-out queries of each kind used to tune; as many again (disjoint) measure the recall
 TUNE_K = 10  # the k of the tuned Recall@k
 HNSW_M = 32  # neighbours per node
 HNSW_EF_CONSTRUCTION = 200  # build-time beam (FAISS default 40 gives a poorer graph)
@@ -147,13 +153,59 @@ def _check_new_ids(ids: Sequence[str], known: dict[str, int] | set[str]) -> list
     return ids
 
 
-def _check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
-    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))  # (q, d)
+def _check_queries(queries: np.ndarray, dim: int, what: str = "queries") -> np.ndarray:
+    """(q, dim) finite queries, normalised; else `InvalidArgumentError`."""
+    try:
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))  # (q, d)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{what} must be a numeric (n, {dim}) array") from None
     if q.ndim != 2 or q.shape[1] != dim:
-        raise InvalidArgumentError(f"queries of shape {np.shape(queries)} for an index of dimension {dim}")
+        raise InvalidArgumentError(f"{what} of shape {np.shape(queries)} for an index of dimension {dim}")
     if not np.isfinite(q).all():
-        raise InvalidArgumentError("queries contain NaN or inf values")
+        raise InvalidArgumentError(f"{what} contain NaN or inf values")
     return normalize(q)
+
+
+def _check_space(space: object, dim: int) -> EmbeddingSpace | None:
+    """`space` (None or an `EmbeddingSpace` of width `dim`), else a one-line error."""
+    if space is None:
+        return None
+    if not isinstance(space, EmbeddingSpace):
+        raise InvalidArgumentError(f"space must be an EmbeddingSpace (model.space), got {type(space).__name__}")
+    if space.dim != dim:
+        raise SpaceMismatchError(f"vectors of dimension {dim} for an index in space {space.describe()} "
+                                 f"({space.dim}-d)")
+    return space
+
+
+class _SpaceMixin:
+    """What every index knows beyond its vectors: the embedding space and the blend of its product vectors."""
+
+    space: EmbeddingSpace | None = None  # where the vectors came from (model.space); required to save
+    image_weight: float = 1.0  # product vectors = normalise(w * image + (1 - w) * text); 1: images only
+    source: Path | None = None  # the folder it was loaded from, for messages
+
+    def _describe(self) -> str:
+        return f"index {str(self.source)!r}" if self.source is not None else "the index"
+
+    def check_space(self, space: object, what: str = "") -> None:
+        """Raise `SpaceMismatchError` unless `space` (a model or its space) is this index's space.
+
+        An index without a recorded space (built from bare vectors) accepts any space of its width.
+        """
+        from .space import space_of
+
+        actual = space_of(space)
+        if self.space is not None:
+            self.space.check(actual, what or self._describe())
+        elif actual.dim != self.dim:  # type: ignore[attr-defined]
+            raise SpaceMismatchError(f"{what or self._describe()} is {self.dim}-d, "  # type: ignore[attr-defined]
+                                     f"not in {actual.describe()}")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index into folder `path` (see saved_index.save_index): requires a recorded `space`."""
+        from .saved_index import save_index
+        return save_index(self, path)
 
 
 def _ids_bytes(ids: list[str]) -> int:
@@ -167,10 +219,18 @@ def _ids_bytes(ids: list[str]) -> int:
 class VectorIndex(Protocol):
     ids: list[str]
     kind: str
+    space: EmbeddingSpace | None
+    image_weight: float
+    build_info: dict
 
     def __len__(self) -> int: ...
 
-    def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, list[list[str]]]: ...
+    @property
+    def dim(self) -> int: ...
+
+    def check_space(self, space: object, what: str = "") -> None: ...
+
+    def search(self, queries: np.ndarray, k: int = 10, space: object = None) -> tuple[np.ndarray, list[list[str]]]: ...
 
     def add(self, vectors: np.ndarray, ids: Sequence[str]) -> None: ...
 
@@ -179,17 +239,20 @@ class VectorIndex(Protocol):
     def save(self, path: str | Path) -> Path: ...
 
 
-class ExactIndex:
+class ExactIndex(_SpaceMixin):
     """Brute-force inner-product search; exact, fine up to ~10^5 items (`build_index` "auto" picks it below 50k)."""
 
     kind = "exact"
 
-    def __init__(self, vectors: np.ndarray, ids: Sequence[str]) -> None:
-        if len(vectors) != len(ids):
-            raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
+    def __init__(self, vectors: np.ndarray, ids: Sequence[str], space: EmbeddingSpace | None = None,
+                 image_weight: float = 1.0) -> None:
+        ids = _check_new_ids(ids, set())
+        vectors = _check_vectors(vectors, ids)  # (n, d); NaN/inf refused
+        self.space = _check_space(space, vectors.shape[1])
+        self.image_weight = check_weight(image_weight)
         self.vectors = normalize(vectors)  # (n, d)
-        self.ids = list(ids)
-        self.build_info: dict = {"recall_at_10": 1.0}
+        self.ids = ids
+        self.build_info: dict = {"recall_at_10": 1.0, "recall_at_10_image": 1.0, "recall_at_10_text": 1.0}
         self._known: set[str] | None = None
 
     def __len__(self) -> int:
@@ -199,9 +262,15 @@ class ExactIndex:
     def dim(self) -> int:
         return self.vectors.shape[1]
 
-    def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
-        """Top-k (scores (q, k), ids) for each query row, best first; k > len(self) gives all items."""
-        q = normalize(np.atleast_2d(queries))  # (q, d)
+    def search(self, queries: np.ndarray, k: int = 10,
+               space: object = None) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k (scores (q, k), ids) for each query row, best first; k > len(self) gives all items.
+
+        `space`: the queries' embedding space (or their model): refused unless it is the index's.
+        """
+        if space is not None:
+            self.check_space(space)
+        q = _check_queries(queries, self.dim)  # (q, d)
         k = min(check_k(k), len(self.ids))
         if k == 0:  # empty index
             return np.zeros((len(q), 0), np.float32), [[] for _ in range(len(q))]
@@ -224,13 +293,6 @@ class ExactIndex:
     def memory_bytes(self) -> int:
         """Bytes held: the float32 matrix plus the id list."""
         return int(self.vectors.nbytes) + _ids_bytes(self.ids)
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        np.save(path / "vectors.npy", self.vectors)
-        (path / "index.json").write_text(json.dumps({"kind": self.kind, "ids": self.ids}))
-        return path
 
 
 def _faiss():
@@ -272,7 +334,7 @@ def _faiss_bytes(index) -> int:
     return index.ntotal * index.sa_code_size()  # flat and scalar-quantised storage
 
 
-class FaissIndex:
+class FaissIndex(_SpaceMixin):
     """FAISS inner-product index; `method` picks the structure:
 
     - "flat": exact search (every vector scanned);
@@ -282,10 +344,14 @@ class FaissIndex:
     - "hnsw": a navigable small-world graph (slow to build: fine up to a few 10^5 items on 2 cores).
 
     Approximate methods tune `nprobe` (IVF) or `efSearch` (HNSW, never below 128) at build time until
-    Recall@10 against exact search reaches `target_recall` on `tune_queries` held-out rows (each
-    query's own row left out of both result lists), with a margin: the one-sided 95% lower confidence
-    bound of the sample's mean must reach it; the figures are in `build_info`. Pass `nprobe`
-    or `ef_search` to fix them instead. A target that cannot be reached is logged as a warning.
+    Recall@10 against exact search reaches `target_recall` for each kind of query: `tune_queries`
+    held-out rows as image queries (each query's own row left out of both result lists) and, when
+    `text_queries` (m, d) are given, as many of those (text -> image search). The margin: for every
+    kind, the one-sided 95% lower confidence bound of the sample's mean must reach the target. Each
+    kind's recall is then measured on a second, disjoint held-out sample: `build_info` records
+    `recall_at_10_image`, `recall_at_10_text` (None without text queries) and `recall_at_10`, the
+    lower of the two. Pass `nprobe` or `ef_search` to fix the breadth instead (then only measured).
+    A target that cannot be reached is logged as a warning.
     """
 
     kind = "faiss"
@@ -293,15 +359,26 @@ class FaissIndex:
     def __init__(self, vectors: np.ndarray, ids: Sequence[str], method: str = "flat",
                  ef_search: int | None = None, nlist: int | None = None, nprobe: int | None = None,
                  target_recall: float = TARGET_RECALL, tune_queries: int = TUNE_QUERIES,
-                 refine: bool = True, seed: int = 0) -> None:
+                 refine: bool = True, seed: int = 0, space: EmbeddingSpace | None = None,
+                 image_weight: float = 1.0, text_queries: np.ndarray | None = None) -> None:
         faiss = _faiss()
         if method not in FAISS_METHODS:
             raise InvalidArgumentError(f"Unknown FAISS method {method!r}; choose one of {', '.join(FAISS_METHODS)}")
-        if not 0.0 < float(target_recall) <= 1.0:
+        try:
+            target_ok = 0.0 < float(target_recall) <= 1.0
+        except (TypeError, ValueError):
+            target_ok = False
+        if not target_ok:
             raise InvalidArgumentError(f"target_recall must be in (0, 1], got {target_recall!r}")
         ids = _check_new_ids(ids, set())
         vectors = _check_vectors(vectors, ids)  # (n, d)
         n, d = vectors.shape
+        self.space = _check_space(space, d)
+        self.image_weight = check_weight(image_weight)
+        if text_queries is not None:
+            text_queries = _check_queries(text_queries, d, "text_queries")  # (m, d)
+            if not len(text_queries):
+                text_queries = None
         t0 = time.perf_counter()
         self.ids, self.method, self._row = ids, method, None
         self.nprobe, self.k_factor = 1, 1
@@ -320,7 +397,7 @@ class FaissIndex:
             fixed = nprobe if method != "hnsw" else ef_search
             if fixed is not None:
                 self._set_breadth(check_k(fixed), self.k_factor)
-            self._tune(vectors, float(target_recall), tune_queries, seed, fixed is not None)
+            self._tune(vectors, float(target_recall), tune_queries, seed, fixed is not None, text_queries)
         self.build_info["build_s"] = round(time.perf_counter() - t0, 2)
 
     # ---- building ---------------------------------------------------------
@@ -372,31 +449,53 @@ class FaissIndex:
         elif self.method in ("ivf", "ivfpq"):
             self.nprobe, self.k_factor = breadth, k_factor
 
-    def _tune(self, vectors: np.ndarray, target: float, tune_queries: int, seed: int, fixed: bool) -> None:
-        """Widen the search until Recall@10 on held-out rows reaches `target` (or measure it when `fixed`)."""
+    def _tune(self, vectors: np.ndarray, target: float, tune_queries: int, seed: int, fixed: bool,
+              text_queries: np.ndarray | None = None) -> None:
+        """Widen the search until Recall@10 reaches `target` for every kind of query (image rows held out
+        of the index's results; text queries when given), then measure each kind on a disjoint sample.
+        With `fixed`, only measure."""
         faiss = _faiss()
         n = len(vectors)
-        n_q = min(check_k(tune_queries), n)
-        rows = np.sort(np.random.default_rng(seed + 1).choice(n, n_q, replace=False))  # (n_q,)
-        queries = normalize(vectors[rows])  # (n_q, d)
-        k = min(TUNE_K + 1, n)  # +1: each query's own row is dropped from both lists
+        k = min(TUNE_K + 1, n)  # +1: an image query's own row is dropped from both lists
         t = time.perf_counter()
+        rng = np.random.default_rng(seed + 1)
+        rows = rng.permutation(n)
+        n_q = min(check_k(tune_queries), max(1, n // 2))
+        tune_rows, check_rows = np.sort(rows[:n_q]), np.sort(rows[n_q:2 * n_q] if n > 1 else rows[:1])
         unit = vectors.dtype == np.float32 and vectors.flags.c_contiguous and bool(np.allclose(
-            np.linalg.norm(vectors[rows], axis=1), 1, atol=1e-4))
+            np.linalg.norm(vectors[tune_rows], axis=1), 1, atol=1e-4))
         base = vectors if unit else normalize(vectors)  # (n, d); already unit rows: no copy
-        _, truth = faiss.knn(queries, base, k, faiss.METRIC_INNER_PRODUCT)  # (n_q, k) exact neighbours
-        exact = [[j for j in row if j != r][:TUNE_K] for r, row in zip(rows, truth)]
+
+        def query_set(queries: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+            """(queries (q, d), own row of each query or -1, exact top-10 rows without the own row)."""
+            _, truth = faiss.knn(queries, base, k, faiss.METRIC_INNER_PRODUCT)  # (q, k) exact neighbours
+            return queries, own, [[j for j in row if j != r][:TUNE_K] for r, row in zip(own, truth)]
+
+        sets: dict[str, tuple] = {}  # kind -> (tuning set, check set)
+        sets["image"] = (query_set(normalize(vectors[tune_rows]), tune_rows),
+                         query_set(normalize(vectors[check_rows]), check_rows))
+        if text_queries is not None:
+            m = len(text_queries)
+            t_rows = rng.permutation(m)
+            n_t = min(check_k(tune_queries), max(1, m // 2))
+            t_tune, t_check = np.sort(t_rows[:n_t]), np.sort(t_rows[n_t:2 * n_t] if m > 1 else t_rows[:1])
+            sets["text"] = (query_set(text_queries[t_tune], np.full(len(t_tune), -1)),
+                            query_set(text_queries[t_check], np.full(len(t_check), -1)))
         self.build_info["truth_s"] = round(time.perf_counter() - t, 2)
 
-        def per_query() -> np.ndarray:  # (n_q,) Recall@10 of each held-out row
+        def per_query(qs: tuple) -> np.ndarray:  # (q,) Recall@10 of each query of a set
+            queries, own, exact = qs
             _, got = self._search_rows(queries, k)
-            found = ([j for j in row if j != r][:TUNE_K] for r, row in zip(rows, got))
+            found = ([j for j in row if j != r][:TUNE_K] for r, row in zip(own, got))
             return np.array([len(set(g) & set(e)) / max(1, len(e)) for g, e in zip(found, exact)])
 
-        def recall() -> float:
+        def lower95(v: np.ndarray) -> float:
             """One-sided 95% lower confidence bound of the mean Recall@10: the sample must clear the target."""
-            v = per_query()
             return float(v.mean() - (1.645 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0))
+
+        def recall() -> float:
+            """The worst kind's lower bound on its tuning sample."""
+            return min(lower95(per_query(tune)) for tune, _ in sets.values())
 
         t = time.perf_counter()
         if fixed:
@@ -409,15 +508,22 @@ class FaissIndex:
                     break
         else:
             best = self._tune_nprobe(recall, target)
-        self.build_info.update(recall_at_10=round(float(per_query().mean()), 4), recall_at_10_lower95=round(best, 4),
-                               target_recall=target, tune_queries=n_q,
-                               tune_s=round(time.perf_counter() - t, 2), nprobe=self.nprobe if self.method != "hnsw" else None,
-                               k_factor=self.k_factor if self.method == "ivfpq" else None,
-                               ef_search=self.ef_search if self.method == "hnsw" else None)
-        if best < target:
-            log.warning("%s index: Recall@10 %.3f (95%% lower bound %.3f) on %d held-out rows, below the target "
-                        "%.2f at its widest search; use kind='exact' or method='ivf'", self.method,
-                        self.build_info["recall_at_10"], best, n_q, target)
+        measured = {kind: round(float(per_query(check).mean()), 4) for kind, (_, check) in sets.items()}
+        lower = {kind: round(lower95(per_query(tune)), 4) for kind, (tune, _) in sets.items()}
+        self.build_info.update(
+            recall_at_10=min(measured.values()), recall_at_10_image=measured["image"],
+            recall_at_10_text=measured.get("text"), recall_at_10_lower95=round(best, 4),
+            recall_at_10_lower95_by_kind=lower, query_kinds=list(sets), target_recall=target,
+            tune_queries=n_q, check_queries={kind: len(check[0]) for kind, (_, check) in sets.items()},
+            tune_s=round(time.perf_counter() - t, 2), nprobe=self.nprobe if self.method != "hnsw" else None,
+            k_factor=self.k_factor if self.method == "ivfpq" else None,
+            ef_search=self.ef_search if self.method == "hnsw" else None)
+        short = {kind: r for kind, r in measured.items() if r < target}
+        if best < target or short:
+            log.warning("%s index: Recall@10 %s on held-out queries (tuning lower bound %.3f), below the target "
+                        "%.2f%s; use kind='exact' or method='ivf'", self.method,
+                        ", ".join(f"{kind} {r:.3f}" for kind, r in measured.items()), best, target,
+                        " at its widest search" if best < target and not fixed else "")
 
     def _tune_nprobe(self, recall, target: float) -> float:
         """Smallest nprobe (powers of two, then bisection) reaching `target`; ivfpq also widens re-ranking."""
@@ -471,8 +577,14 @@ class FaissIndex:
                 self.index.k_factor = float(self.k_factor)
         return self.index.search(q, k)
 
-    def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
-        """Top-k (scores (q, k), ids) for each query row, best first; k > len(self) gives all items."""
+    def search(self, queries: np.ndarray, k: int = 10,
+               space: object = None) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k (scores (q, k), ids) for each query row, best first; k > len(self) gives all items.
+
+        `space`: the queries' embedding space (or their model): refused unless it is the index's.
+        """
+        if space is not None:
+            self.check_space(space)
         q = _check_queries(queries, self.dim)  # (q, d)
         k = min(check_k(k), len(self.ids))
         if k == 0:  # empty index: FAISS would abort on k=0
@@ -502,37 +614,31 @@ class FaissIndex:
         """Bytes held: the FAISS structure (codes, ids, quantisers, graph) plus the id list."""
         return _faiss_bytes(self.index) + _ids_bytes(self.ids)
 
-    def save(self, path: str | Path) -> Path:
-        """Write `faiss.index` and `index.json` (ids, method, search breadth, build_info) into folder `path`."""
-        faiss = _faiss()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(path / "faiss.index"))
-        (path / "index.json").write_text(json.dumps({
-            "kind": self.kind, "method": self.method, "ef_search": self.ef_search, "nprobe": self.nprobe,
-            "k_factor": self.k_factor, "build_info": self.build_info, "ids": self.ids}))
-        return path
+    def search_params(self) -> dict:
+        """The tuned search breadth, as saved: method, nprobe, k_factor, ef_search."""
+        return {"method": self.method, "nprobe": self.nprobe, "k_factor": self.k_factor, "ef_search": self.ef_search}
 
     @classmethod
-    def _from_saved(cls, index, meta: dict) -> "FaissIndex":
+    def _from_saved(cls, index, ids: list[str], params: dict, build_info: dict) -> "FaissIndex":
+        """A FaissIndex over a FAISS structure read from disk (checked by saved_index.load_index)."""
         self = cls.__new__(cls)
-        self.index, self.ids, self.method, self._row = index, list(meta["ids"]), meta["method"], None
-        self.ef_search = meta.get("ef_search", HNSW_EF_SEARCH)
-        self.nprobe, self.k_factor = meta.get("nprobe", 1), meta.get("k_factor", 1)
-        self.build_info = meta.get("build_info", {"method": self.method})
-        if index.ntotal != len(self.ids):
-            raise ValueError(f"saved index has {index.ntotal} vectors but {len(self.ids)} ids")
+        self.index, self.ids, self._row = index, ids, None
+        self.method, self.nprobe, self.k_factor = params["method"], params["nprobe"], params["k_factor"]
+        self.ef_search, self.build_info = params["ef_search"], build_info
         return self
 
 
 def build_index(vectors: np.ndarray, ids: Sequence[str], kind: str = "exact", exact_max: int = EXACT_MAX,
-                low_memory: bool = False, **kwargs) -> VectorIndex:
+                low_memory: bool = False, space: EmbeddingSpace | None = None, image_weight: float = 1.0,
+                text_queries: np.ndarray | None = None, **kwargs) -> VectorIndex:
     """An index over (n, d) vectors. `kind`:
 
     "auto" (exact below `exact_max` vectors, else "ivf", or "ivfpq" when `low_memory`), "exact" (NumPy),
     "faiss" (FAISS flat, or `method=` one of flat/ivf/ivfpq/hnsw), or "ivf"/"ivfpq"/"hnsw" directly.
-    `kwargs` go to `FaissIndex` (nlist, nprobe, ef_search, target_recall, tune_queries, refine, seed);
-    "auto" ignores them when it picks exact search, "exact" refuses them.
+    `space` (the model's `EmbeddingSpace`; needed to save) and `image_weight` (of blended product vectors)
+    are recorded. `text_queries` (m, d): text vectors the approximate index is also tuned for (exact
+    search ignores them). `kwargs` go to `FaissIndex` (nlist, nprobe, ef_search, target_recall,
+    tune_queries, refine, seed); "auto" ignores them when it picks exact search, "exact" refuses them.
 
     >>> build_index(np.eye(4, dtype=np.float32), list("abcd"), "auto").kind
     'exact'
@@ -544,23 +650,16 @@ def build_index(vectors: np.ndarray, ids: Sequence[str], kind: str = "exact", ex
     if kind == "exact":
         if kwargs:
             raise InvalidArgumentError(f"an exact index takes no parameters, got {', '.join(sorted(kwargs))}")
-        return ExactIndex(vectors, ids)
+        return ExactIndex(vectors, ids, space=space, image_weight=image_weight)
+    common = {"space": space, "image_weight": image_weight, "text_queries": text_queries}
     if kind == "faiss":
-        return FaissIndex(vectors, ids, **kwargs)
+        return FaissIndex(vectors, ids, **common, **kwargs)
     if kind in ("ivf", "ivfpq", "hnsw"):
-        return FaissIndex(vectors, ids, method=kind, **kwargs)
+        return FaissIndex(vectors, ids, method=kind, **common, **kwargs)
     raise InvalidArgumentError(f"Unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
 
 
-def load_index(path: str | Path) -> VectorIndex:
-    """Load an index written by `.save(path)` (its ids, method and tuned search breadth)."""
-    path = Path(path)
-    meta_path = path / "index.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"No saved index at {path} (index.json missing)")
-    meta = json.loads(meta_path.read_text())
-    if meta["kind"] == "exact":
-        return ExactIndex(np.load(path / "vectors.npy"), meta["ids"])
-    if meta["kind"] == "faiss":
-        return FaissIndex._from_saved(_faiss().read_index(str(path / "faiss.index")), meta)
-    raise ValueError(f"Unknown index kind {meta['kind']!r} in {meta_path}")
+def load_index(path: str | Path, space: object = None) -> VectorIndex:
+    """Load a saved index, every part checked (see saved_index.load_index); `space` refuses another space."""
+    from .saved_index import load_index as _load
+    return _load(path, space=space)

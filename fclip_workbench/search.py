@@ -1,5 +1,10 @@
 """Searcher: a model + a catalog's (cached) embeddings + an index, answering text or image queries.
 
+A Searcher keeps the embedding space it was built in (`space`) and the image weight of its product
+vectors: an index made in another space is refused when the Searcher is built, and a query is
+refused when the model's space has changed since (e.g. weights fine-tuned in place), in one
+`SpaceMismatchError` line naming both spaces.
+
 Example:
     >>> s = Searcher.build("fclip-mini", catalog)             # doctest: +SKIP
     >>> s.by_text("navy blue shirt", k=5)                      # doctest: +SKIP
@@ -16,10 +21,12 @@ from PIL import Image
 
 from .catalog import Catalog
 from .embed import EmbeddingResult, embed_images, embed_texts
-from .errors import CatalogError
+from .errors import CatalogError, SpaceMismatchError
 from .images import ImageLoadError, load_rgb, to_rgb
-from .index import INDEX_KINDS, InvalidArgumentError, VectorIndex, blend, build_index, check_k, check_weight
+from .index import (EXACT_MAX, INDEX_KINDS, InvalidArgumentError, VectorIndex, blend, build_index, check_k,
+                    check_weight, choose_kind)
 from .models import EmbeddingModel, load_model
+from .space import EmbeddingSpace
 from .store import EmbeddingStore
 
 
@@ -65,40 +72,86 @@ def load_query_image(image: str | Path | Image.Image) -> Image.Image:
         raise InvalidArgumentError(f"query image {path} is too large to decode safely: {e}") from e
 
 
+def check_index_weight(index: VectorIndex, image_weight: float | None) -> float:
+    """The image weight to search `index` with: its own; another `image_weight` is refused in one line.
+
+    A saved index holds product vectors blended at one weight; searching it "at another weight" would
+    silently ignore the option, so it is refused (rebuild the index at that weight instead).
+    """
+    recorded = float(getattr(index, "image_weight", 1.0))
+    if image_weight is None:
+        return recorded
+    w = check_weight(image_weight)
+    if abs(w - recorded) > 1e-9:
+        where = getattr(index, "_describe", lambda: "the index")()
+        raise InvalidArgumentError(f"image_weight {w:g} differs from the {recorded:g} {where} was built with "
+                                   f"(its product vectors are blended once, at build): leave it out, or rebuild "
+                                   f"with `fclip index --image-weight {w:g}`")
+    return recorded
+
+
+def product_vectors(model: EmbeddingModel, catalog: Catalog, images: EmbeddingResult, store: EmbeddingStore,
+                    image_weight: float, progress: bool = True) -> np.ndarray:
+    """(n, dim) product vectors of `images`' items: image vectors, blended with title vectors when w < 1."""
+    vectors = images.vectors  # (n, dim)
+    if image_weight < 1.0:
+        texts = embed_texts(model, catalog, store, progress=progress)
+        text_row = texts.row_of()
+        zero = np.zeros(vectors.shape[1], np.float32)
+        tv = np.stack([texts.vectors[text_row[i]] if i in text_row else zero for i in images.ids])  # (n, dim)
+        vectors = blend(vectors, tv, image_weight)
+    return vectors
+
+
+def title_queries(model: EmbeddingModel, catalog: Catalog, store: EmbeddingStore, progress: bool = True) -> np.ndarray:
+    """(m, dim) distinct title vectors of `catalog`: the text queries an approximate index is tuned for."""
+    texts = embed_texts(model, catalog, store, progress=progress)
+    return np.unique(texts.vectors, axis=0) if len(texts) else texts.vectors
+
+
 @dataclass
 class Searcher:
     model: EmbeddingModel
     catalog: Catalog
     images: EmbeddingResult
     index: VectorIndex
+    space: EmbeddingSpace | None = None  # the space the searcher was built in; queries must be in it
+    image_weight: float = 1.0  # product vectors = w * image + (1 - w) * title
+
+    def __post_init__(self) -> None:
+        if self.space is None:
+            self.space = self.model.space
 
     @classmethod
     def build(cls, model: str | EmbeddingModel, catalog: Catalog, store: EmbeddingStore | None = None,
-              index: str | VectorIndex = "auto", image_weight: float = 1.0, device=None, progress: bool = True,
-              index_options: dict | None = None) -> "Searcher":
-        """Embed (or read from cache) and index; `image_weight` < 1 blends in title embeddings.
+              index: str | VectorIndex = "auto", image_weight: float | None = None, device=None,
+              progress: bool = True, index_options: dict | None = None) -> "Searcher":
+        """Embed (or read from cache) and index; `image_weight` < 1 blends in title embeddings (default 1).
 
         `index`: a kind for `build_index` ("auto": exact below 50,000 products, else IVF tuned to
-        Recall@10 >= 0.95; see index.py) with `index_options` passed on, or an index already built
-        (e.g. `load_index(folder)`) whose ids must all be products of `catalog` with an image vector.
+        Recall@10 >= 0.95 for image and title queries; see index.py) with `index_options` passed on, or
+        an index already built (e.g. `load_index(folder)`): it must be in the model's embedding space
+        (`SpaceMismatchError` otherwise, before any embedding), hold only products of `catalog` with an
+        image vector, and is searched at the image weight it was built with (another is refused).
         Bad arguments and a catalog without any usable image fail before the model loads.
         """
-        image_weight = check_weight(image_weight)
+        if not isinstance(index, str):
+            image_weight = check_index_weight(index, image_weight)
+        image_weight = check_weight(1.0 if image_weight is None else image_weight)
         if isinstance(index, str) and index not in INDEX_KINDS:
             raise InvalidArgumentError(f"Unknown index kind {index!r}; choose one of {', '.join(INDEX_KINDS)}")
         require_images(catalog)
         model = load_model(model, device=device) if not isinstance(model, EmbeddingModel) else model
+        space = model.space
+        if not isinstance(index, str):
+            if getattr(index, "space", None) is None:
+                raise SpaceMismatchError("the index records no embedding space: build it with "
+                                         "build_index(..., space=model.space), or load a saved one")
+            index.check_space(space)  # before any embedding
         store = store or EmbeddingStore()
         images = embed_images(model, catalog, store, progress=progress)
         if len(images) == 0:  # every image failed to decode
             raise _no_images(catalog)
-        vectors = images.vectors  # (n, dim)
-        if image_weight < 1.0:
-            texts = embed_texts(model, catalog, store, progress=progress)
-            text_row = texts.row_of()
-            zero = np.zeros(vectors.shape[1], np.float32)
-            tv = np.stack([texts.vectors[text_row[i]] if i in text_row else zero for i in images.ids])  # (n, dim)
-            vectors = blend(vectors, tv, image_weight)
         if not isinstance(index, str):
             known = set(images.ids)
             stray = [i for i in index.ids if i not in known]
@@ -106,8 +159,24 @@ class Searcher:
                 raise InvalidArgumentError(f"the index holds {len(stray)} ids that are not products of {catalog.name} "
                                            f"with an image vector (first {stray[0]!r}): it was built for another "
                                            "catalog; rebuild it with `fclip index`")
-            return cls(model, catalog, images, index)
-        return cls(model, catalog, images, build_index(vectors, images.ids, index, **(index_options or {})))
+            return cls(model, catalog, images, index, space, image_weight)
+        vectors = product_vectors(model, catalog, images, store, image_weight, progress)  # (n, dim)
+        options = dict(index_options or {})
+        kind = index
+        if kind == "auto":
+            kind = choose_kind(len(vectors), options.pop("exact_max", EXACT_MAX), options.pop("low_memory", False))
+            if kind == "exact":
+                options = {}
+        if kind != "exact" and "text_queries" not in options:  # approximate: tune for title queries too
+            options["text_queries"] = title_queries(model, catalog, store, progress)
+        built = build_index(vectors, images.ids, kind, space=space, image_weight=image_weight, **options)
+        return cls(model, catalog, images, built, space, image_weight)
+
+    def check_space(self) -> EmbeddingSpace:
+        """The model's space now, refused (`SpaceMismatchError`) unless it is the one the searcher was built in."""
+        now = self.model.space
+        self.space.check(now, "this searcher")  # type: ignore[union-attr]
+        return now
 
     def __len__(self) -> int:
         """Products that can be found (those with an image vector)."""
@@ -123,15 +192,17 @@ class Searcher:
         """The k products nearest to a text (all of them when k > len(self)); a blank query is refused."""
         check_query(query)
         k = check_k(k)
+        space = self.check_space()
         q = self.model.encode_texts([query])  # (1, dim)
-        scores, ids = self.index.search(q, k)
+        scores, ids = self.index.search(q, k, space=space)
         return self._table(scores[0], ids[0])
 
     def by_image(self, image: str | Path | Image.Image, k: int = 10) -> pd.DataFrame:
         """The k products nearest to an image file or PIL image."""
         k = check_k(k)
+        space = self.check_space()
         q = self.model.encode_pil([load_query_image(image)])  # (1, dim)
-        scores, ids = self.index.search(q, k)
+        scores, ids = self.index.search(q, k, space=space)
         return self._table(scores[0], ids[0])
 
     def by_item(self, item_id: str, k: int = 10) -> pd.DataFrame:
@@ -140,5 +211,5 @@ class Searcher:
         row = self.images.row_of().get(str(item_id))
         if row is None:
             raise KeyError(f"Item {item_id!r} has no image embedding (see searcher.images.failures)")
-        scores, ids = self.index.search(self.images.vectors[row:row + 1], k)
+        scores, ids = self.index.search(self.images.vectors[row:row + 1], k, space=self.space)
         return self._table(scores[0], ids[0])

@@ -2,6 +2,11 @@ import numpy as np
 import pytest
 
 from fclip_workbench.index import ExactIndex, FaissIndex, blend, build_index, load_index, normalize
+from fclip_workbench.space import EmbeddingSpace
+
+
+def space(dim: int, weights: str = "a") -> EmbeddingSpace:
+    return EmbeddingSpace(weights * 32, "fp32", "b" * 16, dim, model=f"test-{weights}")
 
 
 @pytest.fixture
@@ -24,9 +29,10 @@ def test_exact_and_faiss_agree(data):
 @pytest.mark.parametrize("kind", ["exact", "faiss"])
 def test_save_load_roundtrip(data, tmp_path, kind):
     vecs, ids = data
-    idx = build_index(vecs, ids, kind)
+    idx = build_index(vecs, ids, kind, space=space(32))
     again = load_index(idx.save(tmp_path / kind))
     assert again.search(vecs[:3], 4)[1] == idx.search(vecs[:3], 4)[1]
+    assert again.space == space(32) and again.image_weight == 1.0
 
 
 def test_k_larger_than_index(data):
@@ -108,7 +114,7 @@ def test_hnsw_recall_against_exact(unit_2000):
 
 def test_hnsw_save_load_roundtrip_keeps_recall(unit_2000, tmp_path):
     vecs, ids, queries = unit_2000
-    idx = FaissIndex(vecs, ids, method="hnsw")
+    idx = FaissIndex(vecs, ids, method="hnsw", space=space(64))
     again = load_index(idx.save(tmp_path / "hnsw"))
     assert isinstance(again, FaissIndex) and again.method == "hnsw" and len(again) == 2000
     s1, r1 = idx.search(queries, k=10)

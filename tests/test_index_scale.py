@@ -6,6 +6,9 @@ import pytest
 from fclip_workbench.errors import InvalidArgumentError
 from fclip_workbench.index import (ExactIndex, FaissIndex, build_index, choose_kind, load_index, normalize,
                                    recall_at_k)
+from fclip_workbench.space import EmbeddingSpace
+
+SPACE64 = EmbeddingSpace("a" * 32, "fp32", "b" * 16, 64, model="test@1")
 
 
 def clustered(n: int, d: int, centres: int, seed: int = 0) -> np.ndarray:
@@ -82,7 +85,8 @@ def test_memory_is_reported_and_pq_is_smaller(data20k, built):
 def test_save_load_keeps_ids_parameters_and_results(data20k, built, tmp_path, kind):
     vecs, ids, queries, _ = data20k
     idx = built[kind]
-    again = load_index(idx.save(tmp_path / kind))
+    idx.space = SPACE64  # recorded after the build: saving needs a space
+    again = load_index(idx.save(tmp_path / kind), space=SPACE64)
     assert isinstance(again, FaissIndex) and again.method == kind and again.ids == ids
     assert (again.nprobe, again.k_factor, again.build_info) == (idx.nprobe, idx.k_factor, idx.build_info)
     s1, r1 = idx.search(queries[:50], k=10)
@@ -206,9 +210,9 @@ def test_searcher_takes_a_built_index_of_its_catalog_only(tiny_model, small_cata
     store = EmbeddingStore(tmp_path / "c.sqlite")
     s = Searcher.build(tiny_model, cat, store, index="auto", progress=False)
     assert isinstance(s.index, ExactIndex)  # 12 products: exact
-    ivf = build_index(s.images.vectors, s.images.ids, "auto", exact_max=10)
+    ivf = build_index(s.images.vectors, s.images.ids, "auto", exact_max=10, space=tiny_model.space)
     again = Searcher.build(tiny_model, cat, store, index=ivf, progress=False)
     assert again.index is ivf and again.by_item("p3", k=1).item_id.tolist() == ["p3"]
-    other = ExactIndex(s.images.vectors[:2], ["p0", "not-in-catalog"])
+    other = ExactIndex(s.images.vectors[:2], ["p0", "not-in-catalog"], space=tiny_model.space)
     with pytest.raises(InvalidArgumentError, match="'not-in-catalog'.*another catalog"):
         Searcher.build(tiny_model, cat, store, index=other, progress=False)
