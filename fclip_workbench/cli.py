@@ -220,6 +220,10 @@ def cmd_embed(args) -> int:
         from .models import default_device
         from .precision import check_precision
         check_precision(precision, args.device or default_device())
+    if args.out:
+        from .paths import check_output_file
+        check_output_file(args.out)  # a folder given here is refused (NumPy would write FOLDER.npz beside it)
+        check_output_file(args.out if str(args.out).endswith(".npz") else f"{args.out}.npz")
     cat = open_from_args(args)
     print(cat.report(limit=args.show_problems))
     store = _store(args)
@@ -357,6 +361,9 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate, plan_eval
     from .store import EmbeddingStore
 
+    if args.out:
+        from .paths import check_output_folder
+        check_output_folder(args.out)
     cat = open_from_args(args)
     plan = plan_eval(cat, args.fields, all_items=args.all_items, retrieval=not args.no_retrieval)
     for note in plan.notes:

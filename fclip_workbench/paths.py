@@ -98,3 +98,61 @@ def find_dataset(name: str) -> Path | None:
         if is_complete(name, folder):
             return folder
     return None
+
+
+# ------------------------------------------------------------------ output paths, checked before slow work
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_can_create(path: Path, what: str) -> None:
+    from .errors import InvalidArgumentError
+
+    base = _nearest_existing(path.parent if not path.exists() else path)
+    if base.exists() and not base.is_dir():
+        raise InvalidArgumentError(f"{what} {path}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"{what} {path}: {base} is not writable")
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse, in one line, an output file that cannot be written: call before any slow work.
+
+    A folder in its place, a file in place of one of its folders, or a read-only folder is an
+    `InvalidArgumentError`; an existing file is replaced. Missing folders are created at write time.
+
+    >>> check_output_file("/", "--out")
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: --out /: is a folder; give a file name
+    """
+    from .errors import InvalidArgumentError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise InvalidArgumentError(f"{what} {path}: is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InvalidArgumentError(f"{what} {path}: the file is not writable")
+    _check_can_create(path, what)
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse, in one line, an output folder that cannot be written: call before any slow work.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     check_output_folder(f.name, "--out")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: --out ...: is a file, not a folder
+    """
+    from .errors import InvalidArgumentError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InvalidArgumentError(f"{what} {path}: is a file, not a folder")
+    _check_can_create(path / "x", what)
+    return path

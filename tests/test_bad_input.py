@@ -153,6 +153,11 @@ CASES = [
      ["open_clip_config.json"], "config:{bad json", ()),
     ("model-config-unknown-key", ["embed", *DATA, "--model", "{tmp}/model", "--device", "cpu"],
      ["made_up_key", "bogus_width"], "config:unknown", ()),
+    ("embed-out-is-a-folder", ["embed", *DATA, *MODEL, "--out", "{tmp}/folder"], ["is a folder"], bad_images, ()),
+    ("embed-out-under-a-file", ["embed", *DATA, *MODEL, "--out", "{tmp}/products.csv/v.npz"], ["is a file"], None,
+     ()),
+    ("eval-out-is-a-file", ["eval", *DATA, *MODEL, "--out", "{tmp}/products.csv"], ["is a file, not a folder"], None,
+     ()),
     ("model-weights-wrong-shape", ["embed", *DATA, "--model", "{tmp}/model", "--device", "cpu"], ["shape"],
      "weights:wrong", ()),
 ]
