@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections import Counter
 from numbers import Integral, Real
 from pathlib import Path
@@ -159,7 +160,8 @@ class _Meta:
         except (json.JSONDecodeError, RecursionError) as e:
             raise self.damaged(f"{META} is not valid JSON ({str(e)[:80]})") from None
         if not isinstance(data, dict):
-            raise self.damaged(f"{META} holds a {type(data).__name__}, not an object")
+            raise self.damaged(f"{META} holds {json.dumps(data)[:20] if data is None else type(data).__name__}, "
+                               "not an object")
         self.data = data
         return self
 
@@ -210,6 +212,8 @@ def _read_meta(folder: Path) -> _Meta:
         raise SavedIndexError(f"{folder} is not a saved index: it holds no {META} (make one with "
                               f"`fclip index --out {folder}`)")
     m = _Meta(folder)
+    if not meta_path.is_file() and not meta_path.is_dir():  # a device or a pipe: never read (it may not end)
+        raise m.damaged(f"{META} is not a regular file")
     try:
         text = meta_path.read_text(encoding="utf-8")
     except IsADirectoryError:
@@ -315,21 +319,38 @@ def _load_faiss(meta: _Meta, f: Path, ids: list[str], dim: int, params: dict, bu
     try:
         raw = faiss.read_index(str(f))
     except (RuntimeError, MemoryError, OSError) as e:
-        raise meta.damaged(f"{f.name} is not a readable FAISS index ({str(e).splitlines()[-1][:80] if str(e) else e})") from None
+        raise meta.damaged(f"{f.name} is not a readable FAISS index ({_faiss_reason(e)})") from None
     index = faiss.downcast_index(raw)  # a view: `raw` owns the structure and is what the FaissIndex keeps
     method = params["method"]
     if type(index).__name__ not in _FAISS_TYPES[method]:
-        raise meta.damaged(f"{f.name} holds a {type(index).__name__}, not the {method!r} index index.json names")
+        raise meta.damaged(f"{f.name} holds a FAISS {type(index).__name__}, not the {method!r} index that "
+                           f"{META} names")
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise meta.damaged(f"{f.name} does not search by inner product")
     if index.d != dim:
         raise meta.damaged(f"{f.name} is {index.d}-d, index.json says {dim}-d")
     if index.ntotal != len(ids):
         raise meta.damaged(f"{f.name} holds {index.ntotal} vectors, index.json has {len(ids)} ids")
-    if method in ("ivf", "ivfpq") and params["nprobe"] > faiss.extract_index_ivf(index).nlist:
-        raise meta.damaged(f"nprobe {params['nprobe']} exceeds the index's {faiss.extract_index_ivf(index).nlist} lists")
-    _check_finite(meta, f.name, _faiss_float_parts(index))
+    if method in ("ivf", "ivfpq"):
+        ivf = faiss.extract_index_ivf(index)
+        if params["nprobe"] > ivf.nlist:
+            raise meta.damaged(f"nprobe {params['nprobe']} exceeds the index's {ivf.nlist} lists")
+        listed = ivf.invlists.compute_ntotal()
+        if listed != ivf.ntotal:  # FAISS puts a NaN vector in no list, yet counts it
+            raise meta.damaged(f"{f.name}: {ivf.ntotal - listed} of its {ivf.ntotal} vectors are in no inverted "
+                               "list (NaN vectors?)")
+    try:
+        _check_finite(meta, f.name, _faiss_float_parts(index))
+    except RuntimeError as e:  # e.g. the direct map finds an id twice
+        raise meta.damaged(f"{f.name} is inconsistent ({_faiss_reason(e)})") from None
     return FaissIndex._from_saved(raw, ids, params, build_info)
+
+
+def _faiss_reason(e: BaseException) -> str:
+    """FAISS's own reason from its long C++ message ("Error in void faiss::... at ...: Error: 'x' failed: ...")."""
+    text = " ".join(str(e).split())
+    m = re.search(r"\.(?:cpp|h):\d+: (?:Error: )?(.*)", text)
+    return (m.group(1) if m else text or type(e).__name__)[:120]
 
 
 def _faiss_float_parts(index):
