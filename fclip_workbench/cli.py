@@ -291,7 +291,7 @@ def cmd_index(args) -> int:
     """Build a search index over a catalog's (cached) product vectors, save it with its embedding space,
     print its recall (image and title queries) and memory."""
     from .embed import embed_images
-    from .index import build_index, choose_kind
+    from .index import build_index, choose_kind, is_approximate
     from .saved_index import check_save_folder
     from .search import _no_images, product_vectors, require_images, title_queries
 
@@ -305,14 +305,15 @@ def cmd_index(args) -> int:
         raise _no_images(cat)
     vectors = product_vectors(model, cat, res, store, args.image_weight, progress=not args.quiet)  # (n, dim)
     kind = choose_kind(len(res), args.exact_max, args.low_memory) if args.index == "auto" else args.index
-    options = {} if kind == "exact" else {"target_recall": args.target_recall,
-                                          "text_queries": title_queries(model, cat, store, progress=not args.quiet)}
+    options = {} if kind == "exact" else {"target_recall": args.target_recall}
+    if is_approximate(kind):  # tuned: for title queries too, not only for image queries
+        options["text_queries"] = title_queries(model, cat, store, progress=not args.quiet)
     t = time.perf_counter()
     index = build_index(vectors, res.ids, kind, space=model.space, image_weight=args.image_weight, **options)
     took = time.perf_counter() - t
     path = index.save(args.out)
     info = index.build_info
-    if kind == "exact":
+    if not is_approximate(kind):
         recall = "Recall@10 1.0 (exact search)"
     else:
         text = info.get("recall_at_10_text")

@@ -24,7 +24,7 @@ from .embed import EmbeddingResult, embed_images, embed_texts
 from .errors import CatalogError, SpaceMismatchError
 from .images import ImageLoadError, load_rgb, to_rgb
 from .index import (EXACT_MAX, INDEX_KINDS, InvalidArgumentError, VectorIndex, blend, build_index, check_k,
-                    check_weight, choose_kind)
+                    check_weight, choose_kind, is_approximate)
 from .models import EmbeddingModel, load_model
 from .space import EmbeddingSpace
 from .store import EmbeddingStore
@@ -167,7 +167,7 @@ class Searcher:
             kind = choose_kind(len(vectors), options.pop("exact_max", EXACT_MAX), options.pop("low_memory", False))
             if kind == "exact":
                 options = {}
-        if kind != "exact" and "text_queries" not in options:  # approximate: tune for title queries too
+        if is_approximate(kind, options.get("method")) and "text_queries" not in options:  # tune for titles too
             options["text_queries"] = title_queries(model, catalog, store, progress)
         built = build_index(vectors, images.ids, kind, space=space, image_weight=image_weight, **options)
         return cls(model, catalog, images, built, space, image_weight)

@@ -122,3 +122,22 @@ def test_decompression_bomb_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 300 x 300 > 2 x 1000: PIL raises DecompressionBombError
     with pytest.raises(FclipError, match="too large|cannot use"):
         load_query_image(big)
+
+
+def test_search_box_shows_a_space_change_in_one_line(tiny_model, catalog, store):
+    """Weights fine-tuned in place after the searcher was built: the widget says so, it shows no stale results."""
+    import copy
+
+    import torch
+
+    from fclip_workbench.widgets.search import SearchBox
+
+    model = copy.deepcopy(tiny_model)
+    box = SearchBox(Searcher.build(model, catalog, store=store, progress=False), query="red shirt", k=3)
+    assert any(o.get("output_type") == "display_data" for o in box.out.outputs)
+    with torch.no_grad():
+        next(model.model.parameters()).add_(0.25)
+    box.run()
+    (only,) = box.out.outputs
+    assert only["name"] == "stderr" and "this searcher was made in space" in only["text"]
+    assert only["text"].count("\n") == 1
