@@ -541,7 +541,8 @@ def add_ground_parser(sub) -> None:
                         "(default: grad_eclip for ViT towers, crops otherwise)")
     p.add_argument("-o", "--out", default=None, help="PNG of the photo and one overlay per query x method "
                                                      "(default: IMAGE_grounding.png in the current folder)")
-    p.add_argument("--save-maps", default=None, help="also save the raw maps (n_methods, n_queries, H, W) to this .npy")
+    p.add_argument("--save-maps", default=None, help="also save the raw maps (n_methods, n_queries, H, W) to this .npy "
+                                                      "(H, W: the photo's, its longer side at most 1024 px)")
     p.add_argument("--model", default="auto", help="model spec (default 'auto': fclip-mini)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--multiscale", action="store_true", help="grad_eclip: add four 2/3-size crops (finer grid)")
@@ -549,24 +550,32 @@ def add_ground_parser(sub) -> None:
 
 
 def cmd_ground(args) -> int:
-    from .grounding import GroundingExplainer, check_texts, load_image
+    from .grounding import DISPLAY_MAX_SIDE, GroundingExplainer, check_texts, load_image
+    from .paths import check_output_file
     from .viz import grounding_overlay, side_by_side
     from .workshop import resolve_model
 
-    texts = check_texts(args.queries)  # 1. the queries and the photo, before any slow work
-    img = load_image(args.image)
+    texts = check_texts(args.queries)  # 1. the queries and the output paths: no work yet
     out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_grounding.png")
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise FclipError(f"-o {out}: give a .png or .jpg file name")
-    if not out.parent.exists():
-        raise FclipError(f"-o {out}: folder {out.parent} does not exist")
-    model = resolve_model(args.model, None, device=args.device)  # 2. the model
+    maps_path = None
+    for what, path in (("-o", out), ("--save-maps", args.save_maps)):
+        if path is None:
+            continue
+        path = check_output_file(path, what)
+        if not path.parent.is_dir():
+            raise FclipError(f"{what} {path}: folder {path.parent} does not exist")
+        if what == "--save-maps":
+            maps_path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")  # as np.save names it
+    img = load_image(args.image, max_side=DISPLAY_MAX_SIDE)  # 2. the photo, decoded at display size
+    model = resolve_model(args.model, None, device=args.device)  # 3. the model
     methods = args.method or [GroundingExplainer.DEFAULT]
     panels, titles, stack = [img], ["photo"], []
     for method in methods:
         opts = {"multiscale": True} if args.multiscale and method == "grad_eclip" else {}
         ex = GroundingExplainer(model, method=method, **opts)
-        maps = ex.attribute(img, texts)  # (n_queries, H, W)
+        maps = ex.attribute(img, texts)  # (n_queries, h, w): the display-size photo's pixels
         stack.append(maps)
         print(f"{method}: {ex.last_seconds_:.2f} s for {len(texts)} map(s)")
         for text, m in zip(texts, maps):
@@ -574,10 +583,10 @@ def cmd_ground(args) -> int:
             titles.append(f"{text} ({method})")
     side_by_side(panels, titles).save(out)
     print(f"wrote {out}")
-    if args.save_maps:
+    if maps_path is not None:
         import numpy as np
-        np.save(args.save_maps, np.stack(stack))
-        print(f"wrote {args.save_maps}")
+        np.save(maps_path, np.stack(stack))
+        print(f"wrote {maps_path} (maps {img.height} x {img.width})")
     return 0
 
 

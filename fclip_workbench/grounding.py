@@ -76,14 +76,80 @@ METHOD_OPTIONS = {
 
 
 # ------------------------------------------------------------------ inputs
-def load_image(image) -> Image.Image:
+WORK_MAX_SIDE = 1024  # px: maps are computed on the photo scaled down to at most this (or 5 x the model's input)
+DISPLAY_MAX_SIDE = 1024  # px: `fclip ground` draws and saves maps at most this size
+
+
+def _bounded(img: Image.Image, max_side: int | None) -> Image.Image:
+    """`img` scaled down (aspect kept) so its longer side is at most `max_side`; smaller ones unchanged."""
+    if max_side is None or max(img.size) <= max_side:
+        return img
+    scale = max_side / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    factor = max(1, min(img.width // size[0], img.height // size[1]) // 2)
+    if factor > 1:  # integer box reduction first: fast, and no full-size float copy
+        img = img.reduce(factor)
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def open_image(image, max_side: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """(RGB PIL image with its longer side at most `max_side`, the photo's own (H, W)).
+
+    A JPEG is decoded at a reduced scale (PIL `draft`), so a 10000 x 10000 photo never sits in
+    memory at full size. Missing, folder, not an image, truncated, or larger than PIL's
+    `Image.MAX_IMAGE_PIXELS` allows (a decompression bomb): one `InvalidArgumentError` line.
+
+    >>> img, size = open_image(np.zeros((40, 60, 3), np.uint8), max_side=30)
+    >>> img.size, size
+    ((30, 20), (40, 60))
+    """
+    import warnings
+
+    from PIL import ImageOps, UnidentifiedImageError
+
+    from .images import to_rgb
+
+    if not isinstance(image, (str, Path)) or max_side is None:
+        img = load_image(image)
+        return _bounded(img, max_side), (img.height, img.width)
+    path = Path(image)
+    if not path.exists():
+        raise InvalidArgumentError(f"query image {path} does not exist")
+    if path.is_dir():
+        raise InvalidArgumentError(f"query image {path} is a folder; give an image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decoded reduced, below
+            with Image.open(path) as im:
+                orientation = im.getexif().get(0x0112, 1)
+                w, h = im.size
+                if im.format == "JPEG":
+                    im.draft("RGB", (max_side, max_side))  # DCT scaling: at least max_side, up to 8x smaller
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                img = _bounded(to_rgb(im), max_side)
+    except Image.DecompressionBombError as e:
+        raise InvalidArgumentError(f"query image {path} is too large to decode safely: {e}") from e
+    except UnidentifiedImageError as e:
+        raise InvalidArgumentError(f"cannot use query image: not an image PIL can read: {path}") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InvalidArgumentError(f"cannot use query image: corrupt or truncated image {path}: {e}") from e
+    own = (w, h) if orientation in (5, 6, 7, 8) else (h, w)  # EXIF rotations by 90 degrees swap the sides
+    return img, own
+
+
+def load_image(image, max_side: int | None = None) -> Image.Image:
     """A path, PIL image or (H, W, 3) uint8 array as an RGB PIL image; a bad one -> InvalidArgumentError.
+
+    `max_side`: scaled down so the longer side is at most that (a JPEG is decoded reduced).
 
     >>> load_image(np.zeros((4, 6, 3), np.uint8)).size
     (6, 4)
     """
     from .search import load_query_image
 
+    if max_side is not None:
+        return open_image(image, max_side)[0]
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
             raise InvalidArgumentError(f"image array must be (H, W, 3), got shape {image.shape}")
@@ -613,12 +679,22 @@ class GroundingExplainer:
         clip.eval()
         return Similarity(clip, emb.to(next(clip.parameters()).device))
 
-    def attribute(self, image, text: str | Sequence[str]) -> np.ndarray:
-        """(H, W) map for one text, (n_texts, H, W) for a list, in the image's own pixels."""
+    def work_side(self) -> int:
+        """Longer side (px) of the photo the maps are computed on: WORK_MAX_SIDE, or 5 x the model's input
+        (so a 20 % crop still has the model's resolution)."""
+        return max(WORK_MAX_SIDE, 5 * self.preprocessor().size)
+
+    def attribute(self, image, text: str | Sequence[str], max_side: int | None = None) -> np.ndarray:
+        """(H, W) map for one text, (n_texts, H, W) for a list, in the image's own pixels (`max_side`: scaled
+        down so the longer side is at most that). Maps are computed on the photo scaled down to `work_side()`."""
         texts = check_texts(text)  # cheap checks first
-        img = load_image(image)
-        t0 = time.perf_counter()
+        if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+            raise InvalidArgumentError(f"max_side must be a whole number of pixels >= 1, got {max_side!r}")
         pre = self.preprocessor()
+        img, own = open_image(image, self.work_side())  # a huge JPEG is decoded reduced, never at full size
+        out_size = own if max_side is None or max(own) <= max_side else \
+            tuple(max(1, round(v * max_side / max(own))) for v in own)
+        t0 = time.perf_counter()
         prep = pre(img)
         sim = self.similarity_module(texts)
         device = sim.text_emb.device
@@ -640,6 +716,7 @@ class GroundingExplainer:
             m, prep = crops_map(sim, img, pre, batch_size=bs, **opts)
         else:
             m = grad_eclip_map(sim, prep, **opts)
+        prep.size = out_size  # the maps go back to the photo's own pixels (or max_side), not the working copy's
         maps = prep.to_image(m.detach().cpu())  # (n_texts, H, W)
         self.last_seconds_ = time.perf_counter() - t0
         return maps[0] if isinstance(text, str) else maps
