@@ -101,3 +101,20 @@ def test_attribute_on_a_big_jpeg_returns_own_pixels_or_max_side(tmp_path, tiny_m
     ex = GroundingExplainer(tiny_model, method="saliency")
     assert ex.attribute(path, "shoes").shape == (1600, 2400)
     assert ex.attribute(path, ["shoes", "bag"], max_side=300).shape == (2, 200, 300)
+
+
+def test_a_huge_jpeg_is_never_decoded_at_full_size(tmp_path):
+    """8000 x 8000 (192 MB as RGB): decoding and preparing it for the maps adds well under that to the peak RSS."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (8000, 8000), (90, 90, 90)).save(path, quality=80)
+    code = ("import resource, sys; from fclip_workbench.grounding import open_image; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "img, own = open_image(sys.argv[1], 1280); "
+            "print(img.size, own, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
+    grown_mib = int(out.split()[-1])
+    assert "(1280, 1280) (8000, 8000)" in out, out
+    assert grown_mib < 64, f"peak RSS grew {grown_mib} MiB for an 8000 x 8000 JPEG (full decode: 183 MiB)"
