@@ -10,7 +10,7 @@ EXTRAS ?= dev
 PINS := $(VENV)/.torch-pins
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: setup lab test test-slow test-all bench clean FORCE
+.PHONY: setup lab test test-slow test-all bench docs clean FORCE
 
 $(PINS): FORCE
 	@mkdir -p $(VENV)
@@ -42,6 +42,13 @@ test-all: setup
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_embed_cache.py
+
+# The documentation site (mkdocs.yml, docs/) into build/site/, in strict mode: a broken link or reference fails.
+# Installs the `docs` extra of pyproject.toml the first time.
+docs: setup
+	$(VENV)/bin/python -c "import material, mkdocstrings_handlers.python, mkdocs_gen_files, mkdocs_literate_nav, mkdocs_section_index" 2>/dev/null \
+		|| $(VENV)/bin/pip install -e ".[$(EXTRAS),docs]"
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .pytest_cache
