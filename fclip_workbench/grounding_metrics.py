@@ -1,9 +1,12 @@
 """Scores of a grounding map against a garment mask, and the two baselines every table shows.
 
 All maps and masks are in the image's own pixels: map (H, W) float, mask (H, W) bool.
-- `pointing_game`: is the map's maximum inside the mask, grown by `tolerance` px (15, as
-  Zhang et al.)? Ties (a flat map) score the share of maximal pixels that hit, so the
-  uniform map scores the (grown) mask's area share: chance level.
+- `pointing_game`: is the map's maximum inside the mask, grown by a tolerance? By default
+  relative to the image: 15/224 of its shorter side (Zhang et al. 2016 used 15 px on ~224-px
+  inputs, so a 224-px image gets their 15 px; a 64-px one 4.3 px, a 640-px one 43 px), so the
+  score does not depend on the resolution and a small image is not all "near" its mask.
+  Ties (a flat map) score the share of maximal pixels that hit, so the uniform map scores the
+  (grown) mask's area share: chance level.
 - `energy_share`: share of the map's positive mass inside the mask.
 - `topk_iou`: IoU of the map's top k% pixels with the mask (k = the mask's own area share by
   default, so a perfect map scores 1); ties broken by a fixed random order.
@@ -26,7 +29,16 @@ from scipy import ndimage
 
 from .errors import InvalidArgumentError
 
-POINTING_TOLERANCE = 15  # px, in the image's own pixels (the pointing game's usual tolerance)
+POINTING_TOLERANCE = 15 / 224  # share of the image's shorter side (Zhang et al.: 15 px at ~224 px)
+
+
+def pointing_tolerance(shape: tuple[int, ...], share: float = POINTING_TOLERANCE) -> float:
+    """The pointing game's tolerance in px for an image of `shape` (H, W, ...): `share` x the shorter side.
+
+    >>> pointing_tolerance((224, 300)), round(pointing_tolerance((64, 64)), 2)
+    (15.0, 4.29)
+    """
+    return float(share) * min(shape[:2])
 
 
 def _check(map_: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,13 +52,17 @@ def _check(map_: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return map_, mask
 
 
-def pointing_game(map_: np.ndarray, mask: np.ndarray, tolerance: int = POINTING_TOLERANCE) -> float:
-    """1.0 when the map's maximum falls in the mask grown by `tolerance` px (ties: share that hit).
+def pointing_game(map_: np.ndarray, mask: np.ndarray, tolerance: float | None = None) -> float:
+    """1.0 when the map's maximum falls in the mask grown by `tolerance` px (default None:
+    `pointing_tolerance(shape)`, 15/224 of the shorter side); ties: the share that hit.
 
     >>> pointing_game(np.ones((3, 3)), np.eye(3, dtype=bool), tolerance=0)
     0.3333333333333333
     """
     map_, mask = _check(map_, mask)
+    tolerance = pointing_tolerance(mask.shape) if tolerance is None else float(tolerance)
+    if not np.isfinite(tolerance) or tolerance < 0:
+        raise InvalidArgumentError(f"pointing tolerance must be a distance in px >= 0, got {tolerance!r}")
     if tolerance > 0:  # grow the mask by `tolerance` px (Euclidean)
         mask = ndimage.distance_transform_edt(~mask) <= tolerance
     top = map_ >= map_.max()
@@ -121,7 +137,7 @@ def uniform_map(shape: tuple[int, int]) -> np.ndarray:
     return np.ones(shape)
 
 
-def grounding_scores(map_: np.ndarray, mask: np.ndarray, tolerance: int = POINTING_TOLERANCE,
+def grounding_scores(map_: np.ndarray, mask: np.ndarray, tolerance: float | None = None,
                      k: float | None = None) -> dict[str, float]:
     """pointing, energy and IoU of one map in one dict (deletion needs the model: `deletion_auc`)."""
     return {"pointing": pointing_game(map_, mask, tolerance), "energy": energy_share(map_, mask),
@@ -152,7 +168,7 @@ def mask_queries(catalog, row: int, min_share: float = 0.02) -> list[tuple[str, 
 
 
 def grounding_table(model, catalog, rows, methods: Sequence[str], deletion_steps: int = 0,
-                    tolerance: int = POINTING_TOLERANCE):
+                    tolerance: float | None = None):
     """Mean pointing / energy / IoU (and deletion AUC when `deletion_steps`) per method and per
     baseline over the products `rows`, plus seconds per map: a DataFrame, one row per method.
 

@@ -106,3 +106,52 @@ def test_bad_maps_and_masks_are_named():
 
 def test_metrics_module_reexports_grounding_metrics():
     assert metrics.pointing_game is pointing_game and metrics.deletion_auc is deletion_auc
+
+
+# ------------------------------------------------------------------ the tolerance follows the image's size
+def corner_masks(side: int) -> list[np.ndarray]:
+    """Four off-centre garments, a 12/64 x 12/64 square in each quadrant, 10/64 of the side from the edges."""
+    a, n = side * 10 // 64, side * 12 // 64
+    out = []
+    for top in (a, side - a - n):
+        for left in (a, side - a - n):
+            m = np.zeros((side, side), bool)
+            m[top:top + n, left:left + n] = True
+            out.append(m)
+    return out
+
+
+def mean_pointing(make_map, side: int) -> float:
+    return float(np.mean([pointing_game(make_map(m), m) for m in corner_masks(side)]))
+
+
+def test_baselines_score_clearly_below_a_correct_map_on_small_images():
+    correct = mean_pointing(lambda m: m.astype(float), 64)  # peaks on the garment
+    centre = mean_pointing(lambda m: centre_map(m.shape), 64)
+    uniform = mean_pointing(lambda m: uniform_map(m.shape), 64)
+    assert correct == 1.0
+    assert centre <= 0.25 and uniform <= 0.25, (centre, uniform)  # a fixed 15 px: centre 0.75, uniform 0.31
+
+
+@pytest.mark.parametrize("away", [0.03, 0.08])  # of the side, right of the garment's right edge
+def test_the_same_geometry_scores_the_same_at_64_and_640_px(away):
+    def point(m):
+        ys, xs = np.nonzero(m)
+        out = np.zeros(m.shape)
+        out[int(ys.mean()), min(m.shape[1] - 1, xs.max() + round(away * m.shape[1]))] = 1.0
+        return out
+
+    small, big = mean_pointing(point, 64), mean_pointing(point, 640)
+    assert small == big == (1.0 if away < 15 / 224 else 0.0)
+    assert mean_pointing(lambda m: uniform_map(m.shape), 64) == pytest.approx(
+        mean_pointing(lambda m: uniform_map(m.shape), 640), abs=0.02)
+    assert mean_pointing(lambda m: centre_map(m.shape), 64) == mean_pointing(lambda m: centre_map(m.shape), 640)
+
+
+def test_tolerance_defaults_to_15_px_at_224_and_refuses_negative():
+    from fclip_workbench.grounding_metrics import pointing_tolerance
+
+    assert pointing_tolerance((224, 300)) == 15.0 and pointing_tolerance((640, 480)) == pytest.approx(480 * 15 / 224)
+    mask = square_mask()
+    with pytest.raises(InvalidArgumentError, match="tolerance"):
+        pointing_game(mask.astype(float), mask, tolerance=-1)
