@@ -22,6 +22,7 @@ Example:
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,6 +30,7 @@ from scipy import ndimage
 
 from .errors import InvalidArgumentError
 
+NON_GARMENT = ("null", "skin", "hair")  # mask labels that are no garment to point at
 POINTING_TOLERANCE = 15 / 224  # share of the image's shorter side (Zhang et al.: 15 px at ~224 px)
 
 
@@ -145,11 +147,26 @@ def grounding_scores(map_: np.ndarray, mask: np.ndarray, tolerance: float | None
 
 
 # ------------------------------------------------------------------ scoring methods over a catalog with masks
+def mask_legend(catalog) -> list[str] | None:
+    """Label names of a catalog whose masks are label-index images (value i = garment `names[i]`, as
+    CCP's), read from the `label_list.json` beside its images; None for binary masks (one garment each).
+
+    Decided by the data, not the catalog's name: a subset or renamed copy ("ccp-heldout") is the same data.
+    """
+    root = getattr(catalog, "image_root", None)
+    if root is None or not (Path(root) / "label_list.json").is_file():
+        return None
+    from .datasets.ccp import ccp_labels
+
+    return ccp_labels(root)
+
+
 def mask_queries(catalog, row: int, min_share: float = 0.02) -> list[tuple[str, np.ndarray]]:
     """(query, (H, W) bool mask) pairs of one product of a catalog with a `mask` column.
 
-    CCP (label-index masks): one query per garment label covering >= `min_share` of the photo;
-    the teaching catalog (0/255 masks): its garment name.
+    Label-index masks (a `mask_legend`, e.g. CCP and its held-out subset): one query per garment label
+    covering >= `min_share` of the photo (not null, skin or hair); binary masks (the teaching
+    catalog's 0/255): one query, the product's `garment` (else its text), over the whole mask.
     """
     from PIL import Image
 
@@ -158,12 +175,13 @@ def mask_queries(catalog, row: int, min_share: float = 0.02) -> list[tuple[str, 
         raise InvalidArgumentError(f"product {r['item_id']!r} has no mask; grounding scores need a catalog with "
                                    "masks (CCP or the teaching catalog)")
     mask = np.asarray(Image.open(catalog.image_root / r["mask"]))
-    if catalog.name == "ccp":
-        from .datasets.ccp import ccp_labels
-
-        names = ccp_labels(catalog.image_root)
+    names = mask_legend(catalog)
+    if names is not None:
+        if mask.max(initial=0) >= len(names):
+            raise InvalidArgumentError(f"mask {r['mask']} has label {int(mask.max())}, the label list only "
+                                       f"{len(names)} labels")
         return [(names[v], mask == v) for v in np.unique(mask)
-                if names[v] not in ("null", "skin", "hair") and (mask == v).mean() >= min_share]
+                if names[v] not in NON_GARMENT and (mask == v).mean() >= min_share]
     return [(str(r["garment"]) if "garment" in catalog.table.columns else str(r["text"]), mask > 0)]
 
 
