@@ -1,7 +1,7 @@
 """Benchmark: grounding maps scored against garment masks, and seconds per map.
 
 Rows: every `GroundingExplainer` method plus the centre-point and uniform baselines.
-Columns: pointing game (tolerance 15/224 of the shorter side: 15 px at 224 px), energy share in the mask, IoU of the top-k% pixels
+Columns: pointing game (tolerance 4 % of the shorter side: 15 px at 375 px), energy share in the mask, IoU of the top-k% pixels
 (k = the mask's area share), deletion AUC (similarity as the most-attributed pixels turn
 mean-colour, lower = more faithful; baselines' ties broken at random).
 

@@ -6,8 +6,8 @@ import pytest
 
 from fclip_workbench import metrics
 from fclip_workbench.errors import InvalidArgumentError
-from fclip_workbench.grounding_metrics import (centre_map, deletion_auc, deletion_curve, energy_share, grounding_scores,
-                                               pointing_game, topk_iou, uniform_map)
+from fclip_workbench.grounding_metrics import (POINTING_TOLERANCE, centre_map, deletion_auc, deletion_curve,
+                                               energy_share, grounding_scores, pointing_game, topk_iou, uniform_map)
 
 
 def square_mask(shape=(40, 60), top=5, left=30, size=10) -> np.ndarray:
@@ -142,16 +142,16 @@ def test_the_same_geometry_scores_the_same_at_64_and_640_px(away):
         return out
 
     small, big = mean_pointing(point, 64), mean_pointing(point, 640)
-    assert small == big == (1.0 if away < 15 / 224 else 0.0)
+    assert small == big == (1.0 if away < POINTING_TOLERANCE else 0.0)
     assert mean_pointing(lambda m: uniform_map(m.shape), 64) == pytest.approx(
         mean_pointing(lambda m: uniform_map(m.shape), 640), abs=0.02)
     assert mean_pointing(lambda m: centre_map(m.shape), 64) == mean_pointing(lambda m: centre_map(m.shape), 640)
 
 
-def test_tolerance_defaults_to_15_px_at_224_and_refuses_negative():
+def test_tolerance_defaults_to_15_px_at_375_and_refuses_negative():
     from fclip_workbench.grounding_metrics import pointing_tolerance
 
-    assert pointing_tolerance((224, 300)) == 15.0 and pointing_tolerance((640, 480)) == pytest.approx(480 * 15 / 224)
+    assert pointing_tolerance((375, 500)) == 15.0 and pointing_tolerance((640, 480)) == pytest.approx(480 * 15 / 375)
     mask = square_mask()
     with pytest.raises(InvalidArgumentError, match="tolerance"):
         pointing_game(mask.astype(float), mask, tolerance=-1)
