@@ -14,9 +14,14 @@ paths never mix in the store:
 - `bf16`, `fp16`: autocast to bfloat16 / float16 (for GPUs; run on a CPU too,
   slowly, unless it has bf16/fp16 instructions).
 
-ONNX graphs are exported once per model and tower into `cache_dir()/onnx`
+ONNX graphs are exported once per weights and tower into `cache_dir()/onnx`
 (named by the fp32 fingerprint), then reused; the batch axis is dynamic. OpenVINO
 models likewise, into `cache_dir()/openvino` (IR `.xml` + `.bin`, versioned names).
+Each graph is recorded with the `EmbeddingSpace` it was exported in and checked before
+use (graph_cache.py: damaged or foreign graphs are exported again, a read-only cache is
+used as it is); the runners follow the weights (fine-tuned in place: new graphs), so
+a fast path never serves vectors of old weights. `$FCLIP_INT8_RANGE` (7, 8, auto)
+forces the int8 range that `onnx-int8` otherwise picks by CPU (`int8_full_range`).
 
 Example:
     >>> m = load_model("fclip-mini", precision="onnx-int8")      # doctest: +SKIP
@@ -33,6 +38,7 @@ import copy
 import dataclasses
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +48,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidArgumentError, MissingExtraError
+from .errors import CacheError, InvalidArgumentError, MissingExtraError
+from .graph_cache import GraphCache
+from .space import EmbeddingSpace
 
 if TYPE_CHECKING:
     from .models import EmbeddingModel
@@ -80,6 +88,8 @@ GPU_FAST = ("bf16", "fp16")
 QUANT_VERSION = "q1"  # in the names of cached int8 graphs: bump when the quantisation settings change
 OV_VERSION = "ov1"  # in the names of cached OpenVINO models: bump when the conversion changes
 INT8_FULL_RANGE_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags whose int8 dot products do not saturate
+INT8_RANGE_ENV = "FCLIP_INT8_RANGE"  # "auto" (unset: the CPU decides), "7" or "8": the onnx-int8 weight range
+_EXPORT_LOCK = threading.RLock()  # torch.onnx.export / tracing keep global state: one export at a time per process
 
 
 def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
@@ -99,6 +109,24 @@ def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
             return False
     flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
     return any(f in flags for f in INT8_FULL_RANGE_FLAGS)
+
+
+def int8_full_range(cpuinfo: str | None = None) -> bool:
+    """Whether `onnx-int8` quantises to the full 8-bit range (True) or to 7 bits (False).
+
+    `$FCLIP_INT8_RANGE` decides when set to "8" or "7" (e.g. machines sharing a cache that should share
+    vectors too); unset or "auto", the CPU does (`cpu_has_vnni`). Another value is one line.
+
+    >>> int8_full_range("flags\t: avx2 amx_int8") == (os.environ.get(INT8_RANGE_ENV, "auto") in ("auto", "8"))
+    True
+    """
+    value = os.environ.get(INT8_RANGE_ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return cpu_has_vnni(cpuinfo)
+    if value in ("7", "8"):
+        return value == "8"
+    raise InvalidArgumentError(f"{INT8_RANGE_ENV}={value!r}: use 7 (7-bit int8 range), 8 (full 8-bit range) "
+                               f"or auto (8 on CPUs with VNNI/AMX)")
 
 
 def check_precision(name: str, device: str | torch.device | None = None) -> Precision:
@@ -135,9 +163,9 @@ def apply_precision(model: EmbeddingModel, name: str) -> EmbeddingModel:
         runner = AutocastRunner(model.model, torch.device(model.device).type,
                                 torch.bfloat16 if name == "bf16" else torch.float16)
     elif name == "openvino":
-        runner = OpenVinoRunner(model, base)
+        runner = OpenVinoRunner(model)
     else:
-        runner = OnnxRunner(model, base, quantize=name == "onnx-int8")
+        runner = OnnxRunner(model, quantize=name == "onnx-int8")
     return dataclasses.replace(model, fingerprint=base, precision=name, runner=runner)
 
 
@@ -184,78 +212,153 @@ def _example_input(emb: EmbeddingModel, tower: str) -> torch.Tensor:
     return emb.tokenizer(["a red dress", "shoes"]).cpu()  # (2, ctx)
 
 
-class OnnxRunner:
+def _dim(emb: EmbeddingModel) -> int:
+    """Width of `emb`'s vectors, from its config or else from the fp32 module itself (not a runner)."""
+    dim = emb.model_cfg.get("embed_dim") if isinstance(emb.model_cfg, dict) else None
+    if not dim:
+        with torch.inference_mode():
+            dim = emb.model.encode_text(emb.tokenizer(["x"]).to(emb.device)).shape[-1]
+    return int(dim)
+
+
+class _ExportedRunner:
+    """What ONNX and OpenVINO runners share: graphs follow the weights, and are checked before use.
+
+    Before every batch the runner reads `model.base_fingerprint` (cheap while the weights are
+    unchanged: a walk over the parameters' version counters and storage pointers, models.py); when
+    it changed (fine-tuning in place, `load_state_dict`), the loaded graphs are dropped and those of
+    the new weights are found or exported, so vectors of old weights are never served under the new
+    fingerprint. Every graph is recorded with its `EmbeddingSpace` (graph_cache.py).
+    """
+
+    kind = ""
+
+    def __init__(self, model: EmbeddingModel, folder: Path) -> None:
+        self.emb = model
+        self.graphs = GraphCache(folder, self.kind)
+        self.folder = self.graphs.folder
+        self.fingerprint = model.base_fingerprint  # of the weights the loaded graphs were made from
+        self.loaded: dict = {}  # tower -> ONNX Runtime session / OpenVINO compiled model
+        self._lock = threading.RLock()
+
+    def _follow_weights(self) -> str:
+        now = self.emb.base_fingerprint
+        if now != self.fingerprint:
+            log.info("weights of %s changed (%s -> %s): its %s graphs are replaced", self.emb.name,
+                     self.fingerprint[:12], now[:12], self.kind)
+            self.fingerprint, self.loaded = now, {}
+        return now
+
+    def _space(self, precision: str) -> EmbeddingSpace:
+        from .images import image_pipeline_salt  # recorded, not compared: a graph starts from pixels
+        return EmbeddingSpace(weights=self.fingerprint, precision=precision, image_pipeline=image_pipeline_salt(self.emb),
+                              dim=_dim(self.emb), model=self.emb.name)
+
+    def _loaded(self, tower: str):
+        with self._lock:
+            self._follow_weights()
+            if tower not in self.loaded:
+                self.loaded[tower] = self._load(tower)
+            return self.loaded[tower]
+
+    def _load(self, tower: str):
+        raise NotImplementedError
+
+    def _module(self, tower: str) -> torch.nn.Module:
+        """A float32 CPU copy of `tower` as it is now (exports must not touch the live model)."""
+        return _Tower(copy.deepcopy(self.emb.model).cpu().float().eval(), tower)
+
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self._run("image", pixels, normalize)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self._run("text", tokens, normalize)
+
+
+class OnnxRunner(_ExportedRunner):
     """Each tower exported to ONNX on first use (cached on disk), run by ONNX Runtime on the CPU.
 
     With `quantize`, the image tower's MatMul and Gemm weights are quantised to
     int8 (`onnxruntime.quantization.quantize_dynamic`); convolutions stay float32;
     per-tensor scales; 7-bit range unless the CPU has VNNI/AMX (`full_range=None`:
-    `cpu_has_vnni()`), since AVX2 without VNNI saturates 8-bit u8s8 products (worst
+    `int8_full_range()`), since AVX2 without VNNI saturates 8-bit u8s8 products (worst
     cosine 0.98 -> 0.9995 on ViT-B/32). The two graphs are cached apart and their
     vectors too (`variant` "-full8" in the fingerprint). The text tower stays fp32:
     int8 MiniLM (best setting, per-channel: worst cosine 0.993) cost fclip-mini v1
     1.0 point of held-out KAGL R@10 (benchmarks/bench_throughput.py --recall).
+
+    >>> r = OnnxRunner(load_model("fclip-mini"), quantize=True, full_range=False)  # doctest: +SKIP
+    >>> r.graph_path("image").name.endswith("-image-int8-q1.onnx")                  # doctest: +SKIP
+    True
     """
 
-    def __init__(self, model: EmbeddingModel, fingerprint: str, quantize: bool = False,
-                 folder: Path | None = None, full_range: bool | None = None) -> None:
+    kind = "ONNX"
+
+    def __init__(self, model: EmbeddingModel, quantize: bool = False, folder: Path | None = None,
+                 full_range: bool | None = None) -> None:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as e:
             raise MissingExtraError("ONNX precisions need onnxruntime and onnx (pip install onnxruntime onnx)") from e
-        self.emb, self.fingerprint, self.quantize = model, fingerprint, quantize
-        self.full_range = bool(quantize and (cpu_has_vnni() if full_range is None else full_range))
+        self.quantize = quantize
+        self.full_range = bool(quantize and (int8_full_range() if full_range is None else full_range))
         self.variant = "-full8" if self.full_range else ""  # in the vectors' fingerprint (models._get_fingerprint)
-        self.folder = Path(folder) if folder is not None else onnx_dir()
-        self.sessions: dict = {}
+        super().__init__(model, Path(folder) if folder is not None else onnx_dir())
+
+    @property
+    def sessions(self) -> dict:
+        return self.loaded
 
     def graph_path(self, tower: str) -> Path:
-        """The cached graph of `tower`, exported (and quantised) when absent."""
-        fp32 = self.folder / f"{self.fingerprint}-{tower}.onnx"
-        if not fp32.is_file():
-            self._export(tower, fp32)
-        if not self.quantize or tower != "image":
-            return fp32
-        int8 = self.folder / f"{self.fingerprint}-{tower}-int8-{QUANT_VERSION}{self.variant}.onnx"
-        if not int8.is_file():
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+        """The checked graph of `tower` for the weights as they are now; exported (and quantised) when absent."""
+        with self._lock:
+            fp = self._follow_weights()
+            fp32 = self.graphs.path(f"{fp}-{tower}.onnx", self._space("onnx"), tower,
+                                    lambda tmp: self._export(tower, tmp))
+            if not self.quantize or tower != "image":
+                return fp32
+            return self.graphs.path(f"{fp}-{tower}-int8-{QUANT_VERSION}{self.variant}.onnx",
+                                    self._space(f"onnx-int8{self.variant}"), tower, lambda tmp: self._quantise(fp32, tmp))
 
-            log.info("quantising %s to int8", fp32.name)
-            tmp = int8.with_suffix(f".{os.getpid()}.tmp")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                logging.getLogger().disabled, was = True, logging.getLogger().disabled  # its pre-processing advice
-                try:
-                    quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8,
-                                     op_types_to_quantize=["MatMul", "Gemm"], reduce_range=not self.full_range)
-                finally:
-                    logging.getLogger().disabled = was
-            os.replace(tmp, int8)
-        return int8
-
-    def _export(self, tower: str, path: Path) -> None:
-        log.info("exporting the %s tower of %s to %s (once)", tower, self.emb.name, path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    def _export(self, tower: str, tmp: Path) -> list[Path]:
+        log.info("exporting the %s tower of %s to %s (once)", tower, self.emb.name, tmp.parent)
         # grad mode on: under no_grad/inference_mode nn.MultiheadAttention takes a fused path ONNX cannot export
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
+        with _EXPORT_LOCK, warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
             warnings.simplefilter("ignore")
-            module = _Tower(copy.deepcopy(self.emb.model).cpu().float().eval(), tower)
-            torch.onnx.export(module, (_example_input(self.emb, tower),), str(tmp), input_names=["x"], output_names=["feats"],
-                              dynamic_axes={"x": {0: "batch"}, "feats": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
-        os.replace(tmp, path)
+            torch.onnx.export(self._module(tower), (_example_input(self.emb, tower),), str(tmp), input_names=["x"],
+                              output_names=["feats"], dynamic_axes={"x": {0: "batch"}, "feats": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        return [tmp]
+
+    def _quantise(self, fp32: Path, tmp: Path) -> list[Path]:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        log.info("quantising %s to int8", fp32.name)
+        with _EXPORT_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger().disabled, was = True, logging.getLogger().disabled  # its pre-processing advice
+            try:
+                quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["MatMul", "Gemm"], reduce_range=not self.full_range)
+            finally:
+                logging.getLogger().disabled = was
+        return [tmp]
 
     def session(self, tower: str):
-        if tower not in self.sessions:
-            import onnxruntime as ort
+        return self._loaded(tower)
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = torch.get_num_threads()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self.sessions[tower] = ort.InferenceSession(str(self.graph_path(tower)), opts,
-                                                        providers=["CPUExecutionProvider"])
-        return self.sessions[tower]
+    def _load(self, tower: str):
+        import onnxruntime as ort
+
+        path = self.graph_path(tower)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT's own exception types; the graph passed its checks, so rare
+            raise CacheError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0] if str(e) else e!r}; "
+                             f"delete it to export it again") from e
 
     def _run(self, tower: str, x: torch.Tensor, normalize: bool) -> torch.Tensor:
         sess = self.session(tower)
@@ -265,12 +368,6 @@ class OnnxRunner:
         feats = sess.run(None, {sess.get_inputs()[0].name: arr})[0]  # (n, dim)
         return _unit(torch.from_numpy(feats), normalize)
 
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self._run("image", pixels, normalize)
-
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self._run("text", tokens, normalize)
-
 
 def openvino_dir() -> Path:
     """Where converted OpenVINO models are cached: `cache_dir()/openvino`."""
@@ -278,61 +375,68 @@ def openvino_dir() -> Path:
     return cache_dir() / "openvino"
 
 
-class OpenVinoRunner:
+class OpenVinoRunner(_ExportedRunner):
     """Each tower converted to OpenVINO on first use (cached on disk as IR), run by OpenVINO on the CPU.
 
     Compiled with a LATENCY hint (one stream using every torch thread: the embedder sends one
     batch at a time, so THROUGHPUT's extra streams sit idle) and f32 inference precision (CPUs
     with bf16/AMX would otherwise run bf16 silently). Batch axis dynamic.
 
-    >>> r = OpenVinoRunner(load_model("fclip-mini"), "abc")     # doctest: +SKIP
+    >>> r = OpenVinoRunner(load_model("fclip-mini"))             # doctest: +SKIP
     >>> r.encode_image(torch.zeros(5, 3, 224, 224)).shape        # doctest: +SKIP
     torch.Size([5, 384])
     """
 
-    def __init__(self, model: EmbeddingModel, fingerprint: str, folder: Path | None = None) -> None:
+    kind = "OpenVINO"
+    variant = ""
+
+    def __init__(self, model: EmbeddingModel, folder: Path | None = None) -> None:
         try:
             import openvino  # noqa: F401
         except ImportError as e:
             raise MissingExtraError("Precision 'openvino' needs OpenVINO: pip install 'fclip-workbench[fast]' "
                                     "(or pip install openvino)") from e
-        self.emb, self.fingerprint = model, fingerprint
-        self.folder = Path(folder) if folder is not None else openvino_dir()
-        self.compiled: dict = {}
+        super().__init__(model, Path(folder) if folder is not None else openvino_dir())
+
+    @property
+    def compiled(self) -> dict:
+        return self.loaded
 
     def model_path(self, tower: str) -> Path:
-        """The cached IR (.xml, its weights in the .bin beside it) of `tower`, converted when absent."""
-        xml = self.folder / f"{self.fingerprint}-{tower}-{OV_VERSION}.xml"
-        if not xml.is_file():
-            self._convert(tower, xml)
-        return xml
+        """The checked IR (.xml, its weights in the .bin beside it) of `tower` for the weights as they are now."""
+        with self._lock:
+            fp = self._follow_weights()
+            return self.graphs.path(f"{fp}-{tower}-{OV_VERSION}.xml", self._space("openvino"), tower,
+                                    lambda tmp: self._convert(tower, tmp))
 
-    def _convert(self, tower: str, xml: Path) -> None:
+    def _convert(self, tower: str, tmp: Path) -> list[Path]:
         import openvino as ov
 
-        log.info("converting the %s tower of %s to OpenVINO at %s (once)", tower, self.emb.name, xml)
-        xml.parent.mkdir(parents=True, exist_ok=True)
+        log.info("converting the %s tower of %s to OpenVINO in %s (once)", tower, self.emb.name, tmp.parent)
         example = _example_input(self.emb, tower)  # (2, 3, S, S) or (2, ctx)
-        with warnings.catch_warnings(), torch.no_grad():
+        with _EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            module = _Tower(copy.deepcopy(self.emb.model).cpu().float().eval(), tower)
             # check_trace off: the checker fails on open_clip's renamed (mangled) classes, not on the graph
-            traced = torch.jit.trace(module, (example,), check_trace=False)
+            traced = torch.jit.trace(self._module(tower), (example,), check_trace=False)
             ov_model = ov.convert_model(traced, example_input=example)
-        ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([-1, *example.shape[1:]])})  # any batch size
-        tmp = xml.with_suffix(f".{os.getpid()}.tmp.xml")
-        ov.save_model(ov_model, str(tmp), compress_to_fp16=False)  # weights stay float32
-        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))  # the .bin first: an .xml means both exist
-        os.replace(tmp, xml)
+            ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([-1, *example.shape[1:]])})  # any batch size
+            ov.save_model(ov_model, str(tmp), compress_to_fp16=False)  # weights stay float32
+        return [tmp.with_suffix(".bin"), tmp]  # the .bin first: an .xml means both exist
 
     def compiled_model(self, tower: str):
-        if tower not in self.compiled:
-            import openvino as ov
+        return self._loaded(tower)
 
-            self.compiled[tower] = ov.Core().compile_model(str(self.model_path(tower)), "CPU", {
+    def _load(self, tower: str):
+        import openvino as ov
+
+        path = self.model_path(tower)
+        try:
+            return ov.Core().compile_model(str(path), "CPU", {
                 "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
                 "INFERENCE_PRECISION_HINT": "f32"})
-        return self.compiled[tower]
+        except Exception as e:  # noqa: BLE001 - OpenVINO's own exception types; the IR passed its checks
+            raise CacheError(f"OpenVINO cannot load {path}: {str(e).splitlines()[0] if str(e) else e!r}; "
+                             f"delete it to convert it again") from e
 
     def _run(self, tower: str, x: torch.Tensor, normalize: bool) -> torch.Tensor:
         cm = self.compiled_model(tower)
@@ -340,9 +444,3 @@ class OpenVinoRunner:
         arr = arr.astype(np.float32 if tower == "image" else np.int64, copy=False)
         feats = cm(arr)[cm.outputs[0]]  # (n, dim)
         return _unit(torch.from_numpy(np.array(feats, copy=True)), normalize)
-
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self._run("image", pixels, normalize)
-
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self._run("text", tokens, normalize)

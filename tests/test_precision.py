@@ -29,8 +29,10 @@ def _needs(name: str) -> None:
 
 @pytest.fixture(autouse=True)
 def onnx_cache(tmp_path, monkeypatch):
-    """Exported ONNX graphs go to this test's folder, not the user's cache."""
+    """Exported ONNX graphs go to this test's folder, not the user's cache; the int8 range is the CPU's
+    unless a test forces it."""
     monkeypatch.setenv("FCLIP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FCLIP_INT8_RANGE", raising=False)
 
 
 def _pixels(n: int, seed: int = 0) -> torch.Tensor:
@@ -90,14 +92,15 @@ def test_exported_graphs_run_batch_sizes_other_than_the_export_batch(tiny_model,
 
 def test_openvino_model_is_cached_on_disk_and_reused(tiny_model, tmp_path):
     _needs("openvino")
-    first = OpenVinoRunner(tiny_model, "fp-a", folder=tmp_path)
+    first = OpenVinoRunner(tiny_model, folder=tmp_path)
     xml = first.model_path("image")
-    assert xml.name == "fp-a-image-ov1.xml" and xml.with_suffix(".bin").is_file()
+    fp = tiny_model.fingerprint
+    assert xml.name == f"{fp}-image-ov1.xml" and xml.with_suffix(".bin").is_file()
     stamp = xml.stat().st_mtime_ns
-    again = OpenVinoRunner(tiny_model, "fp-a", folder=tmp_path)  # a new process would do the same
+    again = OpenVinoRunner(tiny_model, folder=tmp_path)  # a new process would do the same
     out = again.encode_image(_pixels(3)).numpy()  # (3, 16)
     assert xml.stat().st_mtime_ns == stamp and sorted(p.name for p in tmp_path.iterdir()) == [
-        "fp-a-image-ov1.bin", "fp-a-image-ov1.xml"]  # reused, no temporary files left
+        f"{fp}-image-ov1.bin", f"{fp}-image-ov1.xml", f"{fp}-image-ov1.xml.json"]  # reused, no temporary files left
     np.testing.assert_allclose(out, tiny_model.encode_images(_pixels(3)), atol=1e-4)  # exact to float noise
 
 
@@ -107,7 +110,20 @@ def test_openvino_missing_is_one_line_naming_the_extra(tiny_model, monkeypatch):
         tiny_model.with_precision("openvino")
 
 
-def test_cli_embed_precision(tiny_model_dir, small_catalog_dir, tmp_path, capsys):
+@pytest.mark.parametrize("env, vnni, suffix", [
+    ("7", True, "+onnx-int8"),  # forced 7-bit range, even on a VNNI/AMX CPU
+    ("8", False, "+onnx-int8-full8"),  # forced full range, even on an AVX2 CPU
+    ("auto", True, "+onnx-int8-full8"),  # the CPU decides: VNNI/AMX
+    (None, False, "+onnx-int8"),  # unset: the CPU decides, AVX2
+])
+def test_cli_embed_precision(tiny_model_dir, small_catalog_dir, tmp_path, capsys, monkeypatch, env, vnni, suffix):
+    """The int8 range (and so the fingerprint suffix) is forced here: the test holds on any CPU."""
+    import fclip_workbench.precision as precision
+
+    really = precision.cpu_has_vnni()
+    monkeypatch.setattr(precision, "cpu_has_vnni", lambda cpuinfo=None: vnni)
+    if env is not None:
+        monkeypatch.setenv("FCLIP_INT8_RANGE", env)
     common = ["--data", str(small_catalog_dir / "products.csv"), "--image-root", str(small_catalog_dir / "images"),
               "--model", str(tiny_model_dir), "--cache", str(tmp_path / "c.sqlite"), "--device", "cpu", "-q"]
     assert main(["embed", *common, "--out", str(tmp_path / "a.npz")]) == 0
@@ -115,12 +131,47 @@ def test_cli_embed_precision(tiny_model_dir, small_catalog_dir, tmp_path, capsys
     out = capsys.readouterr().out
     for what in ("images", "texts"):  # each precision has its own cache entries
         assert out.count(f"{what}: 12 embedded (0 from cache, 12 computed), 0 failed") == 2, out
-    assert "+onnx-int8; store" in out
+    assert f"{suffix}; store" in out, out
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
-    assert list(a["ids"]) == list(b["ids"]) and np.sum(a["vectors"] * b["vectors"], axis=1).min() >= 0.99
+    least = 0.95 if suffix.endswith("full8") and not really else 0.99  # the full range saturates AVX2 (see below)
+    assert list(a["ids"]) == list(b["ids"]) and np.sum(a["vectors"] * b["vectors"], axis=1).min() >= least
     assert main(["embed", *common, "--precision", "fp8"]) == 2
     err = capsys.readouterr().err
     assert "Unknown precision 'fp8'. Valid precisions: fp32" in err and "Traceback" not in err
+
+
+def test_cli_bad_int8_range_is_one_line(tiny_model_dir, small_catalog_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FCLIP_INT8_RANGE", "6")
+    assert main(["embed", "--data", str(small_catalog_dir / "products.csv"), "--image-root",
+                 str(small_catalog_dir / "images"), "--model", str(tiny_model_dir), "--cache",
+                 str(tmp_path / "c.sqlite"), "--device", "cpu", "-q", "--precision", "onnx-int8"]) == 2
+    err = capsys.readouterr().err
+    assert "FCLIP_INT8_RANGE='6': use 7" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("env, flags, full", [
+    (None, "avx2 avx512_vnni", True), (None, "avx2 avx_vnni", True), (None, "avx2 amx_int8", True),
+    (None, "avx2 avx512f", False), ("auto", "avx2 amx_int8", True), ("auto", "avx2", False),
+    ("7", "avx2 amx_int8", False), ("8", "avx2", True), (" 8 ", "", True),
+])
+def test_int8_range_choice_from_cpu_flags_and_env(monkeypatch, env, flags, full):
+    from fclip_workbench.precision import int8_full_range
+
+    if env is None:
+        monkeypatch.delenv("FCLIP_INT8_RANGE", raising=False)
+    else:
+        monkeypatch.setenv("FCLIP_INT8_RANGE", env)
+    assert int8_full_range(f"processor\t: 0\nflags\t\t: fpu sse {flags}\n") is full
+
+
+def test_bad_int8_range_is_one_line_before_any_export(tiny_model, monkeypatch, tmp_path):
+    from fclip_workbench.precision import OnnxRunner
+
+    monkeypatch.setenv("FCLIP_INT8_RANGE", "full")
+    with pytest.raises(InvalidArgumentError, match=r"FCLIP_INT8_RANGE='full': use 7 .*, 8 .* or auto"):
+        OnnxRunner(tiny_model, quantize=True, folder=tmp_path)
+    assert OnnxRunner(tiny_model, quantize=False, folder=tmp_path).variant == ""  # fp32 graphs need no range
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("vnni", [False, True])
