@@ -50,6 +50,7 @@ RECORD_FORMAT = 1  # layout of NAME.json; another value: the graph is exported a
 ABSENT = "absent"  # problem(): no graph there (not worth a warning)
 _SCRATCH: dict[str, Path] = {}  # cache folder -> this process's temporary folder, when the cache cannot be written
 _SCRATCH_LOCK = threading.Lock()
+_WARNED: set[tuple[str, str]] = set()  # (graph, problem) already said in this process
 _DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> blake2b: each file hashed once per process
 
 
@@ -148,7 +149,8 @@ class GraphCache:
                 why = self.problem(graph, space, tower)
                 if why is None:
                     return graph
-                if why != ABSENT:
+                if why != ABSENT and (str(graph), why) not in _WARNED:  # said once per process
+                    _WARNED.add((str(graph), why))
                     log.warning("%s graph %s %s: exporting it again", self.kind, graph, why)
             return self._export(name, space, tower, build)
 

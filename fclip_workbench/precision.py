@@ -251,7 +251,8 @@ class _ExportedRunner:
 
     def _space(self, precision: str) -> EmbeddingSpace:
         from .images import image_pipeline_salt  # recorded, not compared: a graph starts from pixels
-        return EmbeddingSpace(weights=self.fingerprint, precision=precision, image_pipeline=image_pipeline_salt(self.emb),
+        return EmbeddingSpace(weights=self.fingerprint, precision=precision,
+                              image_pipeline=image_pipeline_salt(self.emb),
                               dim=_dim(self.emb), model=self.emb.name)
 
     def _loaded(self, tower: str):
@@ -318,7 +319,8 @@ class OnnxRunner(_ExportedRunner):
             if not self.quantize or tower != "image":
                 return fp32
             return self.graphs.path(f"{fp}-{tower}-int8-{QUANT_VERSION}{self.variant}.onnx",
-                                    self._space(f"onnx-int8{self.variant}"), tower, lambda tmp: self._quantise(fp32, tmp))
+                                    self._space(f"onnx-int8{self.variant}"), tower,
+                                    lambda tmp: self._quantise(fp32, tmp))
 
     def _export(self, tower: str, tmp: Path) -> list[Path]:
         log.info("exporting the %s tower of %s to %s (once)", tower, self.emb.name, tmp.parent)
