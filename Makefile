@@ -48,7 +48,7 @@ bench: setup
 docs: setup
 	$(VENV)/bin/python -c "import material, mkdocstrings_handlers.python, mkdocs_gen_files, mkdocs_literate_nav, mkdocs_section_index" 2>/dev/null \
 		|| $(VENV)/bin/pip install -e ".[$(EXTRAS),docs]"
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .pytest_cache
