@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import Catalog
+from .datasets.kind import catalog_kind
 from .embed import embed_images, embed_texts
 from .errors import CheckpointError, FclipError, LeakageError
 from .metrics import retrieval_metrics, weighted_f1
@@ -198,7 +199,8 @@ def plan_eval(catalog: Catalog, fields: Sequence[str] | None = None, all_items: 
               retrieval: bool = True) -> EvalPlan:
     """The choices `fclip eval` makes for `catalog` (`fields=None`: `default_fields`).
 
-    Fashion-MNIST (`fmnist-*`) is a test set of its own: every product is scored,
+    Fashion-MNIST (its rows, by `datasets.catalog_kind`, whatever the catalog's name) is a
+    test set of its own: every product is scored,
     and its titles are its class names, so retrieval is off; its `label` is scored
     twice, as written and under `FMNIST_COMMON_NAMES`.
 
@@ -208,14 +210,15 @@ def plan_eval(catalog: Catalog, fields: Sequence[str] | None = None, all_items: 
     fields = list(default_fields(catalog) if fields is None else fields)
     notes = []
     heldout = not all_items
-    if heldout and catalog.name.startswith("fmnist"):
+    fmnist = catalog_kind(catalog) == "fmnist"  # by its rows, not its name
+    if heldout and fmnist:
         heldout = False
         notes.append(f"{catalog.name} is a test set: every product is scored")
     if retrieval and "label" in fields:
         retrieval = False
         notes.append("titles are class names (field 'label'): no retrieval")
     names = {}
-    if catalog.name.startswith("fmnist") and "label" in fields:
+    if fmnist and "label" in fields:
         from .datasets.fmnist import FMNIST_COMMON_NAMES
         present = set(str(v).strip() for v in catalog.table["label"])
         common = {k: v for k, v in FMNIST_COMMON_NAMES.items() if k in present}

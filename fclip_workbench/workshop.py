@@ -9,6 +9,8 @@ Folders come from `paths` (one place decides them):
   looked for and to run `fclip data fetch NAME`;
 - model "auto": fclip-mini (ships with the package) for real fashion data; for the
   teaching catalog, the tiny teaching model, trained once (< 1 minute) and cached.
+  "The teaching catalog" is decided by its rows (`datasets.catalog_kind`), never by its
+  name: a renamed copy gets the teaching model, another catalog named "teaching" does not.
 
 Example:
     >>> catalog = resolve_data("auto", limit=2000)      # doctest: +SKIP
@@ -20,7 +22,7 @@ import logging
 
 from .catalog import Catalog
 from .datafetch import require_dataset
-from .datasets import make_teaching_catalog, open_catalog
+from .datasets import catalog_kind, make_teaching_catalog, open_catalog
 from .models import EmbeddingModel, load_model
 from .paths import cache_dir, find_dataset
 
@@ -71,7 +73,7 @@ def teaching_model(progress: bool = False, device=None) -> EmbeddingModel:
 def resolve_model(spec: str = "auto", catalog: Catalog | None = None, device=None) -> EmbeddingModel:
     """A loaded model: "auto" picks by catalog (see module docstring), anything else goes to `load_model`."""
     if spec == "auto":
-        if catalog is not None and catalog.name == "teaching":
+        if catalog is not None and catalog_kind(catalog) == "teaching":  # by its rows, not its name
             return teaching_model(device=device)
         spec = "fclip-mini"
     if spec == "tiny-teaching":

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -46,6 +46,7 @@ K = 12            # results to show
 # %%
 from IPython.display import HTML, display
 
+from fclip_workbench.datasets import catalog_kind  # what the rows are, not the catalog's name
 from fclip_workbench.search import Searcher
 from fclip_workbench.viz import search_results_html
 from fclip_workbench.widgets import SearchBox
@@ -77,7 +78,7 @@ for problem in searcher.images.failures[:5]:
 
 # %%
 if QUERY == "auto":
-    QUERY = "red striped dress" if catalog.name == "teaching" else "navy blue shirt for men"
+    QUERY = "red striped dress" if catalog_kind(catalog) == "teaching" else "navy blue shirt for men"
 hits = searcher.by_text(QUERY, k=K)
 display(HTML(search_results_html(catalog, hits)))
 hits

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -56,6 +56,7 @@ ANNOTATOR = ""         # your name (also typed in the annotator widget)
 # %%
 from IPython.display import display
 
+from fclip_workbench.datasets import catalog_kind  # what the rows are, not the catalog's name
 from fclip_workbench.projection import UMAPProjector
 from fclip_workbench.widgets import Explorer
 from fclip_workbench.workshop import resolve_data, resolve_model
@@ -89,7 +90,7 @@ explorer
 
 # %%
 if QUERY == "auto":
-    QUERY = "red striped dress" if catalog.name == "teaching" else "black leather watch"
+    QUERY = "red striped dress" if catalog_kind(catalog) == "teaching" else "black leather watch"
 hits = explorer.search(QUERY, k=K)
 print(f"query {QUERY!r}: {len(explorer.selection)} products selected")
 explorer.selection.head(10)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -50,6 +50,7 @@ ANNOTATOR = ""       # your name (also typed in the widget); every label records
 from IPython.display import display
 
 from fclip_workbench.annotate import AnnotationSession
+from fclip_workbench.datasets import catalog_kind  # what the rows are, not the catalog's name
 from fclip_workbench.embed import embed_images
 from fclip_workbench.paths import default_labels_path
 from fclip_workbench.store import EmbeddingStore
@@ -59,7 +60,7 @@ from fclip_workbench.workshop import resolve_data, resolve_model
 catalog = resolve_data(DATA, limit=LIMIT)
 model = resolve_model(MODEL, catalog)
 if FIELD == "auto":
-    FIELD = "garment" if catalog.name == "teaching" else "articleType"
+    FIELD = "garment" if catalog_kind(catalog) == "teaching" else "articleType"
 print(catalog.report(limit=5))
 print("labelling", FIELD, "with", model.name)
 

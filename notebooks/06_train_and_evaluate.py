@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -46,6 +46,7 @@ OUT = "runs/notebook-train"  # where checkpoints and the final model go
 # %%
 import pandas as pd
 
+from fclip_workbench.datasets import catalog_kind  # what the rows are, not the catalog's name
 from fclip_workbench.evaluate import evaluate
 from fclip_workbench.models import load_model
 from fclip_workbench.training import plan_run, train
@@ -54,7 +55,7 @@ from fclip_workbench.workshop import resolve_data
 
 catalog = resolve_data(DATA, limit=LIMIT)
 if FIELDS == "auto":
-    FIELDS = ["garment", "colour"] if catalog.name == "teaching" else ["articleType"]
+    FIELDS = ["garment", "colour"] if catalog_kind(catalog) == "teaching" else ["articleType"]
 print(catalog.report(limit=3))
 
 # %% [markdown]

@@ -13,10 +13,11 @@ from ..catalog import Catalog
 from ..errors import CatalogError
 from .ccp import load_ccp
 from .fmnist import FMNIST_CLASSES, FMNIST_COMMON_NAMES, load_fashion_mnist
+from .kind import catalog_kind
 from .kagl import KAGL_ATTRIBUTES, load_kagl
 from .teaching import make_teaching_catalog
 
-__all__ = ["open_catalog", "detect_format", "load_kagl", "load_fashion_mnist", "load_ccp", "FMNIST_CLASSES",
+__all__ = ["open_catalog", "detect_format", "catalog_kind", "load_kagl", "load_fashion_mnist", "load_ccp", "FMNIST_CLASSES",
            "FMNIST_COMMON_NAMES",
            "KAGL_ATTRIBUTES", "make_teaching_catalog"]
 
@@ -52,8 +53,9 @@ def open_catalog(path: str | Path, fmt: str = "auto", **kwargs) -> Catalog:
     """Open a catalog from a data folder or table file; `fmt` overrides detection.
 
     CSV/Parquet tables take `image_root`, `id_col`, `text_col`, `image_col` keyword arguments.
-    A teaching-catalog folder opens as the catalog named "teaching", every row
-    (so `resolve_model("auto", catalog)` picks the teaching model for it).
+    A teaching-catalog folder opens as the catalog named "teaching", every row.
+    Behaviour never follows that name: `catalog_kind` reads what the rows are, so
+    `resolve_model("auto", catalog)` picks the teaching model for any copy of them.
 
     >>> open_catalog(make_teaching_catalog("/tmp/teach", n=60)   # doctest: +SKIP
     ...              .image_root).name

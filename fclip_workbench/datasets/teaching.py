@@ -75,6 +75,15 @@ def _texture(colour: tuple[int, int, int], pattern: str, rng: np.random.Generato
     return tex.clip(0, 255).astype(np.uint8)
 
 
+def teaching_title(colour: str, pattern: str, garment: str) -> str:
+    """A teaching product's title: "red striped dress", "blue t-shirt" (plain goes unsaid).
+
+    >>> teaching_title("blue", "plain", "t-shirt")
+    'blue t-shirt'
+    """
+    return f"{colour} {pattern} {garment}" if pattern != "plain" else f"{colour} {garment}"
+
+
 def make_teaching_catalog(root: str | Path, n: int = 1200, seed: int = 0) -> Catalog:
     """Write (or reuse) `n` products under `root`: catalog.csv, images/, masks/; return the Catalog."""
     root = Path(root)
@@ -95,7 +104,7 @@ def make_teaching_catalog(root: str | Path, n: int = 1200, seed: int = 0) -> Cat
         item = f"t{i:05d}"
         Image.fromarray(img).save(root / "images" / f"{item}.png")
         mask.save(root / "masks" / f"{item}.png")
-        title = f"{colour} {pattern} {garment}" if pattern != "plain" else f"{colour} {garment}"
+        title = teaching_title(colour, pattern, garment)
         rows.append({"item_id": item, "image": f"images/{item}.png", "text": title, "garment": garment,
                      "colour": colour, "pattern": pattern, "mask": f"masks/{item}.png"})
     pd.DataFrame(rows).to_csv(root / "catalog.csv", index=False)
