@@ -10,7 +10,7 @@ EXTRAS ?= dev
 PINS := $(VENV)/.torch-pins
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: setup lab test test-slow test-all bench docs clean FORCE
+.PHONY: setup lab test test-slow test-all bench docs screenshots clean FORCE
 
 $(PINS): FORCE
 	@mkdir -p $(VENV)
@@ -49,6 +49,10 @@ docs: setup
 	$(VENV)/bin/python -c "import material, mkdocstrings_handlers.python, mkdocs_gen_files, mkdocs_literate_nav, mkdocs_section_index" 2>/dev/null \
 		|| $(VENV)/bin/pip install -e ".[$(EXTRAS),docs]"
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
+
+# The documentation's screenshots, taken by the browser tests themselves (Chromium at /usr/bin/chromium).
+screenshots: setup
+	FCLIP_DOC_SCREENSHOTS=docs/assets/screenshots $(PYTEST) -q tests/test_label_app.py tests/test_explorer_browser.py -k "voila_app_labels or explorer_in_jupyterlab"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -21,7 +21,8 @@ import socket
 import sys
 from pathlib import Path
 
-from .apps import ENV_CONFIG, LABEL_NOTEBOOK, LabelAppConfig, check_annotator_name, check_field, open_app_catalog
+from .apps import (ENV_CONFIG, LABEL_NOTEBOOK, VOILA_DATA_DIR, VOILA_TEMPLATE, LabelAppConfig, check_annotator_name,
+                   check_field, open_app_catalog)
 from .errors import FclipError, InvalidArgumentError, MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,16 @@ def voila_command(host: str, port: int, notebook: Path = LABEL_NOTEBOOK, debug: 
     """The Voila command line that serves `notebook` on host:port, no browser, sources stripped."""
     cmd = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", f"--Voila.ip={host}",
            "--Voila.port_retries=0",  # never another port than the URL printed
-           "--strip_sources=True", "--theme=light"]
+           "--strip_sources=True", "--theme=light", f"--template={VOILA_TEMPLATE}"]
     if debug:
         cmd.append("--debug")
     return cmd
+
+
+def jupyter_path_with_template(environ: dict[str, str] | None = None) -> str:
+    """$JUPYTER_PATH with the app's Voila template folder first (Voila finds `fclip-lab` there)."""
+    current = (os.environ if environ is None else environ).get("JUPYTER_PATH", "")
+    return os.pathsep.join([str(VOILA_DATA_DIR), *([current] if current else [])])
 
 
 def app_url(host: str, port: int) -> str:
@@ -185,7 +192,7 @@ def serve_label_app(data: str, field: str, model: str = "auto", store: str | Non
     """
     config, cmd = prepare_label_app(data, field, model, store, host, port, annotator, allow_remote, warm=warm,
                                     progress=progress, **catalog)
-    env = {**os.environ, ENV_CONFIG: config.to_json()}
+    env = {**os.environ, ENV_CONFIG: config.to_json(), "JUPYTER_PATH": jupyter_path_with_template()}
     url = app_url(host, port)
     print(f"labelling {config.field!r} of {config.data} into {config.store or 'the default label store'}", flush=True)
     print(f"open {url} (annotator name: {url}?annotator=NAME); Ctrl-C stops the server", flush=True)

@@ -21,6 +21,16 @@ from .images import ImageLoadError, load_rgb
 GRID_CLASS = "fclip-grid"  # CSS class of every result grid (notebook tests look for it)
 
 
+def html_text(value: object) -> str:
+    """`value` as text that HTML shows literally: the one escape for catalog, store and URL text in markup
+    (ids, titles, column names, label values, annotator names, messages). Quotes too (safe in attributes).
+
+    >>> html_text("<img src=x onerror=alert(1)>"), html_text(None), html_text(3.5)
+    ('&lt;img src=x onerror=alert(1)&gt;', 'None', '3.5')
+    """
+    return html.escape(value if isinstance(value, str) else str(value), quote=True)
+
+
 def thumbnail_data_uri(path: str | Path, size: int = 128) -> str | None:
     """A PNG data URI of the image scaled to fit `size` px, or None if it cannot be read."""
     try:
@@ -76,7 +86,7 @@ def image_grid_html(paths: Sequence[str | Path], captions: Sequence[str], size: 
         pic = (f'<img src="{uri}" style="max-width:{size}px;max-height:{size}px">' if uri else
                f'<div style="width:{size}px;height:{size}px;background:#ddd">unreadable</div>')
         cells.append(f'<figure style="margin:4px;width:{size + 16}px;text-align:center;font-size:11px">'
-                     f'{pic}<figcaption>{html.escape(cap)}</figcaption></figure>')
+                     f'{pic}<figcaption>{html_text(cap)}</figcaption></figure>')
     return f'<div class="{GRID_CLASS}" style="display:flex;flex-wrap:wrap">' + "".join(cells) + "</div>"
 
 
@@ -195,7 +205,7 @@ def grounding_html(image, maps: Mapping[str, object], captions: Mapping[str, str
         buf = io.BytesIO()
         panel.save(buf, format="PNG")
         uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-        cap = html.escape(title) + (f"<br>{html.escape(captions[title])}" if captions and title in captions else "")
+        cap = html_text(title) + (f"<br>{html_text(captions[title])}" if captions and title in captions else "")
         cells.append(f'<figure style="margin:4px;text-align:center;font-size:11px"><img src="{uri}">'
                      f"<figcaption>{cap}</figcaption></figure>")
     return f'<div class="fclip-grounding" style="display:flex;flex-wrap:wrap">' + "".join(cells) + "</div>"

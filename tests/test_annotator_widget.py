@@ -1,4 +1,4 @@
-"""Annotator widget: drive the ipywidgets objects from Python (clicks, typed values, ipyevents key events)
+"""Annotator widget: drive the ipywidgets objects from Python (clicks, typed values, key presses)
 and check the label store after every action, and that the next item shows only after the write."""
 from __future__ import annotations
 
@@ -45,12 +45,6 @@ def walk(widget: w.Widget):
 
 def with_class(root: w.Widget, name: str) -> list[w.Widget]:
     return [x for x in walk(root) if name in x._dom_classes]
-
-
-def key(k: str, tag: str = "DIV") -> dict:
-    """An ipyevents keydown message as the browser sends it."""
-    return {"event": "keydown", "key": k, "code": f"Digit{k}", "repeat": False, "altKey": False, "ctrlKey": False,
-            "shiftKey": False, "metaKey": False, "target": {"tagName": tag, "id": "", "className": ""}}
 
 
 def shown(a: Annotator) -> str:
@@ -106,15 +100,15 @@ def test_click_a_suggestion_saves_before_the_next_item_shows(widget, store, monk
 def test_keys_1_to_3_accept_but_not_while_typing(widget, store):
     first = shown(widget)
     label = with_class(widget, "fclip-suggestion")[0].description
-    widget.key_events._handle_mouse_msg(widget.key_events, key("1", tag="INPUT"), [])  # typed into a text box: ignored
+    widget.shortcuts.press("1", tag="INPUT")  # typed into a text box: ignored
     assert store.get(first, "colour") is None and shown(widget) == first
-    widget.key_events._handle_mouse_msg(widget.key_events, key("1"), [])
+    widget.shortcuts.press("1")
     assert store.get(first, "colour") == label and shown(widget) != first
     second = shown(widget)
     third_label = with_class(widget, "fclip-suggestion")[2].description
-    widget.key_events._handle_mouse_msg(widget.key_events, key("3"), [])
+    widget.shortcuts.press("3")
     assert store.get(second, "colour") == third_label
-    widget.key_events._handle_mouse_msg(widget.key_events, key("x"), [])
+    widget.shortcuts.press("x")
     assert len(store.history(field="colour")) == 2
 
 
@@ -123,7 +117,7 @@ def test_correct_by_typing_enter_and_save_button(widget, store):
     box = with_class(widget, "fclip-correct-input")[0]
     assert set(box.options) == set(COLOURS)
     box.value = "Green"
-    widget.enter_events._handle_mouse_msg(widget.enter_events, {"event": "keydown", "key": "Enter", "target": {}}, [])
+    widget.shortcuts.press("Enter", box="fclip-correct-input", tag="INPUT")
     assert store.get(first, "colour") == "green"
     assert store.history(field="colour")["source"].tolist() == ["corrected"]
     assert box.value == "" and shown(widget) != first
@@ -246,16 +240,15 @@ def test_from_catalog_builds_store_taxonomy_and_suggester(small_catalog_dir, tin
 
 
 def test_one_key_press_delivered_twice_decides_one_product(widget, store):
-    """ipyevents may attach its document listener twice: both copies of a key press carry the same
-    timeStamp, and the second must not accept a suggestion for the product that follows (seen in Voila)."""
+    """A page may hold two listeners for one widget (a re-rendered output): both copies of a key press carry
+    the same timeStamp, and the second must not accept a suggestion for the product that follows."""
     first = shown(widget)
-    press = {**key("1"), "timeStamp": 1234.5, "type": "keydown"}
-    widget.key_events._handle_mouse_msg(widget.key_events, press, [])
-    widget.key_events._handle_mouse_msg(widget.key_events, dict(press), [])
+    widget.shortcuts.press("1", timeStamp=1234.5)
+    widget.shortcuts.press("1", timeStamp=1234.5)
     second = shown(widget)
     assert second != first and store.get(second, "colour") is None
     assert len(store.history(field="colour")) == 1
-    widget.key_events._handle_mouse_msg(widget.key_events, {**press, "timeStamp": 1300.0}, [])  # a new press
+    widget.shortcuts.press("1", timeStamp=1300.0)  # a new press
     assert store.get(second, "colour") is not None
 
 

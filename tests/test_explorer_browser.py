@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("playwright")
 pytest.importorskip("jscatter")
 from playwright.sync_api import expect  # noqa: E402
+from tests.plugins.services import doc_screenshot  # noqa: E402
 
 RING = [f"p{i}" for i in range(9)]  # centre + ring: what the lasso must select
 EXCLUDED = "p4"  # clicked out of the batch in the grid
@@ -126,6 +127,7 @@ def test_explorer_in_jupyterlab(jupyterlab, page):
     assert preview.evaluate("el => { let t = el; while (t && t.style.opacity === '') t = t.parentElement;"
                             " return t ? t.style.opacity : null }") == "1"  # the tooltip is shown, not faded out
     expect(page.locator(".fclip-explorer").get_by_text("product 0 shirt")).to_be_visible()
+    doc_screenshot(page, "map", ".fclip-explorer")
 
     # 3. the hint's gesture: hold Shift and drag a lasso around the centre (map in its default pan/zoom
     # mode, no toolbar button, no long press) reaches explorer.selection

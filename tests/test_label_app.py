@@ -24,7 +24,7 @@ import pytest
 from fclip_workbench.apps import LabelAppConfig, annotator_from_query, check_field
 from fclip_workbench.errors import InvalidArgumentError
 from fclip_workbench.label_app import check_host, check_port, is_loopback
-from tests.plugins.services import free_port, serve
+from tests.plugins.services import ExternalRequests, doc_screenshot, free_port, serve
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and signals")
 
@@ -127,7 +127,7 @@ def label_one(page, how: str) -> tuple[str, str]:
     if how.startswith("click"):
         suggestion.click()
     else:
-        page.hover(".fclip-annotator-image")  # ipyevents delivers keys while the pointer is over the widget
+        page.mouse.move(1, 1)  # keys do not depend on where the pointer is
         page.keyboard.press(str(k))
     value = wait_saved(page, item_id)
     assert value == expected, f"{how}: saved {value!r}, suggestion {k} was {expected!r}"
@@ -236,6 +236,7 @@ def test_app_config_round_trip_and_query_string(teaching_dir):
 # ----------------------------------------------------------------------------- the browser
 def test_voila_app_labels_with_clicks_keys_and_a_batch_and_keeps_them(teaching_dir, tiny_model_dir, tmp_path, page):
     store = tmp_path / "labels.sqlite"
+    external = ExternalRequests(page)  # offline: every font, script and style comes from this machine
     with label_server(tmp_path, teaching_dir, tiny_model_dir, store) as (url, proc, kernels, log):
         assert re.search(rf"open {re.escape(url)}/ ", log.read_text()), log.read_text()[-2000:]
         open_app(page, url)
@@ -243,6 +244,8 @@ def test_voila_app_labels_with_clicks_keys_and_a_batch_and_keeps_them(teaching_d
         assert "build_label_app" not in page.content()  # no code shown to a merchandiser
         saved = dict(label_one(page, how) for how in ("click1", "key1", "click2", "key2", "click3"))
         assert len(saved) == 5
+        doc_screenshot(page, "annotator", ".fclip-annotator")
+        assert not external.urls, f"the app asked other hosts: {external.urls}"
         assert progress_count(page) == 5, f"labelled {saved}; store: {store_history(store)}"
 
         # batch: pick a label, untick one product, confirm the rest in one action
@@ -348,11 +351,100 @@ def test_the_same_annotator_labels_in_jupyterlab(teaching_dir, tiny_model_dir, t
         raise AssertionError(f"no annotator in JupyterLab (screenshot {tmp_path / 'lab.png'}): "
                              + page.inner_text("body")[-1500:])
     item_id, value = label_one(page, "click1")
-    item2, value2 = label_one(page, "click2")  # (keys 1-6 in a notebook are also JupyterLab's heading commands)
-    assert store_labels(store) == {item_id: value, item2: value2}
+    item2, value2 = label_one(page, "click2")
+    # the annotator types their name and presses Enter: key 1 then labels at once (no click on the image first),
+    # and it is ours, not JupyterLab's "heading 1" command
+    name = page.locator(".fclip-annotator-name input")
+    name.fill("lab-user")
+    name.press("Enter")
+    item3, expected3 = settled(page, 1)
+    page.mouse.move(1, 1)
+    page.keyboard.press("1")
+    value3 = wait_saved(page, item3)
+    assert value3 == expected3
+    assert page.locator(".jp-MarkdownCell").count() == 0  # key 1 made no heading of a cell
+    assert store_labels(store) == {item_id: value, item2: value2, item3: value3}
     from fclip_workbench.labels import LabelStore
     s = LabelStore(str(store))
     try:
         assert set(s.history(field=FIELD)["annotator"]) == {"lab-user"}
+    finally:
+        s.close()
+
+
+# ----------------------------------------------------------------------------- hostile text, names and keys
+HOSTILE_FIELD = 'colour<img src=x onerror="window.__xss=1">'
+HOSTILE_TITLE = '<script>window.__xss=2</script><img src=y onerror="window.__xss=3"> red shirt'
+
+
+@pytest.fixture(scope="module")
+def hostile_dir(teaching_dir, tmp_path_factory) -> Path:
+    """The teaching catalog with markup in a column name (the labelled field) and in every title."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("hostile")
+    df = pd.read_csv(teaching_dir / "catalog.csv").head(20)
+    df["text"] = HOSTILE_TITLE
+    df = df.rename(columns={"colour": HOSTILE_FIELD})
+    for rel in df["image"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes((teaching_dir / rel).read_bytes())
+    df.to_csv(root / "catalog.csv", index=False)
+    return root
+
+
+def test_voila_app_shows_markup_in_catalog_text_as_text_and_keys_work_after_the_name_box(
+        hostile_dir, tiny_model_dir, tmp_path, page):
+    """Markup in a column name and in titles is shown as text (no script runs); the annotator types their name,
+    presses Enter, and keys 1-3 label at once (no click first); a name the rules refuse is said and writes nothing."""
+    store = tmp_path / "labels.sqlite"
+    external = ExternalRequests(page)
+    cmd = [sys.executable, "-m", "fclip_workbench.cli", "label", "--data", str(hostile_dir / "catalog.csv"),
+           "--field", HOSTILE_FIELD, "--model", str(tiny_model_dir), "--store", str(store), "-q"]
+    port = free_port()
+    with serve([*cmd, "--port", str(port)], port, "fclip-ready-probe", log=tmp_path / "voila.log") as (url, proc):
+        kernels: list[psutil.Process] = []
+        try:
+            page.goto(f"{url}/", timeout=PAGE_TIMEOUT_MS)
+            page.wait_for_selector(".fclip-annotator .fclip-annotator-item", timeout=PAGE_TIMEOUT_MS)
+            wait_item(page)
+            assert page.evaluate("() => window.__xss") is None, "catalog text ran as script"
+            assert HOSTILE_FIELD in page.inner_text(".fclip-annotator")  # shown literally
+            assert "<script>window.__xss=2</script>" in page.inner_text(".fclip-annotator-title")
+
+            # a name with a bidi control is refused in the status line; nothing is written under it
+            name = page.locator(".fclip-annotator-name input")
+            name.fill("ana\u202e")
+            name.press("Enter")
+            page.wait_for_function("() => document.querySelector('.fclip-status').innerText.includes('annotator name')")
+            first = wait_item(page)
+            page.keyboard.press("1")
+            page.wait_for_timeout(1500)
+            assert not store.exists() or not store_history_of(store, HOSTILE_FIELD)
+
+            # a good name, Enter, then key 1 straight away: labelled under that name
+            name.fill("zoë")
+            name.press("Enter")
+            page.mouse.move(1, 1)
+            page.keyboard.press("1")
+            page.wait_for_function("(id) => document.querySelector('.fclip-status').innerText.includes('saved: ' + id)",
+                                   arg=first)
+            assert page.evaluate("() => window.__xss") is None
+            assert not external.urls, f"the app asked other hosts: {external.urls}"
+        finally:
+            with contextlib.suppress(psutil.Error):
+                kernels += psutil.Process(proc.pid).children(recursive=True)
+    stop_all(kernels)
+    hist = store_history_of(store, HOSTILE_FIELD)
+    assert [(r[0], r[3]) for r in hist] == [(first, "zoë")]
+
+
+def store_history_of(store: Path, field: str) -> list[tuple]:
+    from fclip_workbench.labels import LabelStore
+
+    s = LabelStore(str(store))
+    try:
+        return list(s.history(field=field)[["item_id", "new_value", "source", "annotator"]]
+                    .itertuples(index=False, name=None))
     finally:
         s.close()

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 ENV_CONFIG = "FCLIP_LABEL_APP"  # JSON of a LabelAppConfig, set by serve_label_app for the Voila kernel
 LABEL_NOTEBOOK = Path(__file__).with_name("label.ipynb")
+# Jupyter data folder of the app's Voila template `fclip-lab` (lab, with no CDN links: everything is served locally)
+VOILA_DATA_DIR = Path(__file__).with_name("share") / "jupyter"
+VOILA_TEMPLATE = "fclip-lab"
 QUERY_KEYS = ("annotator", "name")  # URL parameters that name the annotator, first found wins
 MAX_NAME = 64
 _NAME_OK = re.compile(r"^[\w .@'-]+$")  # letters (any script), digits, space, . @ ' - _

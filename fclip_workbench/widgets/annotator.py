@@ -5,7 +5,14 @@ clicks and keys to it. Every decision is written to the label store (and acknowl
 next product is shown; the status line then reads "saved: <item_id> <field> = <value>" (or
 "saved: N labels" for a batch). Errors are shown in the status line, never only in the log.
 
-Keys (mouse over the widget): 1, 2, 3 accept that suggestion; Enter in the correction box saves it.
+Keys (wherever the focus is in the widget, except in a text box; see `keys.KeyShortcuts`): 1, 2, 3 accept
+that suggestion; Enter in the correction box saves it; Enter in the name box moves the focus to the widget.
+
+Text from the catalog, the label store or the URL reaches markup only through `viz.html_text`.
+
+A decision refused because someone else changed the label after it was shown (`ConflictError`) writes
+nothing: the widget says who changed what, redraws the product as it is now (a batch page is marked
+stale: it cannot be confirmed until reloaded) and shows a Reload button. Nothing is retried by itself.
 
 DOM contract (CSS classes, stable; browser tests rely on them):
     fclip-annotator        the whole widget (container; key events are watched here)
@@ -19,6 +26,7 @@ DOM contract (CSS classes, stable; browser tests rely on them):
     fclip-skip, fclip-undo skip / undo buttons
     fclip-progress         progress (n labelled / total, acceptance rate)
     fclip-status           the status line ("saved: ...", or the error)
+    fclip-reload           "Reload" (shown after a conflict): read what is shown again from the store
     fclip-annotator-name   the annotator's name (Text)
     fclip-mode             mode toggle buttons, values "single" and "batch"
     fclip-queue-order, fclip-queue-query, fclip-queue-cluster   queue order controls
@@ -43,7 +51,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import html
 import logging
 from typing import Callable
 
@@ -51,8 +58,10 @@ import ipywidgets as w
 import traitlets
 
 from ..annotate import QUEUE_ORDERS, AnnotationSession, Candidate, Decision, audit_item_ids
-from ..errors import FclipError, LabelValueError
-from ..viz import image_bytes
+from ..errors import ConflictError, FclipError, LabelValueError, UndoConflictError
+from ..labels import check_annotator_name
+from ..viz import html_text, image_bytes
+from .keys import KeyShortcuts
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +72,7 @@ TILE_BORDER = {"in": "2px solid #2e7d32", "change": "3px solid #e65100", "out": 
 ORDER_NAMES = {"uncertainty": "most useful first (uncertainty)", "query": "similar to a text query",
                "cluster": "by cluster", "random": "random"}
 TEXT_INPUTS = ("INPUT", "TEXTAREA", "SELECT")  # key presses typed into these are not shortcuts
+NOT_TEXT_INPUTS = ("checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image")
 
 
 def _guarded(method: Callable) -> Callable:
@@ -71,6 +81,8 @@ def _guarded(method: Callable) -> Callable:
     def run(self: "Annotator", *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
+        except (ConflictError, UndoConflictError) as e:  # someone else changed it since: nothing was written
+            self.show_conflict(str(e))
         except FclipError as e:
             self.show_error(str(e))
         except Exception as e:  # noqa: BLE001 - a bug: still shown to the annotator, traceback in the log
@@ -78,6 +90,16 @@ def _guarded(method: Callable) -> Callable:
             self.show_error(f"{type(e).__name__}: {e} (details in the log)")
         return None
     return run
+
+
+def _click_events():
+    """ipyevents' Event (clicks on thumbnails), or None when it is not installed (the checkboxes still work)."""
+    try:
+        from ipyevents import Event
+    except ImportError:
+        log.warning("ipyevents is not installed: clicks on batch thumbnails are off (pip install ipyevents)")
+        return None
+    return Event
 
 
 def _css(widget: w.Widget, *classes: str) -> w.Widget:
@@ -110,6 +132,10 @@ class Annotator(w.VBox):
                                 "fclip-mode")
         self.progress_html = _css(w.HTML(), "fclip-progress")
         self.status_html = _css(w.HTML(), "fclip-status")
+        self.reload_button = _css(w.Button(description="Reload", icon="refresh", button_style="warning",
+                                           tooltip="read the labels shown again from the label store",
+                                           layout=w.Layout(display="none", width="auto")), "fclip-reload")
+        self._name_error = False  # the status line shows a refused annotator name
         # ---- single item
         self.image = _css(w.Image(format="png", layout=w.Layout(width=f"{IMAGE_PX}px", object_fit="contain")),
                           "fclip-annotator-image")
@@ -174,8 +200,12 @@ class Annotator(w.VBox):
         self._excluded: set[str] = set()  # products the annotator excluded
         self._confirmed: set[str] = set()  # products labelled otherwise whose change the annotator confirmed
         self.batch_pane = w.VBox([self.model_batch, self.selection_pane], layout=w.Layout(display="none"))
-        super().__init__([w.HBox([self.name_input, self.mode_toggle]), self.progress_html, self.status_html,
-                          self.single_pane, self.batch_pane], **kwargs)
+        self.shortcuts = KeyShortcuts(root_class="fclip-annotator", shortcut_keys=["1", "2", "3"],
+                                      enter_boxes=["fclip-correct-input", "fclip-annotator-name"],
+                                      release_boxes=["fclip-annotator-name"])
+        super().__init__([w.HBox([self.name_input, self.mode_toggle]), self.progress_html,
+                          w.HBox([self.status_html, self.reload_button]), self.single_pane, self.batch_pane,
+                          self.shortcuts], **kwargs)
         self.add_class("fclip-annotator")
         # ---- events
         for k, b in enumerate(self.suggestion_buttons, start=1):
@@ -184,6 +214,7 @@ class Annotator(w.VBox):
         self.taxonomy_add.on_click(lambda _: self.add_and_save())
         self.skip_button.on_click(lambda _: self.skip())
         self.undo_button.on_click(lambda _: self.undo())
+        self.reload_button.on_click(lambda _: self.reload())
         self.name_input.observe(self._on_name, names="value")
         self.mode_toggle.observe(lambda ch: self.set_mode(ch["new"]), names="value")
         self.order_dropdown.observe(lambda ch: self._on_order(), names="value")
@@ -198,18 +229,11 @@ class Annotator(w.VBox):
         self.sel_prev.on_click(lambda _: self._sel_page(-1))
         self.sel_next.on_click(lambda _: self._sel_page(+1))
         self.sel_close.on_click(lambda _: self.close_selection())
-        self.key_events = self.enter_events = None
-        try:
-            from ipyevents import Event
-        except ImportError:  # keys are a convenience: buttons still work
-            log.warning("ipyevents is not installed: keys 1-3 and Enter are off (pip install ipyevents)")
-        else:
-            self.key_events = Event(source=self, watched_events=["keydown"])
-            self.key_events.on_dom_event(self.on_key)
-            self.enter_events = Event(source=self.correct_input, watched_events=["keydown"])
-            self.enter_events.on_dom_event(self.on_correct_key)
+        self.shortcuts.on_key(self.on_key)
         self._refresh_taxonomy()
         self.show_item()
+        if session.annotator:
+            self._on_name({"new": session.annotator})  # a refused name (e.g. from the URL) is said now
 
     @classmethod
     def from_catalog(cls, catalog, field: str, model=None, store=None, annotator: str = "",
@@ -222,18 +246,48 @@ class Annotator(w.VBox):
     # ------------------------------------------------------------------ drawing
     def show_error(self, message: str) -> None:
         self.status = message
-        self.status_html.value = f'<span style="color:#b00020">&#9888; {html.escape(message)}</span>'
+        self.status_html.value = f'<span style="color:#b00020">&#9888; {html_text(message)}</span>'
 
     def show_status(self, message: str) -> None:
         self.status = message
-        self.status_html.value = f'<span style="color:#1b5e20">{html.escape(message)}</span>'
+        self.status_html.value = f'<span style="color:#1b5e20">{html_text(message)}</span>'
+
+    def show_conflict(self, message: str) -> None:
+        """A decision refused (someone else changed the label after it was shown; nothing written): redraw
+        the product as it is now, mark a batch page stale, say who changed what, offer Reload."""
+        try:
+            if self.mode == "single":
+                self.show_item()  # the session re-read the item: it now shows the other label
+            elif self._sel_ids:
+                self._load_selection()
+            else:
+                self.batch_confirm.disabled = True  # the page is not what the store holds: reload first
+                self.batch_confirm.description = "Reload to confirm"
+        finally:
+            self.show_error(message)
+            self.reload_button.layout.display = "flex"
+
+    @_guarded
+    def reload(self) -> None:
+        """Read what is shown again from the label store: the product, the batch page or the selection grid."""
+        self.reload_button.layout.display = "none"
+        if self.mode == "single":
+            if self.session.current is not None:
+                self.session.current = self.session.item(self.session.current.row)
+            self.show_item()
+        elif self._sel_ids:
+            self._load_selection()
+        else:
+            self.load_batch()
+        self.show_progress()
+        self.show_status("reloaded: the labels shown are the store's labels now")
 
     def show_progress(self) -> None:
         p = self.session.progress()
         judged = p["accepted"] + p["corrected"]
         rate = f"{p['acceptance_rate']:.0%} of {judged} suggestions accepted" if judged else "no decisions yet"
         missing = f" &middot; {p['not_embedded']} without image embedding" if p["not_embedded"] else ""
-        self.progress_html.value = (f"<b>{p['labelled']} / {p['total']}</b> labelled ({self.session.field}) "
+        self.progress_html.value = (f"<b>{p['labelled']} / {p['total']}</b> labelled ({html_text(self.session.field)}) "
                                     f"&middot; {rate} &middot; {p['batch']} by batch{missing}")
 
     def show_item(self) -> None:
@@ -252,12 +306,12 @@ class Annotator(w.VBox):
             return
         pic = image_bytes(item.image)
         self.image.format, self.image.value = (pic[1], pic[0]) if pic else ("png", b"")
-        self.item_html.value = html.escape(item.item_id)
-        self.title_html.value = f"<h3>{html.escape(item.title)}</h3>"
-        self.attrs_html.value = "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(v)}"
+        self.item_html.value = html_text(item.item_id)
+        self.title_html.value = f"<h3>{html_text(item.title)}</h3>"
+        self.attrs_html.value = "<br>".join(f"<b>{html_text(k)}</b>: {html_text(v)}"
                                             for k, v in item.attributes.items())
-        self.current_html.value = (f"current {html.escape(self.session.field)}: "
-                                   f"<b>{html.escape(item.current) if item.current else '(none)'}</b>"
+        self.current_html.value = (f"current {html_text(self.session.field)}: "
+                                   f"<b>{html_text(item.current) if item.current else '(none)'}</b>"
                                    + (" &middot; <i>the model is unsure</i>" if item.unsure else ""))
         for k, row in enumerate(self.suggestion_rows):
             if k < len(item.suggestions):
@@ -343,10 +397,22 @@ class Annotator(w.VBox):
         self._last_key_event = stamp
         return False
 
-    def on_key(self, event: dict) -> None:
-        """ipyevents keydown on the container: 1-3 accept (not while typing in a text box)."""
+    @staticmethod
+    def _in_text_box(event: dict) -> bool:
         target = event.get("target") or {}
-        if str(target.get("tagName", "")).upper() in TEXT_INPUTS:
+        tag = str(target.get("tagName", "")).upper()
+        if event.get("text_box") or tag in ("TEXTAREA", "SELECT"):
+            return True
+        return tag == "INPUT" and str(target.get("type", "")).lower() not in NOT_TEXT_INPUTS
+
+    def on_key(self, event: dict) -> None:
+        """A key press in the widget (`keys.KeyShortcuts`): 1-3 accept (not while typing in a text box);
+        Enter in the correction box saves it."""
+        if event.get("key") == "Enter" and event.get("box") == "fclip-correct-input":
+            if not self._is_repeat_delivery(event):
+                self.correct()
+            return
+        if self._in_text_box(event):
             return
         if self.mode == "single" and event.get("key") in ("1", "2", "3") and not event.get("repeat"):
             if not self._is_repeat_delivery(event):
@@ -354,12 +420,21 @@ class Annotator(w.VBox):
 
     def on_correct_key(self, event: dict) -> None:
         """Enter in the correction box saves it."""
-        if event.get("key") == "Enter" and not self._is_repeat_delivery(event):
-            self.correct()
+        self.on_key({**event, "box": "fclip-correct-input"})
 
     @_guarded
     def _on_name(self, change) -> None:
-        self.session.annotator = change["new"]
+        """The name box: the one rule for names (`labels.check_annotator_name`); a refused name is said in the
+        status line at once, and the session refuses to write under it (same line)."""
+        raw = change["new"] if isinstance(change["new"], str) else ""
+        self.session.annotator = raw
+        if not raw.strip():
+            return
+        was_refused, self._name_error = self._name_error, True
+        self.session.annotator = check_annotator_name(raw)  # raises: shown in the status line
+        self._name_error = False
+        if was_refused:
+            self.show_status(f"annotator: {self.session.annotator}")
 
     @_guarded
     def _on_order(self) -> None:
@@ -446,7 +521,7 @@ class Annotator(w.VBox):
         for c, (_, img, cap, box) in zip(page, self._cells):
             pic = image_bytes(c.image, size=THUMB_PX)
             img.format, img.value = (pic[1], pic[0]) if pic else ("png", b"")
-            cap.value = f"<small>{html.escape(c.title)}<br>{c.score:.2f}</small>"
+            cap.value = f"<small>{html_text(c.title)}<br>{c.score:.2f}</small>"
             box.description, box.value = c.item_id, True
         cells = [cell for cell, *_ in self._cells[:len(page)]]
         self.batch_boxes = [box for *_, box in self._cells[:len(page)]]
@@ -525,8 +600,8 @@ class Annotator(w.VBox):
             cap = w.HTML()
             tile = _css(w.VBox([img, cap, box], layout=w.Layout(padding="3px")), "fclip-selection-tile")
             self._sel_tiles.append((tile, img, cap, box))
-            if self.key_events is not None:  # a click on the thumbnail includes / excludes the product
-                from ipyevents import Event
+            Event = _click_events()
+            if Event is not None:  # a click on the thumbnail includes / excludes the product
                 ev = Event(source=img, watched_events=["click"])
                 ev.on_dom_event(functools.partial(self._on_tile_click, k))
                 self._tile_events = [*getattr(self, "_tile_events", []), ev]
@@ -537,7 +612,7 @@ class Annotator(w.VBox):
         paged = n > SELECTION_PAGE
         self.sel_head.value = (f"<b>{n} products from the selection</b>"
                                + (f" &middot; showing {start + 1}-{start + len(self._sel)}" if paged else "")
-                               + f" &middot; click a picture to exclude or include it; set {html.escape(self.session.field)}:")
+                               + f" &middot; click a picture to exclude or include it; set {html_text(self.session.field)}:")
         self.sel_prev.layout.display = "flex" if paged else "none"
         self.sel_next.layout.display = "flex" if paged else "none"
         self.sel_prev.disabled, self.sel_next.disabled = start == 0, start + SELECTION_PAGE >= n
@@ -551,14 +626,14 @@ class Annotator(w.VBox):
         try:
             for c, (tile, _, cap, box) in zip(self._sel, self._sel_tiles):
                 change, included = self._is_change(c), self._included(c)
-                now = (f"now <b>{html.escape(c.current)}</b>" if c.current else "<i>unlabelled</i>")
+                now = (f"now <b>{html_text(c.current)}</b>" if c.current else "<i>unlabelled</i>")
                 if change:
-                    now += (f" &rarr; <b style='color:#e65100'>{html.escape(value)}</b>" if included
+                    now += (f" &rarr; <b style='color:#e65100'>{html_text(value)}</b>" if included
                             else " <span style='color:#e65100'>(keeps its label: click to change it)</span>")
                 elif value is not None and c.current == value:
                     now += " (already)"
-                sugg = (f"model: {html.escape(c.suggestion[0])} {c.suggestion[1]:.0%}" if c.suggestion else "")
-                cap.value = (f"<small>{html.escape(c.title)}<br>{now}<br>{sugg}"
+                sugg = (f"model: {html_text(c.suggestion[0])} {c.suggestion[1]:.0%}" if c.suggestion else "")
+                cap.value = (f"<small>{html_text(c.title)}<br>{now}<br>{sugg}"
                              f"{'' if included else '<br><b>excluded</b>'}</small>")
                 box.description, box.value = c.item_id, included
                 tile.layout.border = TILE_BORDER["change" if change and included else "in" if included else "out"]

@@ -193,3 +193,41 @@ def page(browser):
         yield pg
     finally:
         context.close()
+
+
+# ----------------------------------------------------------------------------- screenshots for the docs
+DOC_SCREENSHOTS_ENV = "FCLIP_DOC_SCREENSHOTS"  # `make screenshots` sets it to docs/assets/screenshots
+
+
+def doc_screenshot(page, name: str, selector: str | None = None) -> Path | None:
+    """Save `name`.png of the page (or of `selector`) into $FCLIP_DOC_SCREENSHOTS when it is set, so the
+    documentation's pictures are the browser tests' own views. Returns the file written, or None."""
+    folder = os.environ.get(DOC_SCREENSHOTS_ENV)
+    if not folder:
+        return None
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (page.locator(selector).first if selector else page).screenshot(path=str(path))
+    return path
+
+
+class ExternalRequests:
+    """Every request a page makes to a host other than this machine, refused and recorded (the app must
+    work offline: fonts, scripts and styles all served locally). `page.route` sees every request."""
+
+    LOCAL = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+    def __init__(self, page) -> None:
+        self.urls: list[str] = []
+        page.route("**/*", self._route)
+
+    def _route(self, route) -> None:
+        from urllib.parse import urlsplit
+
+        url = route.request.url
+        parts = urlsplit(url)
+        if parts.scheme in ("data", "blob", "about") or parts.hostname in self.LOCAL:
+            route.continue_()
+        else:
+            self.urls.append(url)
+            route.abort()
