@@ -7,8 +7,11 @@ strongest regularisation), the best C is picked on a stratified validation split
 records the embedding space it was fitted in (`space`: weights, precision, image
 pipeline, width; `space.EmbeddingSpace`) and `check_compatible(model)` refuses another
 space with one `SpaceMismatchError` line naming both; vectors of another width are a
-one-line `ModelMismatchError`. Saved files carry the space; files of format 1 (a bare
-model fingerprint, no space) are refused with one line that says to refit.
+one-line `ModelMismatchError`. Saved files carry the space: a probe without one is not saved, and
+`check_compatible` refuses it (nothing to check against); files of format 1 (a bare model fingerprint,
+no space) or of format 2 without a space are refused with one line that says to refit. Bad labels
+(wrong length, None/NaN, strings mixed with numbers), NaN vectors and damaged files are one
+`InvalidArgumentError` line (a `ValueError`).
 
 Also here: `cross_val_f1` (out-of-fold weighted F1, the FashionCLIP paper's
 metric), `few_shot_curve` (k labelled items per class, fixed test set) and
@@ -27,6 +30,8 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+import zipfile
+import zlib
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -111,7 +116,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def check_compatible(self, model_or_space: object) -> None:
         """Raise unless vectors of `model_or_space` (an EmbeddingModel or EmbeddingSpace) are what this probe expects.
 
-        Another space: `SpaceMismatchError` naming both; another width: `ModelMismatchError`.
+        Another space: `SpaceMismatchError` naming both; another width: `ModelMismatchError`; a probe that
+        records no space (`LinearProbe()` without `space=`) cannot be checked, so it is refused too
+        (`SpaceMismatchError`), never passed.
 
         >>> a = EmbeddingSpace("a" * 32, "fp32", "c" * 16, 4, model="m@1")
         >>> LinearProbe(space=a).check_compatible(EmbeddingSpace("b" * 32, "fp32", "c" * 16, 4, model="m@2"))
@@ -128,6 +135,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if hasattr(self, "n_features_in_") and other.dim != self.n_features_in_:
             raise ModelMismatchError(f"{other.describe()} gives {other.dim}-d embeddings but this probe expects "
                                      f"{self.n_features_in_}-d ones; refit the probe on that model's embeddings")
+        if self.space is None:
+            raise SpaceMismatchError(f"this linear probe records no embedding space, so it cannot be checked against "
+                                     f"{other.describe()}: fit it with LinearProbe(space=model.space)")
 
     # ---- fit ------------------------------------------------------------
     def _logreg(self, C: float, warm: bool = False) -> LogisticRegression:
@@ -151,7 +161,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def fit(self, X, y) -> "LinearProbe":
         """Fit on (n, dim) embeddings and n labels (strings or ints); returns self."""
         cs = self._check_params()
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        _check_labels(X, y)
+        X, y = _one_line(lambda: validate_data(self, X, y, dtype=[np.float64, np.float32]), "LinearProbe.fit")
         if self.space is not None and X.shape[1] != self.space.dim:
             raise ModelMismatchError(f"X has {X.shape[1]} features but the probe's space {self.space.describe()} is "
                                      f"{self.space.dim}-d; fit it on vectors of that space")
@@ -191,7 +202,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def _X(self, X) -> np.ndarray:
         check_is_fitted(self)
         self._check_width(X)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return _one_line(lambda: validate_data(self, X, reset=False, dtype=[np.float64, np.float32]),
+                         "LinearProbe")
 
     def decision_function(self, X) -> np.ndarray:
         """(n,) for two classes, else (n, n_classes) logits."""
@@ -213,8 +225,16 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     # ---- save / load (npz + json, no pickle) ------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the fitted probe to one `.npz` file (arrays + JSON metadata, loadable without pickle)."""
+        """Write the fitted probe to one `.npz` file (arrays + JSON metadata, loadable without pickle).
+
+        The probe must record its embedding space (`LinearProbe(space=model.space)`): a file without one
+        could be used with any model of the same width.
+        """
         check_is_fitted(self)
+        if self.space is None:
+            raise InvalidArgumentError("a LinearProbe saved to disk must record the embedding space of its vectors "
+                                       "(else any model of the same width passes): fit it with "
+                                       "LinearProbe(space=model.space)")
         classes = self.classes_
         if classes.dtype == object and all(isinstance(c, str) for c in classes):
             classes = classes.astype(str)  # (n_classes,) unicode: no pickle needed; object dtype restored on load
@@ -247,9 +267,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 coef, intercept, classes = z["coef"], z["intercept"], z["classes"]
-        except (OSError, ValueError, KeyError) as e:
-            raise InvalidArgumentError(f"{path} is not a saved LinearProbe ({e}); save one with "
-                                       "LinearProbe.save(path)") from e
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated, garbage
+            why = " ".join(str(e).split())[:120] or type(e).__name__
+            raise InvalidArgumentError(f"{path} is not a saved LinearProbe ({why}); save one with "
+                                       "LinearProbe.save(path)") from None
         if not isinstance(meta, dict) or meta.get("format") != "fclip-linear-probe":
             raise InvalidArgumentError(f"{path} is not a LinearProbe file (format "
                                        f"{meta.get('format') if isinstance(meta, dict) else None!r})")
@@ -259,8 +280,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if meta.get("version") != FORMAT_VERSION:
             raise InvalidArgumentError(f"{path} is a LinearProbe file of version {meta.get('version')!r}; this "
                                        f"fclip-workbench reads version {FORMAT_VERSION}")
+        if meta.get("space") is None:
+            raise SpaceMismatchError(f"{path} is a probe saved without an embedding space (any model of its width "
+                                     f"would pass): refit it and save it again with LinearProbe(space=model.space)")
         try:
-            space = None if meta.get("space") is None else EmbeddingSpace.from_dict(meta["space"], f"probe {path}")
+            space = EmbeddingSpace.from_dict(meta["space"], f"probe {path}")
             if meta.get("classes_dtype") == "object":
                 classes = classes.astype(object)
             params = dict(meta["params"], Cs=tuple(meta["params"]["Cs"]), space=space)
@@ -288,6 +312,47 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         probe.n_features_in_, probe.C_, probe.n_iter_ = n_features, C, n_iter
         probe.sweep_ = sweep
         return probe
+
+
+def _one_line(call, what: str):
+    """`call()`, its ValueError (scikit-learn's NaN / shape messages) as one `InvalidArgumentError` line."""
+    try:
+        return call()
+    except InvalidArgumentError:
+        raise
+    except ValueError as e:
+        raise InvalidArgumentError(f"{what}: {' '.join(str(e).split()) or type(e).__name__}") from None
+
+
+def _check_labels(X, y) -> None:
+    """One `InvalidArgumentError` line for labels a probe cannot learn: None, NaN, strings mixed with numbers,
+    or not one per vector. (`y` a list, array or Series; `X` anything with a length.)
+
+    >>> _check_labels([[0.0], [1.0]], ["a", None])
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: labels must not be missing: 1 of 2 labels are None or NaN (first at position 1); drop those items or label them
+    """
+    if y is None:
+        raise InvalidArgumentError("LinearProbe requires y to be passed, but the target y is None: give one label "
+                                   "per vector")
+    try:
+        shape = getattr(X, "shape", None)  # sparse matrices: len() is not their row count
+        n_labels, n = len(y), (int(shape[0]) if shape is not None and len(shape) else len(X))
+        labels = list(np.asarray(y, dtype=object).ravel())
+    except (TypeError, ValueError):
+        return  # not sized or ragged: validate_data says what it is, in one line
+    if n_labels != n:
+        raise InvalidArgumentError(f"{n_labels} labels for {n} vectors: give one label per vector, in the same order")
+    missing = [i for i, v in enumerate(labels) if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))]
+    if missing:
+        raise InvalidArgumentError(f"labels must not be missing: {len(missing)} of {len(labels)} labels are None or "
+                                   f"NaN (first at position {missing[0]}); drop those items or label them")
+    texts = [isinstance(v, str) for v in labels]
+    if any(texts) and not all(texts):
+        i = texts.index(False)
+        raise InvalidArgumentError(f"labels mix strings with other values (position {i}: {labels[i]!r} of type "
+                                   f"{type(labels[i]).__name__}): give all labels as strings or all as integers")
 
 
 # ------------------------------------------------------------------ helpers over embeddings + labels

@@ -103,7 +103,7 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     assert loaded.classes_.tolist() == probe.classes_.tolist()
     np.testing.assert_allclose(loaded.predict_proba(X), probe.predict_proba(X))
     assert (loaded.predict(X) == probe.predict(X)).all()
-    int_probe = LinearProbe(C=1.0).fit(X, (y == "class-0").astype(int))
+    int_probe = LinearProbe(C=1.0, space=space("f")).fit(X, (y == "class-0").astype(int))
     assert LinearProbe.load(int_probe.save(tmp_path / "int.npz")).classes_.tolist() == [0, 1]
 
 

@@ -1,0 +1,108 @@
+"""LinearProbe, hostile pass 2 (issue 17 item 1): a probe without a space is never saved or passed, and
+damaged files, bad labels and NaN vectors are one `InvalidArgumentError` line (a ValueError), never a traceback."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fclip_workbench.errors import FclipError, InvalidArgumentError, ModelMismatchError, SpaceMismatchError
+from fclip_workbench.probes import LinearProbe
+from fclip_workbench.space import EmbeddingSpace
+
+A = EmbeddingSpace("a" * 32, "fp32", "c" * 16, 8, model="m@1")
+B = EmbeddingSpace("b" * 32, "fp32", "c" * 16, 8, model="m@2")  # same width, other weights
+
+
+def data():
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (30, 8)), rng.normal(2, 1, (30, 8))].astype(np.float32)  # (60, 8)
+    return X, ["a"] * 30 + ["b"] * 30
+
+
+def one_line(exc: pytest.ExceptionInfo) -> str:
+    assert isinstance(exc.value, FclipError) and isinstance(exc.value, ValueError)
+    assert "\n" not in str(exc.value)
+    return str(exc.value)
+
+
+def test_a_probe_without_a_space_is_not_saved(tmp_path):
+    X, y = data()
+    with pytest.raises(InvalidArgumentError, match="must record the embedding space") as e:
+        LinearProbe().fit(X, y).save(tmp_path / "p.npz")
+    one_line(e)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_saved_file_without_a_space_is_refused(tmp_path):
+    """Files written before this check (format 2, "space": null) could pass any model of their width."""
+    X, y = data()
+    path = LinearProbe(space=A).fit(X, y).save(tmp_path / "p.npz")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["space"] = None
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "nospace.npz", **arrays)
+    with pytest.raises(SpaceMismatchError, match="saved without an embedding space.*refit") as e:
+        LinearProbe.load(tmp_path / "nospace.npz")
+    one_line(e)
+
+
+def test_check_compatible_never_passes_an_unknown_space():
+    X, y = data()
+    probe = LinearProbe().fit(X, y)
+    for other in (A, B):
+        with pytest.raises(SpaceMismatchError, match=r"records no embedding space.*m@\d") as e:
+            probe.check_compatible(other)
+        one_line(e)
+    wide = EmbeddingSpace("a" * 32, "fp32", "c" * 16, 16, model="m@3")
+    with pytest.raises(ModelMismatchError, match="gives 16-d embeddings"):  # the width is still said first
+        probe.check_compatible(wide)
+    LinearProbe(space=A).fit(X, y).check_compatible(A)  # a recorded, equal space passes
+    with pytest.raises(SpaceMismatchError, match="m@1.*m@2"):
+        LinearProbe(space=A).fit(X, y).check_compatible(B)
+
+
+@pytest.mark.parametrize("cut", [0, 10, 300, -20])
+def test_truncated_probe_file_is_one_line(tmp_path, cut):
+    X, y = data()
+    path = LinearProbe(space=A).fit(X, y).save(tmp_path / "p.npz")
+    raw = path.read_bytes()
+    bad = tmp_path / "trunc.npz"
+    bad.write_bytes(raw[:cut] if cut >= 0 else raw[:len(raw) + cut])
+    with pytest.raises(InvalidArgumentError, match="trunc.npz") as e:
+        LinearProbe.load(bad)
+    one_line(e)
+
+
+@pytest.mark.parametrize("labels, word", [
+    (lambda y: y[:-1], "59 labels for 60 vectors"),
+    (lambda y: y + ["a"], "61 labels for 60 vectors"),
+    (lambda y: [None] * 5 + y[5:], "5 of 60 labels are None or NaN"),
+    (lambda y: y[:-1] + [float("nan")], "first at position 59"),
+    (lambda y: np.array(y[:-1] + [None], dtype=object), "labels are None or NaN"),
+    (lambda y: [1] * 30 + y[30:], "mix strings"),
+    (lambda y: None, "target y is None"),
+])
+def test_bad_labels_are_one_line(labels, word):
+    X, y = data()
+    with pytest.raises(InvalidArgumentError, match=word) as e:
+        LinearProbe().fit(X, labels(list(y)))
+    one_line(e)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_vectors_are_one_line(bad):
+    X, y = data()
+    probe = LinearProbe(space=A).fit(X, y)
+    Z = X[:2].copy()
+    Z[1, 3] = bad
+    for call in (probe.predict, probe.predict_proba, probe.decision_function):
+        with pytest.raises(InvalidArgumentError, match="Input X contains") as e:
+            call(Z)
+        one_line(e)
+    with pytest.raises(InvalidArgumentError, match="Input X contains") as e:
+        LinearProbe().fit(np.r_[X[:-1], Z[1:]], y)
+    one_line(e)
