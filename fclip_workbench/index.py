@@ -195,6 +195,7 @@ class _SpaceMixin:
     space: EmbeddingSpace | None = None  # where the vectors came from (model.space); required to save
     image_weight: float = 1.0  # product vectors = normalise(w * image + (1 - w) * text); 1: images only
     source: Path | None = None  # the folder it was loaded from, for messages
+    content: dict[str, str] | None = None  # {id: digest of its image (+ title)}: search.item_contents; None: unknown
 
     def _describe(self) -> str:
         return f"index {str(self.source)!r}" if self.source is not None else "the index"

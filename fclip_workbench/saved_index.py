@@ -1,6 +1,6 @@
 """Saved search indexes: one folder, every part checked on load.
 
-A saved index folder holds `index.json` (format 2) and one data file: `vectors.npy` (exact) or
+A saved index folder holds `index.json` (format 3) and one data file: `vectors.npy` (exact) or
 `faiss.index` (FAISS). `index.json` records:
 
 - `space`: the `EmbeddingSpace` its vectors came from (`model.space.to_dict()`: weights fingerprint,
@@ -8,6 +8,11 @@ A saved index folder holds `index.json` (format 2) and one data file: `vectors.n
 - `image_weight`: the blend of its product vectors (1.0: images only; w < 1: w * image + (1 - w) * title);
 - `dim`, `n`, `ids` (one unique id per vector), the kind and its tuned search breadth, `build_info`
   (the recall it was measured at, per kind of query);
+- `content`: per id, a digest of what its vector was made from (`search.item_contents`: the image
+  bytes' SHA-256, and the title when title-blended), or null when the index was built from bare
+  vectors; `Searcher.build` refuses a catalog whose products differ (same ids, other images);
+- `ids_sha256`: the SHA-256 of `ids` and `content` in order, so ids swapped or edited in index.json are
+  caught (the data file's checksum does not cover them);
 - `files`: the data file's size and SHA-256, so a truncated, replaced or garbage file is caught
   before FAISS reads it.
 
@@ -44,7 +49,7 @@ from .errors import InvalidArgumentError, SavedIndexError, SpaceMismatchError
 from .index import ADD_CHUNK, FAISS_METHODS, ExactIndex, FaissIndex, VectorIndex, _faiss, normalize
 from .space import EmbeddingSpace, space_of
 
-INDEX_FORMAT = 2  # 1: no format, no space, no checksums (refused: rebuild)
+INDEX_FORMAT = 3  # 1: no space, no checksums; 2: no content digests, ids unchecked (both refused: rebuild)
 META = "index.json"
 DATA_FILES = {"exact": "vectors.npy", "faiss": "faiss.index"}
 _FAISS_TYPES = {"flat": ("IndexFlatIP", "IndexFlat"), "ivf": ("IndexIVFFlat",), "hnsw": ("IndexHNSWFlat",),
@@ -89,6 +94,15 @@ def check_save_folder(path: str | os.PathLike, what: str = "--out") -> Path:
     return path
 
 
+def ids_digest(ids: list[str], content: list[str] | None) -> str:
+    """SHA-256 (hex) of an index's ids and their content digests, in order.
+
+    >>> ids_digest(["a", "b"], None) != ids_digest(["b", "a"], None)
+    True
+    """
+    return hashlib.sha256(json.dumps([ids, content], separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
 def _file_record(path: Path) -> dict[str, Any]:
     """Size and SHA-256 of a file, read in 4 MiB chunks."""
     digest = hashlib.sha256()
@@ -126,9 +140,12 @@ def save_index(index: VectorIndex, path: str | os.PathLike) -> Path:
     name = DATA_FILES[kind]
     data_tmp = _write_aside(path, name, write)
     files = {name: _file_record(data_tmp)}
+    ids = list(index.ids)
+    recorded = getattr(index, "content", None) or {}
+    content = [recorded[i] for i in ids] if ids and all(i in recorded for i in ids) else None  # all, or unknown
     meta = {"format": INDEX_FORMAT, "kind": kind, "space": space.to_dict(), "image_weight": float(index.image_weight),
-            "dim": int(index.dim), "n": len(index.ids), **params, "build_info": index.build_info, "files": files,
-            "ids": list(index.ids)}
+            "dim": int(index.dim), "n": len(ids), **params, "build_info": index.build_info, "files": files,
+            "ids": ids, "content": content, "ids_sha256": ids_digest(ids, content)}
     meta_tmp = _write_aside(path, META, lambda f: f.write_text(json.dumps(meta)))
     os.replace(data_tmp, path / name)
     os.replace(meta_tmp, path / META)  # last: a crash before this leaves a checksum mismatch, never a mix
@@ -227,6 +244,10 @@ def _read_meta(folder: Path) -> _Meta:
         raise SavedIndexError(f"saved index {folder} was made by an older fclip-workbench (it records no embedding "
                               f"space): rebuild it with `fclip index --out {folder}`")
     fmt = meta.whole("format", 1)
+    if fmt == 2:
+        raise SavedIndexError(f"saved index {folder} has format 2: it records no digest of the products its vectors "
+                              f"were made from, so it cannot be checked against a catalog; rebuild it with "
+                              f"`fclip index --out {folder}`")
     if fmt != INDEX_FORMAT:
         raise SavedIndexError(f"saved index {folder} has format {fmt}; this fclip-workbench reads format "
                               f"{INDEX_FORMAT}: rebuild it with `fclip index --out {folder}`")
@@ -243,6 +264,19 @@ def _check_ids(meta: _Meta, n: int) -> list[str]:
         dup = next(i for i, c in Counter(ids).items() if c > 1)
         raise meta.damaged(f"id {dup!r} appears more than once")
     return ids
+
+
+def _check_content(meta: _Meta, ids: list[str]) -> dict[str, str] | None:
+    """{id: content digest} recorded for `ids` (None: built from bare vectors), sealed by `ids_sha256`."""
+    content = meta.get("content")
+    if content is not None and (not isinstance(content, list) or len(content) != len(ids)
+                                or not all(isinstance(c, str) and c for c in content)):
+        raise meta.damaged(f"content must be null or one non-empty string per id ({len(ids)})")
+    sealed = meta.get("ids_sha256")
+    if not isinstance(sealed, str) or sealed != ids_digest(ids, content):
+        raise meta.damaged("its ids or their content digests are not the ones saved (ids_sha256 differs: "
+                           "index.json was edited)")
+    return None if content is None else dict(zip(ids, content))
 
 
 def _check_file(meta: _Meta, name: str) -> Path:
@@ -284,6 +318,7 @@ def load_index(path: str | os.PathLike, space: object = None) -> VectorIndex:
     image_weight = meta.unit("image_weight")
     build_info = meta.mapping("build_info")
     ids = _check_ids(meta, n)
+    content = _check_content(meta, ids)
     if space is not None:
         recorded.check(space_of(space), f"index {str(folder)!r}")
     params = {}
@@ -297,7 +332,7 @@ def load_index(path: str | os.PathLike, space: object = None) -> VectorIndex:
         index = _load_faiss(meta, data_file, ids, dim, params, build_info)
     if kind == "exact":
         index.build_info = build_info
-    index.space, index.image_weight, index.source = recorded, image_weight, folder
+    index.space, index.image_weight, index.source, index.content = recorded, image_weight, folder, content
     return index
 
 
@@ -391,4 +426,4 @@ def _check_finite(meta: _Meta, name: str, chunks) -> None:
             raise meta.damaged(f"{name} holds NaN or inf values (never served)")
 
 
-__all__ = ["INDEX_FORMAT", "check_save_folder", "load_index", "save_index"]
+__all__ = ["INDEX_FORMAT", "check_save_folder", "ids_digest", "load_index", "save_index"]

@@ -5,6 +5,12 @@ vectors: an index made in another space is refused when the Searcher is built, a
 refused when the model's space has changed since (e.g. weights fine-tuned in place), in one
 `SpaceMismatchError` line naming both spaces.
 
+An index also records what each of its vectors was made from (`item_contents`: the image bytes'
+SHA-256, the embedding store's content key, and the title when title-blended), and a catalog that
+reuses its ids for other products (other images or titles) is refused in one line naming how many
+ids differ and one of them. An index that records no content (built from bare vectors) is checked
+by its vectors when it is exact, else used with one warning.
+
 Example:
     >>> s = Searcher.build("fclip-mini", catalog)             # doctest: +SKIP
     >>> s.by_text("navy blue shirt", k=5)                      # doctest: +SKIP
@@ -12,6 +18,8 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +29,10 @@ from PIL import Image
 
 from .catalog import Catalog
 from .embed import EmbeddingResult, embed_images, embed_texts
-from .errors import CatalogError, SpaceMismatchError
-from .images import ImageLoadError, load_rgb, to_rgb
-from .index import (EXACT_MAX, INDEX_KINDS, InvalidArgumentError, VectorIndex, blend, build_index, check_k,
-                    check_weight, choose_kind, is_approximate)
+from .errors import CatalogError, SavedIndexError, SpaceMismatchError
+from .images import ImageLoadError, load_rgb, text_digest, to_rgb
+from .index import (EXACT_MAX, INDEX_KINDS, ExactIndex, InvalidArgumentError, VectorIndex, blend, build_index,
+                    check_k, check_weight, choose_kind, is_approximate)
 from .models import EmbeddingModel, load_model
 from .space import EmbeddingSpace
 from .store import EmbeddingStore
@@ -103,6 +111,73 @@ def product_vectors(model: EmbeddingModel, catalog: Catalog, images: EmbeddingRe
     return vectors
 
 
+def item_contents(catalog: Catalog, ids: list[str], store: EmbeddingStore, image_weight: float) -> dict[str, str]:
+    """{item id: digest of what its product vector is made from} for products `ids` of `catalog`.
+
+    The digest covers the image bytes' SHA-256 (the embedding store's content key: read from its memo, so
+    an image is not hashed again unless it changed) and, when title-blended (`image_weight` < 1), the title.
+    An image that cannot be read now gets "missing". Record it on an index (`index.content = ...`)
+    before saving it, so that `Searcher.build` can refuse another catalog reusing its ids.
+
+    >>> item_contents(catalog, ["p1"], store, 1.0)                     # doctest: +SKIP
+    {'p1': '5d41402abc4b2a76b9719d911017c592'}
+    """
+    rows = [catalog.row_of(i) for i in ids]
+    images = store.file_digests([catalog.image_path(r) for r in rows])
+    blended = image_weight < 1.0
+    out = {}
+    for item_id, r, image in zip(ids, rows, images):
+        part = image or "missing"
+        if blended:
+            part = hashlib.sha256(f"{part}|{text_digest(str(catalog.texts[r]))}".encode()).hexdigest()
+        out[item_id] = part[:32]  # 128 bits: a mismatch check, kept short (one per id in index.json)
+    return out
+
+
+def _where(index: VectorIndex) -> str:
+    return getattr(index, "_describe", lambda: "the index")()
+
+
+def _content_error(index: VectorIndex, catalog: Catalog, differ: list[str], what: str, how: str = "") -> ValueError:
+    source = getattr(index, "source", None)
+    rebuild = f"`fclip index --out {source}`" if source is not None else "`fclip index` (or Searcher.build)"
+    cls = SavedIndexError if source is not None else InvalidArgumentError
+    return cls(f"{_where(index)} was built from other products than catalog {catalog.name}: {len(differ)} of its "
+               f"{len(index.ids)} ids have another {what} there{how} (e.g. {differ[0]!r}); rebuild it for this "
+               f"catalog with {rebuild}")
+
+
+def check_index_content(index: VectorIndex, model: EmbeddingModel, catalog: Catalog, images: EmbeddingResult,
+                        store: EmbeddingStore) -> None:
+    """Refuse (one line) an index whose ids are products of `catalog` made of other content than it recorded.
+
+    Recorded digests (`index.content`) are compared with `item_contents` now; an exact index without them
+    is compared by its vectors (those of `catalog` now, at its image weight); an approximate one without
+    them cannot be checked and is used with one warning.
+    """
+    w = float(getattr(index, "image_weight", 1.0))
+    what = "image or title" if w < 1.0 else "image"
+    recorded = getattr(index, "content", None)
+    if recorded is not None:
+        now = item_contents(catalog, list(index.ids), store, w)
+        differ = [i for i in index.ids if recorded.get(i) != now[i]]
+        if differ:
+            raise _content_error(index, catalog, differ, what)
+        return
+    if isinstance(index, ExactIndex):
+        row = images.row_of()
+        want = product_vectors(model, catalog, images, store, w, progress=False)  # (n, dim), unit rows
+        sims = np.einsum("ij,ij->i", index.vectors, want[[row[i] for i in index.ids]])  # (len(index),)
+        differ = [index.ids[j] for j in np.flatnonzero(sims < 0.999)]
+        if differ:
+            raise _content_error(index, catalog, differ, what, " (their vectors differ)")
+        return
+    warnings.warn(f"{_where(index)} records no content digests, so it cannot be checked against catalog "
+                  f"{catalog.name} (same ids, other products would pass): record them before saving "
+                  f"(index.content = item_contents(catalog, index.ids, store, image_weight)) or rebuild it "
+                  f"with `fclip index`", UserWarning, stacklevel=3)
+
+
 def title_queries(model: EmbeddingModel, catalog: Catalog, store: EmbeddingStore, progress: bool = True) -> np.ndarray:
     """(m, dim) distinct title vectors of `catalog`: the text queries an approximate index is tuned for."""
     texts = embed_texts(model, catalog, store, progress=progress)
@@ -159,6 +234,7 @@ class Searcher:
                 raise InvalidArgumentError(f"the index holds {len(stray)} ids that are not products of {catalog.name} "
                                            f"with an image vector (first {stray[0]!r}): it was built for another "
                                            "catalog; rebuild it with `fclip index`")
+            check_index_content(index, model, catalog, images, store)
             return cls(model, catalog, images, index, space, image_weight)
         vectors = product_vectors(model, catalog, images, store, image_weight, progress)  # (n, dim)
         options = dict(index_options or {})
@@ -170,6 +246,7 @@ class Searcher:
         if is_approximate(kind, options.get("method")) and "text_queries" not in options:  # tune for titles too
             options["text_queries"] = title_queries(model, catalog, store, progress)
         built = build_index(vectors, images.ids, kind, space=space, image_weight=image_weight, **options)
+        built.content = item_contents(catalog, images.ids, store, image_weight)
         return cls(model, catalog, images, built, space, image_weight)
 
     def check_space(self) -> EmbeddingSpace:

@@ -386,7 +386,7 @@ def test_a_saved_index_records_space_weight_and_checks_the_space_before_reading_
     a, b = space("a", model="fclip-mini@1"), space("c", model="fclip-mini@2")
     folder = build_index(vectors(50), [f"p{j}" for j in range(50)], space=a, image_weight=0.25).save(tmp_path / "v1")
     meta = meta_of(folder)
-    assert meta["space"] == a.to_dict() and meta["image_weight"] == 0.25 and meta["format"] == 2
+    assert meta["space"] == a.to_dict() and meta["image_weight"] == 0.25 and meta["format"] == 3
     again = load_index(folder, space=a)
     assert again.space == a and again.image_weight == 0.25
     (folder / "vectors.npy").write_bytes(b"")  # the space is checked first: the data file is never read
