@@ -293,7 +293,7 @@ def cmd_index(args) -> int:
     from .embed import embed_images
     from .index import build_index, choose_kind, is_approximate
     from .saved_index import check_save_folder
-    from .search import _no_images, product_vectors, require_images, title_queries
+    from .search import _no_images, item_contents, product_vectors, require_images, title_queries
 
     check_save_folder(args.out, "--out")  # a file, a folder of other files, read-only: before any slow work
     cat = open_from_args(args)
@@ -311,6 +311,7 @@ def cmd_index(args) -> int:
     t = time.perf_counter()
     index = build_index(vectors, res.ids, kind, space=model.space, image_weight=args.image_weight, **options)
     took = time.perf_counter() - t
+    index.content = item_contents(cat, res.ids, store, args.image_weight)  # binds it to these products
     path = index.save(args.out)
     info = index.build_info
     if not is_approximate(kind):
