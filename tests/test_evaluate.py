@@ -233,8 +233,8 @@ def test_plan_eval_defaults(catalog):
 
 def test_plan_eval_fmnist_scores_every_product_without_retrieval(tmp_path):
     make_image(tmp_path / "a.png")
-    table = pd.DataFrame({"item_id": ["test-00000"], "image": ["a.png"], "text": ["a photo of a dress"],
-                          "label": ["Dress"]})
+    table = pd.DataFrame({"item_id": ["test-00000"], "image": ["a.png"], "text": ["dress"],
+                          "label": ["dress"]})
     fm = Catalog(table, tmp_path, name="fmnist-test")
     assert default_fields(fm) == ["label"]
     plan = plan_eval(fm)
