@@ -106,7 +106,10 @@ class AnnotationSession(QueueMixin, DecisionsMixin, BatchMixin, SuggestionsMixin
         n = len(self.ids)
         self._labelled = np.zeros(n, dtype=bool)  # has a label for `field` in the store
         self._skipped = np.zeros(n, dtype=bool)
-        self._seen: dict[str, int | None] = {}  # item_id -> the store's last event on it when this session showed it
+        self._reviewed = np.zeros(n, dtype=bool)  # decided in the current review (order "review")
+        # what each batch view showed: {view: {item_id: the store's last event on it then}} ("page": the model
+        # batch's pages, "grid": the selection grids); the current item carries its own (`Item.event_id`)
+        self._shown: dict[str, dict[str, int | None]] = {"page": {}, "grid": {}}
         self._rejected: dict[str, set[int]] = {}  # batch label -> rows unticked on one of its pages
         self._front: list[int] = []  # rows to show before the queue (an undone item)
         self._decisions: list[Decision] = []  # this session's, newest last

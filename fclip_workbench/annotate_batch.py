@@ -17,7 +17,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -33,9 +33,8 @@ class BatchMixin:
         crow = self._cat_row[row]
         return self.catalog.image_path(crow) if self.catalog.table.at[crow, "image"] else None
 
-    def _write_batch(self, ids: list[str], value: str, name: str) -> list:
-        """`set_many` of `value` for `ids`, conditional on the events this session showed for them."""
-        expect = self._expected(ids)
+    def _write_batch(self, ids: list[str], value: str, name: str, view: str, expect: dict[str, int | None]) -> list:
+        """`set_many` of `value` for `ids`, conditional on `expect` (the events `view` showed for them)."""
         try:
             events = self.store.set_many([(i, value) for i in ids], self.field, annotator=name, source=BATCH,
                                          expect_events=expect)
@@ -50,18 +49,18 @@ class BatchMixin:
                 e, f"{len(moved) or 1} of the {len(ids)} products changed since the page was drawn ({named}): "
                    "reload the page and confirm again")) from e
         events = list(events or [])
-        with self._lock:
-            self._seen.update({ev.item_id: ev.id for ev in events if hasattr(ev, "item_id")})
+        self._record_shown(view, {ev.item_id: ev.id for ev in events if hasattr(ev, "item_id")})
         return events
 
     def _record_batch(self, decision: Decision, rows: list[int]) -> None:
         with self._lock:
             self._labelled[rows] = True
+            self._reviewed[rows] = True
         if decision.item_ids:
             self._decisions.append(decision)
             self.counts[BATCH] += len(decision.item_ids)
             self._count_labels(len(decision.item_ids))
-        if self.current is not None and self._labelled[self.current.row]:
+        if self.current is not None and self._done()[self.current.row]:
             self._advance()
 
     # ------------------------------------------------------------------ the model batch
@@ -107,27 +106,33 @@ class BatchMixin:
                 out.append(Candidate(self.ids[r], int(r), self.catalog.texts[crow], self._image(int(r)),
                                      float(scores[r]), current=None, event_id=event))
         self._last_page = (key, [c.row for c in out])
+        self._record_shown("page", {c.item_id: c.event_id for c in out}, replace=True)
         return out
 
-    def confirm_batch(self, item_ids: Sequence[str], value: str) -> Decision:
+    def confirm_batch(self, item_ids: Sequence[str | Candidate], value: str,
+                      shown: Mapping[str, int | None] | None = None) -> Decision:
         """Save `value` for `item_ids` in ONE `set_many` (source batch), only if none of them changed since
-        its page was drawn. The products of the last page that are not in `item_ids` are not offered again
-        for this label. A product labelled otherwise is refused here: relabel it with `apply_batch`."""
+        its page was drawn: the page's `Candidate`s (or `shown`, {item_id: event id}) say what it showed,
+        plain ids are checked against the last page. The products of the last page that are not in
+        `item_ids` are not offered again for this label. A product labelled otherwise is refused here:
+        relabel it with `apply_batch`."""
         value = self.check_value(value)
         name = self._check_annotator()
+        item_ids, shown = _ids_and_events(item_ids, shown)
         unknown = [i for i in item_ids if i not in self._row]
         if unknown:
             raise InvalidArgumentError(f"unknown item ids in the batch: {unknown[:10]}")
         ids = list(dict.fromkeys(item_ids))
+        expect: dict[str, int | None] = {}
         if ids:
-            expect = self._expected(ids)
+            expect = self._expected(ids, "page", shown)
             now = self.store.current_events(self.field, ids)
             taken = [i for i in ids if now[i][0] is not None and now[i][1] == expect[i] and now[i][0] != value]
             if taken:
                 raise LabelValueError(f"{len(taken)} of the {len(ids)} products already have another {self.field}: "
                                       f"{', '.join(f'{i} ({now[i][0]})' for i in taken[:5])}; nothing saved: the "
                                       "model batch labels unlabelled products only (change labels in a selection batch)")
-        events = self._write_batch(ids, value, name) if ids else []
+        events = self._write_batch(ids, value, name, "page", expect) if ids else []
         rows = [self._row[i] for i in ids]
         key, page = getattr(self, "_last_page", (None, []))
         if key is not None:
@@ -164,6 +169,7 @@ class BatchMixin:
         """
         ids = self.check_ids(item_ids, "show in a batch")
         now = self._see(ids)
+        self._record_shown("grid", {i: now[i][1] for i in ids})
         view = self._view
         out = []
         for item_id in ids:
@@ -174,23 +180,27 @@ class BatchMixin:
                                  suggestion=best[0] if best else None, event_id=now[item_id][1]))
         return out
 
-    def apply_batch(self, item_ids: Sequence[str], value: str, replace: Sequence[str] | bool = (),
-                    expected: dict[str, str | None] | None = None) -> Decision:
+    def apply_batch(self, item_ids: Sequence[str | Candidate], value: str, replace: Sequence[str] | bool = (),
+                    expected: dict[str, str | None] | None = None,
+                    shown: Mapping[str, int | None] | None = None) -> Decision:
         """Save `value` for every product of `item_ids` in ONE `set_many` (source batch, undone as a whole).
 
         Existing labels are never lost silently: a product that already has `value` is left as it is
         (`decision.unchanged`); one labelled otherwise is changed only if listed in `replace` (or
         `replace=True`), else `LabelValueError` names them and nothing is written. The write is conditional
-        on the events the grid showed (`selection_batch`): a label changed since (another annotator) refuses
-        the batch, writing nothing; `expected` ({item_id: label the annotator saw}) is checked as well.
+        on the events the grid showed: give the grid's `Candidate`s (or `shown`, {item_id: event id}); plain
+        ids are checked against the events `selection_batch` last showed for them. A label changed since
+        (another annotator) refuses the batch, writing nothing; `expected` ({item_id: label the annotator
+        saw}) is checked as well.
 
         >>> session.apply_batch(["p1", "p7"], "red", replace=["p7"]).status   # doctest: +SKIP
         'saved: 2 labels (1 changed from another label)'
         """
         value = self.check_value(value)
         name = self._check_annotator()
+        item_ids, shown = _ids_and_events(item_ids, shown)
         ids = self.check_ids(item_ids, "label in a batch")
-        shown = self._expected(ids)
+        expect = self._expected(ids, "grid", shown)
         now = self.store.current_events(self.field, ids)
         current = {i: now[i][0] for i in ids}
         if expected is not None:
@@ -209,13 +219,36 @@ class BatchMixin:
             raise LabelValueError(f"{len(refused)} of the {len(ids)} products already have another {self.field}: "
                                   f"{named}{' ...' if len(refused) > 5 else ''}; nothing saved: exclude them or "
                                   f"confirm changing their label to {value!r}")
-        unchanged = [i for i in ids if current[i] == value and now[i][1] == shown[i]]
+        unchanged = [i for i in ids if current[i] == value and now[i][1] == expect[i]]
         write = [i for i in ids if i not in set(unchanged)]
-        events = self._write_batch(write, value, name) if write else []
+        events = self._write_batch(write, value, name, "grid", {i: expect[i] for i in write}) if write else []
         decision = Decision(write, self.field, value, BATCH, events,
                             replaced={i: current[i] for i in conflicts}, unchanged=unchanged)
         self._record_batch(decision, [self._row[i] for i in ids])
         return decision
+
+
+def _ids_and_events(items: Sequence[str | Candidate] | str, shown: Mapping[str, int | None] | None
+                    ) -> tuple[list[str], dict[str, int | None] | None]:
+    """Plain ids and the events their view showed: `Candidate`s carry theirs, `shown` adds to them.
+
+    >>> _ids_and_events([Candidate("p1", 0, "t", None, 0.9, event_id=7), "p2"], None)
+    (['p1', 'p2'], {'p1': 7})
+    """
+    if isinstance(items, str):
+        items = [items]
+    ids, events = [], {}
+    for it in items:
+        if isinstance(it, Candidate):
+            ids.append(it.item_id)
+            events[it.item_id] = it.event_id
+        else:
+            ids.append(str(it))
+    if shown is not None:
+        if not isinstance(shown, Mapping):
+            raise InvalidArgumentError(f"shown must be a mapping item id -> event id, not {type(shown).__name__}")
+        events.update({str(k): v for k, v in shown.items()})
+    return ids, (events or None)
 
 
 __all__ = ["BatchMixin"]

@@ -85,7 +85,7 @@ class DecisionsMixin:
         if item is None:
             raise InvalidArgumentError("nothing left to label in this queue: change the queue order")
         name = self._check_annotator()
-        expect = self._expected([item.item_id])[item.item_id]
+        expect = item.event_id  # what the pane showed, whatever other views showed since
         try:
             event = self.store.set(item.item_id, self.field, value, annotator=name, source=source,
                                    expect_event=expect)
@@ -99,7 +99,7 @@ class DecisionsMixin:
         decision = Decision([item.item_id], self.field, value, source, [event])
         with self._lock:  # a background refit swaps this mask's contents under the same lock
             self._labelled[item.row] = True
-            self._seen[item.item_id] = getattr(event, "id", None)
+            self._reviewed[item.row] = True
         self._decisions.append(decision)
         self.counts[source] += 1
         self._count_labels(1)
@@ -182,7 +182,7 @@ class DecisionsMixin:
                 self._labelled[self._row[i]] = label is not None
         if item_id in self._row:
             r = self._row[item_id]
-            self._skipped[r] = False
+            self._skipped[r] = self._reviewed[r] = False
             if self.current is not None:
                 self._front.insert(0, self.current.row)
             self._front.insert(0, r)

@@ -3,8 +3,9 @@
 Orders (`QUEUE_ORDERS`): "uncertainty" (least confident first), "query" (most similar to a text
 query), "cluster" (one KMeans cluster, most typical first), "random" (seeded), and "review" (given
 ids, in their order). Only products without a label are shown; skipped ones come back after the
-rest. Showing an item records the store's last event on it (`_see`): the decision taken on what
-was shown is written only if that event is still the last one.
+rest. Each view keeps the store's last event on what it showed (the current item in `Item.event_id`,
+batch pages and grids in `_shown`): a decision taken on a view is written only if that event is still
+the last one, so a later view never stands in for an earlier one.
 
 Example:
     >>> session.set_order("query", query="red dress").item_id                # doctest: +SKIP
@@ -14,7 +15,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -27,20 +28,26 @@ class QueueMixin:
 
     # ------------------------------------------------------------------ what was shown
     def _see(self, item_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
-        """Read {item_id: (label, last event id)} now and record it as what this session showed."""
-        now = self.store.current_events(self.field, list(item_ids))
-        with self._lock:
-            self._seen.update({i: event for i, (_, event) in now.items()})
-        return now
+        """{item_id: (label, last event id)} as the store has them now."""
+        return self.store.current_events(self.field, list(item_ids))
 
-    def _expected(self, item_ids: Sequence[str]) -> dict[str, int | None]:
-        """{item_id: the last event id this session showed for it}; items never shown are read (and recorded) now."""
+    def _expected(self, item_ids: Sequence[str], view: str,
+                  shown: Mapping[str, int | None] | None = None) -> dict[str, int | None]:
+        """{item_id: the last event id that `view` showed for it} (`shown` first, when the caller holds its own
+        view's events, e.g. a widget's grid); ids the view never showed are read now."""
         with self._lock:
-            missing = [i for i in item_ids if i not in self._seen]
-        if missing:
-            self._see(missing)
+            snapshot = {**self._shown[view], **(shown or {})}
+        missing = [i for i in item_ids if i not in snapshot]
+        now = self._see(missing) if missing else {}
+        return {i: snapshot[i] if i in snapshot else now[i][1] for i in item_ids}
+
+    def _record_shown(self, view: str, events: Mapping[str, int | None], replace: bool = False) -> None:
+        """Record what `view` shows now (`replace`: it shows nothing else)."""
         with self._lock:
-            return {i: self._seen[i] for i in item_ids}
+            if replace:
+                self._shown[view] = dict(events)
+            else:
+                self._shown[view].update(events)
 
     # ------------------------------------------------------------------ orders
     def _make_queue(self) -> np.ndarray:
@@ -64,7 +71,8 @@ class QueueMixin:
     def review(self, item_ids: Sequence[str]) -> Item | None:
         """Queue exactly `item_ids`, in their order (e.g. the most suspicious labels first), and show the first.
 
-        Ids without an image embedding in this session are refused, naming a few; labelled ones are passed over.
+        Ids without an image embedding in this session are refused, naming a few. Labelled ones are shown
+        with their label (a review is for checking labels); each is shown once, until decided or skipped.
 
         >>> session.review(find_label_issues(vectors, labels).position.map(lambda p: ids[p]))   # doctest: +SKIP
         """
@@ -78,6 +86,7 @@ class QueueMixin:
         rows = np.array(list(dict.fromkeys(self._row[i] for i in ids)), dtype=np.int64)  # (m,) first occurrence
         with self._lock:
             self._review_rows = rows
+            self._reviewed = np.zeros(len(self.ids), dtype=bool)  # decided in this review
             self.order = "review"
             self._queue, self._pos = rows, 0
         self._front.clear()
@@ -136,9 +145,9 @@ class QueueMixin:
     def queue(self, limit: int | None = None) -> list[str]:
         """The ids still to show, in order (skipped ones last), at most `limit`."""
         with self._lock:
-            order = self._queue
-            todo = order[~(self._labelled[order] | self._skipped[order])]
-            later = order[self._skipped[order] & ~self._labelled[order]]
+            order, done = self._queue, self._done()
+            todo = order[~(done[order] | self._skipped[order])]
+            later = order[self._skipped[order] & ~done[order]]
         rows = np.concatenate([todo, later])[:limit]
         return [self.ids[r] for r in rows]
 
@@ -161,14 +170,19 @@ class QueueMixin:
                              "probability": [round(b[0][1], 3) if b else float("nan") for b in best],
                              "uncertainty": [round(float(view.uncertainty[r]), 3) for r in rows]})
 
+    def _done(self) -> np.ndarray:
+        """Rows not to show (n,): labelled ones, or in a review, the ones decided in it (labelled ones are
+        what a review is for)."""
+        return self._reviewed if self.order == "review" else self._labelled
+
     def _next_row(self) -> int | None:
         while self._front:
             r = self._front.pop(0)
-            if not self._labelled[r]:
+            if not self._done()[r]:
                 return r
         with self._lock:
             rest = self._queue[self._pos:]
-            free = np.flatnonzero(~(self._labelled[rest] | self._skipped[rest]))
+            free = np.flatnonzero(~(self._done()[rest] | self._skipped[rest]))
             if len(free):
                 self._pos += int(free[0])
                 return int(rest[free[0]])
@@ -179,8 +193,8 @@ class QueueMixin:
         return None
 
     def item(self, row: int) -> Item:
-        """The product at `row` with its current label and last event (read from the store, recorded as
-        shown) and its suggestions."""
+        """The product at `row` with its current label and last event (read from the store now: a decision
+        on it is conditional on `event_id`) and its suggestions."""
         item_id = self.ids[row]
         crow = self._cat_row[row]
         table = self.catalog.table
@@ -199,7 +213,7 @@ class QueueMixin:
                 self.current = None
                 return None
             item = self.item(row)
-            if item.current is None:
+            if item.current is None or self.order == "review":
                 self.current = item
                 return item
             with self._lock:  # labelled elsewhere since the queue was made: passed over

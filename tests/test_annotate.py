@@ -259,14 +259,16 @@ def test_review_queues_exactly_the_given_ids_in_order(catalog, store, embeddings
     from fclip_workbench.errors import InvalidArgumentError
 
     ids = list(embeddings.ids)
-    store.set(ids[9], "colour", "red", annotator="bob", source="corrected")  # already decided: passed over
+    store.set(ids[9], "colour", "red", annotator="bob", source="corrected")  # labelled: shown, with its label
     s = make_session(catalog, store, embeddings)
     wanted = [ids[5], ids[2], ids[9], ids[2]]
     assert s.review(wanted).item_id == ids[5]
-    assert s.queue() == [ids[5], ids[2]]
+    assert s.queue() == [ids[5], ids[2], ids[9]]
     s.accept(1)
     assert s.current.item_id == ids[2]
     s.accept(1)
+    assert (s.current.item_id, s.current.current) == (ids[9], "red")
+    s.correct("red")  # confirmed as it is
     assert s.current is None and s.queue() == []  # the review is done: nothing else sneaks in
     with pytest.raises(InvalidArgumentError, match="1 of the 2 ids to review are not in this session"):
         s.review([ids[0], "no-such-id"])

@@ -539,7 +539,7 @@ class Annotator(w.VBox):
     @_guarded
     def confirm_batch(self) -> None:
         """Save the ticked products (one set_many), show "saved: N labels", load the next page."""
-        ticked = [c.item_id for c, b in zip(self._page, self.batch_boxes) if b.value]
+        ticked = [c for c, b in zip(self._page, self.batch_boxes) if b.value]  # with the events the page showed
         decision = self.session.confirm_batch(ticked, self.batch_label.value)
         self.show_progress()
         self.load_batch()
@@ -701,7 +701,7 @@ class Annotator(w.VBox):
         if not chosen:
             raise LabelValueError("every product is excluded: click a picture to include it")
         try:
-            decision = self.session.apply_batch([c.item_id for c in chosen], value,
+            decision = self.session.apply_batch(chosen, value,  # the Candidates: conditional on what this grid showed
                                                 replace=[c.item_id for c in chosen if self._is_change(c)],
                                                 expected={c.item_id: c.current for c in chosen})
         except LabelValueError:
