@@ -147,6 +147,9 @@ class DecisionsMixin:
             return
         last = self.store.history(item_id=moved[0], field=self.field).iloc[-1]
         what = "removed its label" if last["new_value"] is None else f"set it to {last['new_value']!r}"
+        if last["source"] == "undo":
+            restored = "no label" if last["new_value"] is None else repr(last["new_value"])
+            what = f"undid their decision ({restored} restored)"
         who = last["annotator"] if last["annotator"] != name else f"{name} (in another session)"
         more = f" (and {len(moved) - 1} more of its products)" if len(moved) > 1 else ""
         raise UndoConflictError(f"cannot undo {name}'s label of item {moved[0]!r} ({self.field}): {who} {what} "

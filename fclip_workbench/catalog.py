@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CatalogError, MissingExtraError
-from .images import ImageLoadError, load_rgb
+from .images import ImageLoadError, image_file_problem, load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +277,8 @@ class Catalog:
                 continue
             if reason:
                 self._flag(i, "image", reason)
-            elif check_images and not os.path.isfile(path):
-                self._flag(i, "image", f"missing file {path}")
+            elif check_images and (problem := image_file_problem(path)):
+                self._flag(i, "image", problem)
 
     def _resolve(self, rel: str) -> tuple[str, str | None]:
         """Absolute, normalised path of an image entry, or a reason it is refused.

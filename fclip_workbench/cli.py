@@ -244,8 +244,11 @@ def cmd_embed(args) -> int:
         print(f"texts: {tres.summary()} in {time.perf_counter() - t2:.1f} s")
     if args.out:
         import numpy as np
-        np.savez(args.out, ids=np.array(res.ids), vectors=res.vectors)
-        print(f"wrote {args.out}")
+        out = Path(args.out).expanduser()
+        out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # as np.savez names it
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, ids=np.array(res.ids), vectors=res.vectors)
+        print(f"wrote {out}")
     print(f"model {model.name} fingerprint {model.fingerprint}; store {store.path}; total {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -565,8 +568,6 @@ def cmd_ground(args) -> int:
         if path is None:
             continue
         path = check_output_file(path, what)
-        if not path.parent.is_dir():
-            raise FclipError(f"{what} {path}: folder {path.parent} does not exist")
         if what == "--save-maps":
             maps_path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")  # as np.save names it
     img = load_image(args.image, max_side=DISPLAY_MAX_SIDE)  # 2. the photo, decoded at display size
@@ -582,10 +583,12 @@ def cmd_ground(args) -> int:
         for text, m in zip(texts, maps):
             panels.append(grounding_overlay(img, m))
             titles.append(f"{text} ({method})")
+    out.parent.mkdir(parents=True, exist_ok=True)
     side_by_side(panels, titles).save(out)
     print(f"wrote {out}")
     if maps_path is not None:
         import numpy as np
+        maps_path.parent.mkdir(parents=True, exist_ok=True)
         np.save(maps_path, np.stack(stack))
         print(f"wrote {maps_path} (maps {img.height} x {img.width})")
     return 0

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .catalog import Catalog, Problem
 from .decode import DecodeDataset, collate_decoded, default_num_workers, worker_init  # noqa: F401 (re-exported)
 from .engines import Engine, get_engine
-from .images import text_digest
+from .images import image_file_problem, text_digest
 from .models import EmbeddingModel
 from .space import EmbeddingSpace, space_of
 from .store import EmbeddingStore, finite_rows, unit_rows
@@ -108,7 +108,7 @@ def embed_images(
     keys: dict[int, str] = {}
     for r, path, digest in zip(rows, paths, digests):
         if digest is None:
-            failures.append(catalog.problem(r, "image", f"missing file {path}"))
+            failures.append(catalog.problem(r, "image", image_file_problem(path) or f"cannot read {path}"))
         else:
             keys[int(r)] = digest
     cached = store.get_many(model_key, "image", set(keys.values()), dim=space.dim)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,30 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.
     return img.convert("RGB")
 
 
+def image_file_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be read as an image file (missing, a folder, a FIFO or device...), or None.
+
+    A FIFO would block a reader forever, so it is refused by its type, before any read.
+
+    >>> image_file_problem("/nonexistent.jpg")
+    'missing file /nonexistent.jpg'
+    >>> image_file_problem("/")
+    'not a regular file (a folder): /'
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"missing file {path}"
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror or e}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "not a file")
+    return f"not a regular file ({kind}): {path}"
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """Open, fully decode and convert an image to RGB, honouring EXIF orientation.
 
@@ -69,6 +95,9 @@ def load_rgb_and_digest(path: str | Path) -> tuple[Image.Image, str]:
     (True, (2, 2))
     >>> os.unlink(f.name)
     """
+    problem = image_file_problem(path)
+    if problem is not None:
+        raise ImageLoadError(problem)
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError as e:
@@ -89,6 +118,8 @@ def decode_rgb(data: bytes, path: str | Path = "<bytes>") -> Image.Image:
             return to_rgb(img)
     except UnidentifiedImageError as e:
         raise ImageLoadError(f"not an image PIL can read: {path}") from e
+    except Image.DecompressionBombError as e:  # a pixel count past Pillow's limit: refused, not decoded
+        raise ImageLoadError(f"image too large to decode safely {path}: {e}") from e
     except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
         raise ImageLoadError(f"corrupt or truncated image {path}: {e}") from e
 

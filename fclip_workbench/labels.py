@@ -65,12 +65,12 @@ class LabelStore(Transfer, Reading, EventLog, TaxonomyStorage, StoreConnection):
     """
 
     def __init__(self, url_or_path: str | os.PathLike | None = None, timeout: float = 10.0,
-                 known_ids: Iterable[object] | None = None, catalog=None) -> None:
+                 known_ids: Iterable[object] | None = None, catalog=None, read_only: bool = False) -> None:
         ids = catalog.ids if catalog is not None else known_ids
         self.known_ids: frozenset[str] | None = (
             frozenset(k for k in map(canon.known_id, ids) if k) if ids is not None else None)
         self._taxonomies: dict[str, tuple[Taxonomy | None, float]] = {}  # field -> (stored taxonomy, when read)
-        StoreConnection.__init__(self, url_or_path, timeout)
+        StoreConnection.__init__(self, url_or_path, timeout, read_only)
 
     def __enter__(self) -> "LabelStore":
         return self

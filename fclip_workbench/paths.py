@@ -110,7 +110,7 @@ def _nearest_existing(path: Path) -> Path:
 def _check_can_create(path: Path, what: str) -> None:
     from .errors import InvalidArgumentError
 
-    base = _nearest_existing(path.parent if not path.exists() else path)
+    base = _nearest_existing(path.parent)
     if base.exists() and not base.is_dir():
         raise InvalidArgumentError(f"{what} {path}: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):

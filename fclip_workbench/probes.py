@@ -298,11 +298,12 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise InvalidArgumentError(f"{path} is a damaged LinearProbe file ({type(e).__name__}: {e}); "
                                        f"save the probe again") from e
         rows = 1 if len(classes) == 2 else len(classes)
-        if classes.ndim != 1 or len(classes) < 2 or coef.shape != (rows, n_features) or intercept.shape != (rows,) \
+        ordered = classes.ndim == 1 and np.array_equal(np.unique(classes), classes)  # as fit wrote them: sorted, unique
+        if not ordered or len(classes) < 2 or coef.shape != (rows, n_features) or intercept.shape != (rows,) \
                 or not np.isfinite(coef).all() or not np.isfinite(intercept).all() \
                 or (space is not None and space.dim != n_features):
             raise InvalidArgumentError(f"{path} is a damaged LinearProbe file (coef {coef.shape}, intercept "
-                                       f"{intercept.shape}, {len(classes)} classes, {n_features} features, finite "
+                                       f"{intercept.shape}, {len(classes)} classes{'' if ordered else ' out of order'}, {n_features} features, finite "
                                        f"{bool(np.isfinite(coef).all() and np.isfinite(intercept).all())}); "
                                        f"save the probe again")
         lr = probe._logreg(C)

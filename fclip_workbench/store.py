@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import sqlite3
 import time
 from pathlib import Path
@@ -412,9 +413,10 @@ class EmbeddingStore:
         stats: list[os.stat_result | None] = []
         for key in keys:
             try:
-                stats.append(os.stat(key))
+                st = os.stat(key)
             except OSError:
-                stats.append(None)
+                st = None
+            stats.append(st if st is not None and stat.S_ISREG(st.st_mode) else None)  # a FIFO would block
         known: dict[str, tuple] = {}
         if not self._legacy:
             present = sorted({k for k, st in zip(keys, stats) if st is not None})  # sorted: b-tree locality

@@ -69,6 +69,35 @@ def _as_written(data: object) -> object:
     return data
 
 
+def _unique_keys(pairs: list[tuple[object, object]], where: str) -> dict:
+    """A mapping from its (key, value) pairs, refusing a key written twice (parsers keep the last silently).
+
+    >>> _unique_keys([("colour", ["red"]), ("colour", ["blue"])], "t.json")
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.TaxonomyError: taxonomy file t.json has the key 'colour' twice; merge the two lists into one
+    """
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise TaxonomyError(f"taxonomy file {where} has the key {k!r} twice; merge the two lists into one")
+        out[k] = v
+    return out
+
+
+def _yaml_loader(where: str):
+    """yaml.BaseLoader (every scalar a string as written) that refuses duplicate mapping keys."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.BaseLoader):
+        def construct_mapping(self, node, deep=False):
+            pairs = [(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep))
+                     for k, v in node.value]
+            return _unique_keys(pairs, where)
+
+    return UniqueKeyLoader
+
+
 class Taxonomy:
     """Ordered, unique (case-insensitively) values of one label field.
 
@@ -224,11 +253,12 @@ class Taxonomy:
             raise TaxonomyError(f"taxonomy file {path} cannot be read ({e}); save it as UTF-8 text") from e
         try:
             if suffix == ".json":  # numbers as written ("1.50" stays "1.50")
-                data = _as_written(json.loads(text, parse_int=str, parse_float=str, parse_constant=str))
+                data = _as_written(json.loads(text, parse_int=str, parse_float=str, parse_constant=str,
+                                              object_pairs_hook=lambda pairs: _unique_keys(pairs, path.name)))
             elif suffix in (".yaml", ".yml"):
                 import yaml
 
-                data = yaml.load(text, Loader=yaml.BaseLoader)  # every scalar a string as written (no YAML 1.1 types)
+                data = yaml.load(text, Loader=_yaml_loader(path.name))  # scalars as written (no YAML 1.1 types)
             else:
                 raise TaxonomyError(f"taxonomy file {path} has suffix {suffix!r}; use .yaml, .yml or .json")
         except TaxonomyError:
@@ -246,7 +276,7 @@ class Taxonomy:
                 return canonical_text(str(k), f"taxonomy file {path}: field name", TaxonomyError,
                                       limit=MAX_CHARS["field"])
 
-            by_name = {name(k): v for k, v in data.items()}  # " colour" in the file is the field "colour"
+            by_name = _unique_keys([(name(k), v) for k, v in data.items()], path.name)  # " colour" is "colour"
             fields = list(by_name)
             if field is None:
                 if len(data) > 1:

@@ -353,6 +353,10 @@ def test_read_only_postgres_clear_error(postgres_url):
         with pytest.raises(LabelStoreReadOnlyError) as e:
             LabelStore(postgres_url)
         assert "read-only: your labels could not be saved" in one_line(e) and "***" in str(e.value)
+        with LabelStore(postgres_url, read_only=True) as ro:  # a standby can still be read
+            assert ro.get("p1", "colour") == "red"
+            with pytest.raises(LabelStoreReadOnlyError, match="opened read-only"):
+                ro.set("p1", "colour", "blue", annotator="bob")
     finally:
         with engine.connect() as conn:
             conn.exec_driver_sql(f'ALTER DATABASE "{db}" RESET default_transaction_read_only')

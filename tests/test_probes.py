@@ -156,6 +156,8 @@ def test_old_probe_files_are_refused_with_one_line(tmp_path):
     (lambda m, a: a.update(coef=a["coef"][:, :3]), "damaged LinearProbe file"),
     (lambda m, a: a.update(coef=np.full_like(a["coef"], np.nan)), "damaged LinearProbe file"),
     (lambda m, a: a.update(classes=a["classes"][:1]), "damaged LinearProbe file"),
+    (lambda m, a: a.update(classes=a["classes"][::-1]), "classes out of order"),  # rows would name wrong labels
+    (lambda m, a: a.update(classes=np.repeat(a["classes"][:1], len(a["classes"]))), "out of order"),
 ])
 def test_damaged_probe_files_are_one_line(tmp_path, edit, word):
     X, y = blobs()

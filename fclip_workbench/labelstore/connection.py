@@ -23,6 +23,7 @@ import random
 import stat
 import time
 from pathlib import Path
+from urllib.parse import quote
 from typing import Callable, Iterable, TypeVar
 
 import sqlalchemy as sa
@@ -68,9 +69,12 @@ class StoreConnection:
         url_or_path: a file path, `sqlite:///path`, or `postgresql[+psycopg]://user:pw@host/db`;
             default `paths.default_labels_path()` (data/labels.sqlite).
         timeout: seconds a write waits for another process's lock before `LabelStoreBusyError`.
+        read_only: open an existing store only to read it (a colleague's file, a read-only copy): every write
+            raises `LabelStoreReadOnlyError`; `sqlite:///PATH?mode=ro` says the same.
     """
 
-    def __init__(self, url_or_path: str | os.PathLike | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, url_or_path: str | os.PathLike | None = None, timeout: float = 10.0,
+                 read_only: bool = False) -> None:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0 \
                 or not math.isfinite(timeout):
             raise InvalidArgumentError(f"label store timeout {timeout!r} must be a positive number of seconds")
@@ -80,14 +84,19 @@ class StoreConnection:
             from ..paths import default_labels_path
 
             url_or_path = default_labels_path()
-        self.backend, self.url, self.path = self._parse(url_or_path)
+        self.backend, self.url, self.path, url_ro = self._parse(url_or_path)
+        self.read_only = bool(read_only) or url_ro
         self.name = str(self.path) if self.path is not None else self.url.render_as_string(hide_password=True)
         if self.backend == "sqlite":
-            self._check_sqlite_path()
+            if self.read_only:
+                self._check_sqlite_readable()
+            else:
+                self._check_sqlite_path()
+            uri = f"file:{quote(str(self.path))}?mode=ro" if self.read_only else str(self.path)
             self.engine = sa.create_engine(
-                sa.engine.URL.create("sqlite", database=str(self.path)),
+                sa.engine.URL.create("sqlite", database=uri, query={"uri": "true"} if self.read_only else {}),
                 connect_args={"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False})
-            sa_event.listen(self.engine, "connect", _sqlite_connect)
+            sa_event.listen(self.engine, "connect", _sqlite_connect_ro if self.read_only else _sqlite_connect)
             sa_event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = sa.create_engine(self.url, pool_pre_ping=True,
@@ -101,10 +110,11 @@ class StoreConnection:
 
     # ---- opening -------------------------------------------------------
     @staticmethod
-    def _parse(url_or_path: str | os.PathLike) -> tuple[str, sa.engine.URL | None, Path | None]:
+    def _parse(url_or_path: str | os.PathLike) -> tuple[str, sa.engine.URL | None, Path | None, bool]:
+        """(backend, server URL, SQLite path, read-only asked by the URL)."""
         text = os.fspath(url_or_path)
         if "://" not in text:
-            return "sqlite", None, Path(text).expanduser().resolve()
+            return "sqlite", None, Path(text).expanduser().resolve(), False
         try:
             url = make_url(text)
         except Exception as e:
@@ -115,9 +125,14 @@ class StoreConnection:
             if not url.database or url.database == ":memory:":
                 raise LabelStoreError(f"label store URL {text!r} names no file; labels must be saved in a file: "
                                       "use sqlite:///path/to/labels.sqlite")
-            return "sqlite", None, Path(url.database).expanduser().resolve()
+            query = dict(url.query)
+            mode = query.pop("mode", "rw")
+            if mode not in ("ro", "rw", "rwc") or query:
+                raise LabelStoreError(f"label store URL {text!r}: only the query ?mode=ro (open to read) is "
+                                      f"understood, not ?{'&'.join(f'{k}={v}' for k, v in url.query.items())}")
+            return "sqlite", None, Path(url.database).expanduser().resolve(), mode == "ro"
         if driver in ("postgresql", "postgres", "postgresql+psycopg"):
-            return "postgresql", url.set(drivername="postgresql+psycopg"), None
+            return "postgresql", url.set(drivername="postgresql+psycopg"), None, False
         raise LabelStoreError(f"label store URL scheme {driver!r} is not supported; use a file path, "
                               "sqlite:///PATH, postgresql://... or postgresql+psycopg://...")
 
@@ -141,10 +156,23 @@ class StoreConnection:
         if what:
             raise LabelStoreReadOnlyError(
                 f"label store {path} is read-only: your labels could not be saved; {what}: "
-                "make it writable (chmod u+w) or open a store at another path")
+                "make it writable (chmod u+w), open it with read_only=True to read it, or open a store at "
+                "another path")
+
+    def _check_sqlite_readable(self) -> None:
+        path = self.path
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise LabelStoreError(f"label store {path} {what}: a store opened read-only must be an existing file")
+        if not os.access(path, os.R_OK):
+            raise LabelStoreError(f"label store {path} cannot be read (permission denied)")
 
     def _open(self) -> None:
         """Create the tables (first use) or check that the database is a label store of a known version."""
+        if self.read_only:
+            self._check_schema_read_only()
+            return
+
         def init(conn: sa.Connection) -> None:
             if self.backend == "postgresql":
                 ro = conn.exec_driver_sql("SHOW transaction_read_only").scalar()
@@ -170,10 +198,29 @@ class StoreConnection:
 
         self._write(init, opening=True)
 
+    def _check_schema_read_only(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                existing = set(sa.inspect(conn).get_table_names())
+                if "label_meta" not in existing:
+                    kind = (f"a database but not a label store (it has tables {', '.join(sorted(existing)[:5])})"
+                            if existing else "an empty database, not a label store")
+                    raise LabelStoreError(f"label store {self.name} is {kind}; give another file or database")
+                version = conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).scalar()
+        except sa.exc.DBAPIError as e:
+            self._raise_for(e, opening=True)
+            raise
+        if version != str(SCHEMA_VERSION):
+            raise LabelStoreError(f"label store {self.name} has schema version {version}, this workbench "
+                                  f"reads version {SCHEMA_VERSION}; upgrade fclip-workbench")
+
     # ---- transactions --------------------------------------------------
     def _write(self, work: Callable[[sa.Connection], T], opening: bool = False) -> T:
         """Run `work(conn)` in one write transaction; retry on lock/serialisation errors up to `timeout`."""
         self._check_open()
+        if self.read_only:
+            raise LabelStoreReadOnlyError(f"label store {self.name} was opened read-only: your labels could not be "
+                                          "saved; open it without read_only (or ?mode=ro) to label")
         deadline = time.monotonic() + self.timeout
         attempt = 0
         while True:
@@ -269,6 +316,12 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
         cur.execute("PRAGMA foreign_keys = ON")
     finally:
         cur.close()
+
+
+def _sqlite_connect_ro(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None
+    dbapi_conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+    dbapi_conn.execute("PRAGMA query_only = ON")
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:

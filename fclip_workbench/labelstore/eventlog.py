@@ -247,6 +247,8 @@ class EventLog:
             if r.annotator == annotator and (r.source == "undo" or r.id in undone):
                 continue
             what = "removed its label" if r.new_value is None else f"set it to {r.new_value!r}"
+            if r.source == "undo":
+                what = f"undid their decision ({'no label' if r.new_value is None else repr(r.new_value)} restored)"
             raise UndoConflictError(
                 f"cannot undo {annotator}'s label of item {r.item_id!r} ({field}): {r.annotator} {what} since "
                 "(their decision is kept); set the value you want instead")

@@ -71,7 +71,9 @@ class ImportReport:
     rows: int  # data rows read
     applied: list[LabelEvent] = dc_field(default_factory=list)
     problems: list[RowProblem] = dc_field(default_factory=list)
-    unchanged: int = 0  # good rows whose value was already the current one (no event written)
+    unchanged: int = 0  # good rows whose value was already the current one
+    confirmed: list[LabelEvent] = dc_field(default_factory=list)  # unchanged rows another annotator had set: a
+    # confirmation event (old value == new value) is written, so that annotator's undo no longer erases the label
     duplicates: int = 0  # rows repeating an earlier row exactly (applied once)
     partial: bool = False
 
@@ -85,7 +87,7 @@ class ImportReport:
 
     def __str__(self) -> str:
         head = (f"{self.path.name}: {self.rows} rows, {len(self.applied)} labels applied, "
-                f"{self.unchanged} unchanged, {len(self.problems)} bad rows")
+                f"{self.unchanged} unchanged ({len(self.confirmed)} confirmed), {len(self.problems)} bad rows")
         if self.problems and not self.applied and not self.partial:
             head += " (nothing applied: fix them or import with partial=True)"
         lines = [head] + [f"  {p}" for p in self.problems[:SHOW_VALUES]]

@@ -48,11 +48,14 @@ class Transfer:
     def export(self, path: str | os.PathLike, field: str | None = None, history: bool = False) -> Path:
         """Write the current labels (DataFrame[field, item_id, value, annotator, time]) or, with `history=True`,
         the whole log to `.csv` or `.parquet`, atomically (an existing file is replaced only when complete)."""
+        from ..paths import check_output_file
+
         path = Path(path)
         field = canon.field(field) if field is not None else None
         fmt = path.suffix.lower()
         if fmt not in (".csv", ".parquet"):
             raise InvalidArgumentError(f"export file {path} has suffix {fmt!r}; use .csv or .parquet")
+        check_output_file(path, "export file")  # a folder, a file in place of a folder, a read-only folder
         if history:
             df = self.history(field=field)
         else:
@@ -60,9 +63,9 @@ class Transfer:
             parts = [self.labels(f).assign(field=f) for f in fields]
             df = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LABEL_COLUMNS + ["field"]))
             df = df[["field"] + LABEL_COLUMNS]
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             if fmt == ".csv":
                 out = df.copy()
                 if "time" in out and len(out):
@@ -71,8 +74,14 @@ class Transfer:
             else:
                 df.to_parquet(tmp, index=False)
             os.replace(tmp, path)
+        except OSError as e:
+            raise InvalidArgumentError(f"export file {path} cannot be written ({e.strerror or e}); "
+                                       "choose another path (the labels are untouched)") from e
         finally:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
         log.info("exported %d rows to %s", len(df), path)
         return path
 
@@ -139,20 +148,26 @@ class Transfer:
             by_field.setdefault(fld, []).append((item, value))
         batch = uuid.uuid4().hex
 
-        def work(conn: sa.Connection) -> tuple[list[LabelEvent], int]:
-            applied, unchanged = [], 0
+        def work(conn: sa.Connection) -> tuple[list[LabelEvent], list[LabelEvent], int]:
+            applied: list[LabelEvent] = []
+            confirmed: list[LabelEvent] = []
+            unchanged = 0
             for fld, pairs in by_field.items():
                 self._lock_keys(conn, [self._item_key(i, fld) for i, _ in pairs])
-                old = self._current(conn, fld, [i for i, _ in pairs])
-                todo = [(i, v) for i, v in pairs if old.get(i) != v]
+                old = self._current_rows(conn, fld, [i for i, _ in pairs])
+                todo = [(i, v) for i, v in pairs if i not in old or old[i].value != v]
+                # the same value another annotator set: a confirmation event, so their undo cannot erase it
+                others = [(i, v) for i, v in pairs if i in old and old[i].value == v and old[i].annotator != annotator]
                 unchanged += len(pairs) - len(todo)
                 if todo:
                     applied += self._apply(conn, fld, todo, annotator, "import", batch)
-            return applied, unchanged
+                if others:
+                    confirmed += self._apply(conn, fld, others, annotator, "import", batch)
+            return applied, confirmed, unchanged
 
-        report.applied, report.unchanged = self._write(work)
-        log.info("imported %s: %d applied, %d unchanged, %d bad rows", path, len(report.applied),
-                 report.unchanged, len(problems))
+        report.applied, report.confirmed, report.unchanged = self._write(work)
+        log.info("imported %s: %d applied, %d unchanged (%d confirmed), %d bad rows", path, len(report.applied),
+                 report.unchanged, len(report.confirmed), len(problems))
         return report
 
 
@@ -196,6 +211,10 @@ def read_label_file(path: Path, field: str | None) -> tuple[list[tuple[int, str,
         records = [(n, dict(zip(header, vals))) for n, vals in enumerate(df.itertuples(index=False), start=1)]
     else:
         raise LabelImportError(f"label file {path} has suffix {fmt!r}; use .csv or .parquet")
+    twice = sorted({h for h in header if header.count(h) > 1 and h})
+    if twice:
+        raise LabelImportError(f"label file {path} has column(s) {', '.join(twice)} more than once; "
+                               "keep one of each (which one holds the labels is ambiguous)")
     need = ["item_id", "value"] + ([] if field is not None else ["field"])
     missing = [c for c in need if c not in header]
     if missing:
