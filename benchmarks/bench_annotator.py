@@ -34,8 +34,8 @@ def percentile(xs: list[float], q: float) -> float:
 def cached_subset(cat, model, store, sources: list[str], only_cached: bool):
     """Copy this model's vectors of `cat` from `sources` into `store`; with `only_cached`, the sub-catalog
     of products that have one."""
-    from fclip_workbench.embed import image_model_key
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.embedding.embed import image_model_key
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     key = image_model_key(model)
     rows = cat.usable_rows("image")
@@ -75,12 +75,12 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from fclip_workbench.annotate import AnnotationSession
-    from fclip_workbench.datasets import open_catalog
-    from fclip_workbench.embed import embed_images
-    from fclip_workbench.labels import LabelStore
-    from fclip_workbench.models import load_model
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.labelling.annotate import AnnotationSession
+    from fclip_workbench.data.datasets import open_catalog
+    from fclip_workbench.embedding.embed import embed_images
+    from fclip_workbench.labelling.labels import LabelStore
+    from fclip_workbench.embedding.models import load_model
+    from fclip_workbench.embedding.store import EmbeddingStore
     from fclip_workbench.widgets import Annotator
 
     cat = open_catalog(args.data)

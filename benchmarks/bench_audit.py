@@ -29,15 +29,15 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from fclip_workbench.audit import (ISSUE_METHODS, MIN_CLASS_SIZE, find_label_issues, label_probabilities,
+from fclip_workbench.analysis.audit import (ISSUE_METHODS, MIN_CLASS_SIZE, find_label_issues, label_probabilities,
                                    near_duplicates, outliers, plant_label_errors)
-from fclip_workbench.datasets.kagl import load_kagl
-from fclip_workbench.embed import embed_images
+from fclip_workbench.data.datasets.kagl import load_kagl
+from fclip_workbench.embedding.embed import embed_images
 from bench_probes import cached
-from fclip_workbench.models import load_model
+from fclip_workbench.embedding.models import load_model
 from fclip_workbench.paths import find_dataset
-from fclip_workbench.probes import heldout_rows, labelled, out_of_fold
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.analysis.probes import heldout_rows, labelled, out_of_fold
+from fclip_workbench.embedding.store import EmbeddingStore
 
 
 def main() -> None:

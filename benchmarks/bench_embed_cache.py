@@ -27,10 +27,10 @@ def main() -> None:
     ap.add_argument("--skip-cli", action="store_true", help="only the in-process figures")
     args = ap.parse_args()
 
-    from fclip_workbench.datasets import open_catalog
-    from fclip_workbench.embed import embed_images
-    from fclip_workbench.models import load_model
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.data.datasets import open_catalog
+    from fclip_workbench.embedding.embed import embed_images
+    from fclip_workbench.embedding.models import load_model
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     t = time.perf_counter()
     cat = open_catalog(args.data)

@@ -40,11 +40,11 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from tests.test_ray_engine import local_ray_head
 
-    from fclip_workbench.datasets import open_catalog
-    from fclip_workbench.embed import embed_images
-    from fclip_workbench.engines import get_engine
-    from fclip_workbench.models import load_model
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.data.datasets import open_catalog
+    from fclip_workbench.embedding.embed import embed_images
+    from fclip_workbench.embedding.engines import get_engine
+    from fclip_workbench.embedding.models import load_model
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     cat = open_catalog(args.data)
     cat = cat.subset(range(min(args.n, len(cat))))

@@ -32,8 +32,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from fclip_workbench.grounding import GroundingExplainer
-from fclip_workbench.grounding_metrics import centre_map, deletion_auc, grounding_scores, uniform_map
+from fclip_workbench.grounding.maps import GroundingExplainer
+from fclip_workbench.grounding.metrics import centre_map, deletion_auc, grounding_scores, uniform_map
 
 METHOD_OPTS = {"paper": {}, "occlusion": {}, "ablation": {}, "integrated_gradients": {}, "saliency": {},
                "gradcam": {}, "gradcam+layer3": {"layer": "layer3"}, "grad_eclip": {},
@@ -45,8 +45,8 @@ MIN_MASK_SHARE = 0.02
 def ccp_items(limit: int, photos: str = "heldout", start: int = 0) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     """(photo path, [(label, mask)]) for `limit` CCP photos with a mask (held-out ones by default), from the
     `start`-th such photo on (so settings tuned on the first photos can be checked on the next ones)."""
-    from fclip_workbench.datasets.ccp import ccp_is_heldout, ccp_labels, load_mask
-    from fclip_workbench.datafetch import require_dataset
+    from fclip_workbench.data.datasets.ccp import ccp_is_heldout, ccp_labels, load_mask
+    from fclip_workbench.data.fetch import require_dataset
 
     root = require_dataset("ccp")
     names = ccp_labels(root)
@@ -84,7 +84,7 @@ def teaching_items(limit: int) -> list[tuple[str, list[tuple[str, np.ndarray]]]]
 
 def score_set(model, items, steps: int, methods) -> tuple[dict, dict]:
     """Mean metrics per method (and baselines) over all (photo, query) pairs; seconds per photo."""
-    from fclip_workbench.grounding import load_image
+    from fclip_workbench.grounding.maps import load_image
 
     sums: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     secs: dict[str, list] = defaultdict(list)
@@ -125,7 +125,7 @@ def vit_timing(methods, repeats: int = 1) -> dict[str, float]:
     """Seconds per one-text map for a random-weight ViT-B/32 on a 550 x 832 CCP-sized photo."""
     import open_clip
 
-    from fclip_workbench.models import EmbeddingModel
+    from fclip_workbench.embedding.models import EmbeddingModel
 
     torch.manual_seed(0)
     clip = open_clip.create_model("ViT-B-32").eval()
@@ -175,7 +175,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
 
-    from fclip_workbench.models import load_model
+    from fclip_workbench.embedding.models import load_model
     from fclip_workbench.workshop import teaching_model
 
     t0 = time.perf_counter()

@@ -1,5 +1,5 @@
 """Benchmark: the ViT-B/32 image tower alone (open_clip, random weights), PyTorch fp32 against ONNX Runtime
-fp32 and dynamic int8 with `fclip_workbench.precision`'s settings (MatMul/Gemm weights QInt8, 7-bit range
+fp32 and dynamic int8 with `fclip_workbench.embedding.precision`'s settings (MatMul/Gemm weights QInt8, 7-bit range
 `ort-int8-rr`, full 8-bit range `ort-int8`), batch 32, at each thread count given.
 
 Prints the CPU and its int8 flags (VNNI, AMX) and, per path, img/s, the ratio to PyTorch fp32 (the mean of

@@ -31,7 +31,7 @@ log = logging.getLogger("bench_labels")
 
 WRITER = textwrap.dedent("""
     import sys
-    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.labelling.labels import LabelStore
     url, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = LabelStore(url, timeout=120)
     print("ready", flush=True)
@@ -61,7 +61,7 @@ def temp_postgres(admin: str) -> Iterator[str]:
 
 
 def bench(url: str, n_single: int, n_proc: int) -> dict[str, float]:
-    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.labelling.labels import LabelStore
 
     out: dict[str, float] = {}
     with LabelStore(url) as store:

@@ -49,8 +49,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from fclip_workbench.embed import embed_images
-    from fclip_workbench.projection import UMAPProjector
+    from fclip_workbench.embedding.embed import embed_images
+    from fclip_workbench.analysis.projection import UMAPProjector
     from fclip_workbench.widgets import Explorer
     from fclip_workbench.workshop import resolve_data, resolve_model
 

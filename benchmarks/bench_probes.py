@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from fclip_workbench.datasets.fmnist import load_fashion_mnist
-from fclip_workbench.datasets.kagl import load_kagl
-from fclip_workbench.embed import embed_images, image_model_key
-from fclip_workbench.models import load_model
+from fclip_workbench.data.datasets.fmnist import load_fashion_mnist
+from fclip_workbench.data.datasets.kagl import load_kagl
+from fclip_workbench.embedding.embed import embed_images, image_model_key
+from fclip_workbench.embedding.models import load_model
 from fclip_workbench.paths import find_dataset
-from fclip_workbench.probes import few_shot_curve, heldout_rows, labelled, probe_vs_zero_shot
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.analysis.probes import few_shot_curve, heldout_rows, labelled, probe_vs_zero_shot
+from fclip_workbench.embedding.store import EmbeddingStore
 
 FIELDS = ("articleType", "subCategory", "baseColour")
 

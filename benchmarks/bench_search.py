@@ -46,8 +46,8 @@ def peak_rss_mb() -> float:
 def kagl_vectors(model_spec: str = "fclip-mini@1") -> tuple[np.ndarray | None, np.ndarray | None]:
     """KAGL image vectors (n, 256) and distinct title vectors (m, 256) of `model_spec` already in the
     workbench store; None for what is absent."""
-    from fclip_workbench.embed import image_model_key
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.embedding.embed import image_model_key
+    from fclip_workbench.embedding.store import EmbeddingStore
     from fclip_workbench.workshop import resolve_data, resolve_model
 
     try:
@@ -56,8 +56,8 @@ def kagl_vectors(model_spec: str = "fclip-mini@1") -> tuple[np.ndarray | None, n
     except Exception as e:  # no KAGL copy or no model: synthetic vectors only
         print(f"KAGL vectors unavailable ({e}); synthetic vectors only")
         return None, None
-    from fclip_workbench.embed import text_model_key
-    from fclip_workbench.images import text_digest
+    from fclip_workbench.embedding.embed import text_model_key
+    from fclip_workbench.embedding.images import text_digest
 
     store = EmbeddingStore(readonly=True)
     rows = catalog.usable_rows("image")
@@ -108,7 +108,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import faiss
 
-    from fclip_workbench.index import build_index, recall_at_k
+    from fclip_workbench.search.index import build_index, recall_at_k
 
     args.centres = args.centres or max(1, args.n // 100)
     out: dict = {"n": args.n, "centres": args.centres, "spread": args.spread, "dim": args.dim, "targets": TARGETS, "faiss": faiss.__version__,

@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="folder for the temporary store (default: system temp)")
     ap.add_argument("--out", default="results/bench_store.json")
     args = ap.parse_args()
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     path = tmp / "embeddings.sqlite"

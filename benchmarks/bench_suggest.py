@@ -46,7 +46,7 @@ log = logging.getLogger("bench_suggest")
 
 def vectors_for(model, catalog, rows, store, name: str):
     """(ids, (n, dim) vectors) of `catalog` rows, embedded or read from `store`."""
-    from fclip_workbench.embed import embed_images
+    from fclip_workbench.embedding.embed import embed_images
 
     res = embed_images(model, catalog.subset(rows, name=name), store, num_workers=1, progress=True)
     return res.ids, res.vectors
@@ -62,7 +62,7 @@ def label_table(catalog, fld: str) -> dict[str, str]:
 
 
 def scores(s, x, y_idx, labels) -> dict[str, float]:
-    from fclip_workbench.metrics import expected_calibration_error, top_k_accuracy, weighted_f1
+    from fclip_workbench.analysis.metrics import expected_calibration_error, top_k_accuracy, weighted_f1
 
     p = s.predict_proba(x)  # (n, L)
     return {"top1": top_k_accuracy(p, y_idx, 1), "top3": top_k_accuracy(p, y_idx, 3),
@@ -78,7 +78,7 @@ def fmt(vals: list[float]) -> str:
 
 def all_kagl_vectors(model, catalog, store) -> np.ndarray | None:
     """(39,953, dim) stored vectors of every KAGL image, or None when some are not embedded yet."""
-    from fclip_workbench.embed import image_model_key
+    from fclip_workbench.embedding.embed import image_model_key
 
     rows = catalog.usable_rows("image")
     digests = store.file_digests([catalog.image_path(int(r)) for r in rows])
@@ -92,7 +92,7 @@ def app_queue_order() -> str:
     """The queue order the annotator app uses by default (read from AnnotationSession, not restated)."""
     import inspect
 
-    from fclip_workbench.annotate import AnnotationSession
+    from fclip_workbench.labelling.annotate import AnnotationSession
 
     return inspect.signature(AnnotationSession).parameters["order"].default
 
@@ -104,11 +104,11 @@ def queue_run(model, catalog, fld: str, labels: list[str], tw, pool_rows, pool_i
     import tempfile
     from pathlib import Path
 
-    from fclip_workbench.annotate import DEFAULT_REFIT_EVERY, AnnotationSession
-    from fclip_workbench.embed import EmbeddingResult
-    from fclip_workbench.labels import LabelStore
-    from fclip_workbench.suggest import Suggester
-    from fclip_workbench.taxonomy import Taxonomy
+    from fclip_workbench.labelling.annotate import DEFAULT_REFIT_EVERY, AnnotationSession
+    from fclip_workbench.embedding.embed import EmbeddingResult
+    from fclip_workbench.labelling.labels import LabelStore
+    from fclip_workbench.labelling.suggest import Suggester
+    from fclip_workbench.labelling.taxonomy import Taxonomy
 
     keep = [i for i, item in enumerate(pool_ids) if item in of]  # products with a value to type
     keep = sorted(np.random.default_rng(seed).choice(keep, size=int(0.9 * len(keep)), replace=False))  # this seed's pool
@@ -160,13 +160,13 @@ def main() -> None:
         args.queue_orders = list(dict.fromkeys([app_queue_order(), "random"]))
     logging.basicConfig(level=logging.WARNING)
 
-    from fclip_workbench.datasets import open_catalog
-    from fclip_workbench.evaluate import choose_split, model_split
-    from fclip_workbench.models import load_model
+    from fclip_workbench.data.datasets import open_catalog
+    from fclip_workbench.analysis.evaluate import choose_split, model_split
+    from fclip_workbench.embedding.models import load_model
     from fclip_workbench.paths import find_dataset
-    from fclip_workbench.store import EmbeddingStore
-    from fclip_workbench.suggest import Suggester
-    from fclip_workbench.zeroshot import class_weights
+    from fclip_workbench.embedding.store import EmbeddingStore
+    from fclip_workbench.labelling.suggest import Suggester
+    from fclip_workbench.analysis.zeroshot import class_weights
 
     data = args.data or find_dataset("kagl")
     if data is None:

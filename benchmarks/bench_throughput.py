@@ -66,7 +66,7 @@ def catalog_of(folder: str, n: int):
     """The first n .jpg files of `folder` in sorted order (what the reference script embeds)."""
     import pandas as pd
 
-    from fclip_workbench.catalog import Catalog
+    from fclip_workbench.data.catalog import Catalog
 
     names = sorted(p.name for p in Path(folder).glob("*.jpg"))[:n]
     if not names:
@@ -77,8 +77,8 @@ def catalog_of(folder: str, n: int):
 
 def time_precision(model, cat, batch: int, warm_up: bool = True) -> tuple[float, object]:
     """(img/s, EmbeddingResult) of embedding `cat` once (after a warm-up batch), into a fresh store."""
-    from fclip_workbench.embed import embed_images
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.embedding.embed import embed_images
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     with tempfile.TemporaryDirectory() as tmp:
         if warm_up:  # and ONNX session start
@@ -107,8 +107,8 @@ def cpu_main(args) -> None:
     change in the machine's load in the middle of the run hits all of them alike."""
     import numpy as np
 
-    from fclip_workbench.models import load_model
-    from fclip_workbench.precision import check_precision
+    from fclip_workbench.embedding.models import load_model
+    from fclip_workbench.embedding.precision import check_precision
 
     for p in args.precisions:
         check_precision(p, "cpu")
@@ -157,10 +157,10 @@ def cpu_main(args) -> None:
 
 def recall_check(args) -> None:
     """Text-to-image R@10 on 1,000 held-out KAGL products with fclip-mini, per precision (as `fclip eval`)."""
-    from fclip_workbench.datasets.kagl import load_kagl
-    from fclip_workbench.evaluate import evaluate
-    from fclip_workbench.models import load_model
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.data.datasets.kagl import load_kagl
+    from fclip_workbench.analysis.evaluate import evaluate
+    from fclip_workbench.embedding.models import load_model
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     cat = load_kagl(Path(args.images).parent)
     base = load_model("fclip-mini@1", device="cpu", progress=False)  # the README's R@10 column: v1
@@ -180,7 +180,7 @@ def recall_check(args) -> None:
 def cuda_main(args) -> None:
     import torch
 
-    from fclip_workbench.models import load_model
+    from fclip_workbench.embedding.models import load_model
 
     if not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device visible to torch")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import FclipError
+from fclip_workbench.errors import FclipError
 
 _LAZY = {
-    "Catalog": ".catalog", "Problem": ".catalog",
-    "EmbeddingModel": ".models", "ModelPreset": ".models", "list_models": ".models",
-    "load_model": ".models", "register_preset": ".models",
+    "Catalog": ".data.catalog", "Problem": ".data.catalog",
+    "EmbeddingModel": ".embedding.models", "ModelPreset": ".embedding.models", "list_models": ".embedding.models",
+    "load_model": ".embedding.models", "register_preset": ".embedding.models",
 }
 
 __all__ = ["FclipError", *_LAZY]

@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import FclipError, MissingExtraError
-from .index import EXACT_MAX, INDEX_KINDS, TARGET_RECALL  # NumPy only: cheap to import
+from fclip_workbench.errors import FclipError, MissingExtraError
+from fclip_workbench.search.index import EXACT_MAX, INDEX_KINDS, TARGET_RECALL  # NumPy only: cheap to import
 
 log = logging.getLogger("fclip")
 REPO_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -146,8 +146,8 @@ def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
 
 def open_from_args(args):
     """The catalog that --data and the CSV/Parquet options describe."""
-    from .datasets import detect_format, open_catalog
-    from .workshop import resolve_data
+    from fclip_workbench.data.datasets import detect_format, open_catalog
+    from fclip_workbench.workshop import resolve_data
 
     if args.data in ("auto", "teaching", "kagl"):
         return resolve_data(args.data, limit=args.limit)
@@ -173,8 +173,8 @@ def _accepts(fn, name: str) -> bool:
 
 def model_from_args(args, catalog, spec: str | None = None):
     """The model --model names (or `spec`), loaded quietly under -q when the loader supports it."""
-    from .models import load_model
-    from .workshop import resolve_model
+    from fclip_workbench.embedding.models import load_model
+    from fclip_workbench.workshop import resolve_model
 
     spec = args.model if spec is None else spec
     progress = not getattr(args, "quiet", False)
@@ -189,20 +189,20 @@ def _quiet_loading(quiet: bool):
     """Silence weight-loading progress bars under -q (models.quiet_progress when the library has it)."""
     import contextlib
 
-    from . import models
+    from fclip_workbench.embedding import models
 
     quiet_progress = getattr(models, "quiet_progress", None)
     return quiet_progress(quiet) if quiet_progress is not None else contextlib.nullcontext()
 
 
 def _store(args):
-    from .store import EmbeddingStore
+    from fclip_workbench.embedding.store import EmbeddingStore
     return EmbeddingStore(args.cache)
 
 
 # ------------------------------------------------------------------ commands
 def cmd_models(args) -> int:
-    from .models import list_models
+    from fclip_workbench.embedding.models import list_models
     print(f"{'name':22s} {'source':10s} location")
     for p in list_models():
         loc = p.location + (f" ({p.pretrained})" if p.pretrained else "")
@@ -212,16 +212,16 @@ def cmd_models(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .embed import embed_images, embed_texts
+    from fclip_workbench.embedding.embed import embed_images, embed_texts
 
     t0 = time.perf_counter()
     precision = getattr(args, "precision", "fp32")
     if precision != "fp32":  # a bad name or device is one line, before any loading
-        from .models import default_device
-        from .precision import check_precision
+        from fclip_workbench.embedding.models import default_device
+        from fclip_workbench.embedding.precision import check_precision
         check_precision(precision, args.device or default_device())
     if args.out:
-        from .paths import check_output_file
+        from fclip_workbench.paths import check_output_file
         check_output_file(args.out)  # a folder given here is refused (NumPy would write FOLDER.npz beside it)
         check_output_file(args.out if str(args.out).endswith(".npz") else f"{args.out}.npz")
     cat = open_from_args(args)
@@ -254,7 +254,7 @@ def cmd_embed(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from .search import Searcher, check_query, load_query_image, require_images
+    from fclip_workbench.search.searcher import Searcher, check_query, load_query_image, require_images
 
     # 1. the query itself, before any slow work
     image = None
@@ -274,8 +274,8 @@ def cmd_search(args) -> int:
     store = _store(args)
     index = args.index or "auto"
     if args.index_dir:
-        from .index import load_index
-        from .search import check_index_weight
+        from fclip_workbench.search.index import load_index
+        from fclip_workbench.search.searcher import check_index_weight
         index = load_index(args.index_dir)
         check_index_weight(index, args.image_weight)
     # Searcher.build checks the saved index's embedding space against the model's before embedding
@@ -293,10 +293,10 @@ def cmd_search(args) -> int:
 def cmd_index(args) -> int:
     """Build a search index over a catalog's (cached) product vectors, save it with its embedding space,
     print its recall (image and title queries) and memory."""
-    from .embed import embed_images
-    from .index import build_index, choose_kind, is_approximate
-    from .saved_index import check_save_folder
-    from .search import _no_images, item_contents, product_vectors, require_images, title_queries
+    from fclip_workbench.embedding.embed import embed_images
+    from fclip_workbench.search.index import build_index, choose_kind, is_approximate
+    from fclip_workbench.search.saved import check_save_folder
+    from fclip_workbench.search.searcher import _no_images, item_contents, product_vectors, require_images, title_queries
 
     check_save_folder(args.out, "--out")  # a file, a folder of other files, read-only: before any slow work
     cat = open_from_args(args)
@@ -331,12 +331,12 @@ def cmd_index(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .store import EmbeddingStore
-    from .training import RECIPES, plan_run, train
+    from fclip_workbench.embedding.store import EmbeddingStore
+    from fclip_workbench.training import RECIPES, plan_run, train
 
     if args.recipe is not None and args.recipe not in RECIPES:
         raise FclipError(f"Unknown recipe {args.recipe!r}; known recipes: {', '.join(sorted(RECIPES))}")
-    from .training.outdir import check_out_dir
+    from fclip_workbench.training.outdir import check_out_dir
 
     check_out_dir(args.out, args.resume, args.overwrite,
                   args.model if args.model and Path(args.model).exists() else None)  # before any slow work
@@ -363,11 +363,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate, plan_eval
-    from .store import EmbeddingStore
+    from fclip_workbench.analysis.evaluate import evaluate, plan_eval
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     if args.out:
-        from .paths import check_output_folder
+        from fclip_workbench.paths import check_output_folder
         check_output_folder(args.out)
     cat = open_from_args(args)
     plan = plan_eval(cat, args.fields, all_items=args.all_items, retrieval=not args.no_retrieval)
@@ -387,7 +387,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_data_list(args) -> int:
-    from .datafetch import dataset_status
+    from fclip_workbench.data.fetch import dataset_status
 
     print(f"{'name':14s} location")
     for name, path in dataset_status():
@@ -396,7 +396,7 @@ def cmd_data_list(args) -> int:
 
 
 def cmd_data_fetch(args) -> int:
-    from .datafetch import fetch_dataset
+    from fclip_workbench.data.fetch import fetch_dataset
 
     dest = Path(args.dest).expanduser() if args.dest else None
     path = fetch_dataset(args.name, dest=dest, progress=not args.quiet)
@@ -417,15 +417,15 @@ def cmd_lab(args) -> int:
         extra.append("--allow-root")  # containers and CI boxes run as root; Jupyter refuses without it
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", *extra]
     print("starting:", " ".join(cmd), flush=True)
-    from .processes import become
+    from fclip_workbench.processes import become
 
     return become(cmd)  # JupyterLab replaces this process: Ctrl-C and SIGTERM reach the server
 
 
 def cmd_label(args) -> int:
     """Serve the annotator as a Voila app; every option is checked before Voila starts (see label_app)."""
-    from .datasets import detect_format
-    from .label_app import serve_label_app
+    from fclip_workbench.data.datasets import detect_format
+    from fclip_workbench.labelling.app import serve_label_app
 
     options: dict = {}
     if args.data not in ("auto", "teaching", "kagl"):
@@ -554,10 +554,10 @@ def add_ground_parser(sub) -> None:
 
 
 def cmd_ground(args) -> int:
-    from .grounding import DISPLAY_MAX_SIDE, GroundingExplainer, check_texts, load_image
-    from .paths import check_output_file
-    from .viz import grounding_overlay, side_by_side
-    from .workshop import resolve_model
+    from fclip_workbench.grounding.maps import DISPLAY_MAX_SIDE, GroundingExplainer, check_texts, load_image
+    from fclip_workbench.paths import check_output_file
+    from fclip_workbench.widgets.viz import grounding_overlay, side_by_side
+    from fclip_workbench.workshop import resolve_model
 
     texts = check_texts(args.queries)  # 1. the queries and the output paths: no work yet
     out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_grounding.png")

@@ -108,7 +108,7 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _check_can_create(path: Path, what: str) -> None:
-    from .errors import InvalidArgumentError
+    from fclip_workbench.errors import InvalidArgumentError
 
     base = _nearest_existing(path.parent)
     if base.exists() and not base.is_dir():
@@ -128,7 +128,7 @@ def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
     ...
     fclip_workbench.errors.InvalidArgumentError: --out /: is a folder; give a file name
     """
-    from .errors import InvalidArgumentError
+    from fclip_workbench.errors import InvalidArgumentError
 
     path = Path(path).expanduser()
     if path.is_dir():
@@ -149,7 +149,7 @@ def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
     ...
     fclip_workbench.errors.InvalidArgumentError: --out ...: is a file, not a folder
     """
-    from .errors import InvalidArgumentError
+    from fclip_workbench.errors import InvalidArgumentError
 
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 
-from .catalog import Catalog
-from .datafetch import require_dataset
-from .datasets import catalog_kind, make_teaching_catalog, open_catalog
-from .models import EmbeddingModel, load_model
-from .paths import cache_dir, find_dataset
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.data.fetch import require_dataset
+from fclip_workbench.data.datasets import catalog_kind, make_teaching_catalog, open_catalog
+from fclip_workbench.embedding.models import EmbeddingModel, load_model
+from fclip_workbench.paths import cache_dir, find_dataset
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def resolve_data(spec: str = "auto", limit: int | None = None) -> Catalog:
 
 def teaching_model(progress: bool = False, device=None) -> EmbeddingModel:
     """The tiny teaching model, trained on the teaching catalog on first use and cached in `cache_dir()`."""
-    from .store import EmbeddingStore
-    from .training import train
+    from fclip_workbench.embedding.store import EmbeddingStore
+    from fclip_workbench.training import train
 
     out = cache_dir() / "models" / "tiny-teaching"
     if not (out / "open_clip_model.safetensors").is_file():

@@ -46,9 +46,9 @@ K = 12            # results to show
 # %%
 from IPython.display import HTML, display
 
-from fclip_workbench.datasets import catalog_kind  # what the rows are, not the catalog's name
-from fclip_workbench.search import Searcher
-from fclip_workbench.viz import search_results_html
+from fclip_workbench.data.datasets import catalog_kind  # what the rows are, not the catalog's name
+from fclip_workbench.search.searcher import Searcher
+from fclip_workbench.widgets.viz import search_results_html
 from fclip_workbench.widgets import SearchBox
 from fclip_workbench.workshop import resolve_data, resolve_model
 

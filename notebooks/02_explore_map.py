@@ -56,8 +56,8 @@ ANNOTATOR = ""         # your name (also typed in the annotator widget)
 # %%
 from IPython.display import display
 
-from fclip_workbench.datasets import catalog_kind  # what the rows are, not the catalog's name
-from fclip_workbench.projection import UMAPProjector
+from fclip_workbench.data.datasets import catalog_kind  # what the rows are, not the catalog's name
+from fclip_workbench.analysis.projection import UMAPProjector
 from fclip_workbench.widgets import Explorer
 from fclip_workbench.workshop import resolve_data, resolve_model
 
@@ -127,7 +127,7 @@ explorer.selection.head(10)
 
 # %% [markdown]
 # ## Audits as map layers
-# Three audits of the catalog (`fclip_workbench.audit`), each a DataFrame, most suspicious first:
+# Three audits of the catalog (`fclip_workbench.analysis.audit`), each a DataFrame, most suspicious first:
 # - **label issues**: each product is scored without its own label, by three judges combined: a
 #   linear probe trained with cross-validation (it never saw the product), the centre of each
 #   class (computed without the product), and the labels of its nearest neighbours; a product
@@ -145,8 +145,8 @@ explorer.selection.head(10)
 # %%
 import numpy as np
 
-from fclip_workbench.audit import find_label_issues, knn_graph, near_duplicates, outliers
-from fclip_workbench.probes import labelled
+from fclip_workbench.analysis.audit import find_label_issues, knn_graph, near_duplicates, outliers
+from fclip_workbench.analysis.probes import labelled
 
 ids = explorer.table["item_id"].tolist()
 given = catalog.table[COLOR_BY].astype(str).str.strip().to_numpy()[[catalog.row_of(i) for i in ids]]
@@ -176,7 +176,7 @@ issues.head(10)
 # The label-issue list opens as a review queue directly: `annotator.review(issues)`.
 
 # %%
-from fclip_workbench.embed import EmbeddingResult
+from fclip_workbench.embedding.embed import EmbeddingResult
 from fclip_workbench.paths import default_labels_path
 from fclip_workbench.widgets import Annotator
 

@@ -49,11 +49,11 @@ ANNOTATOR = ""       # your name (also typed in the widget); every label records
 # %%
 from IPython.display import display
 
-from fclip_workbench.annotate import AnnotationSession
-from fclip_workbench.datasets import catalog_kind  # what the rows are, not the catalog's name
-from fclip_workbench.embed import embed_images
+from fclip_workbench.labelling.annotate import AnnotationSession
+from fclip_workbench.data.datasets import catalog_kind  # what the rows are, not the catalog's name
+from fclip_workbench.embedding.embed import embed_images
 from fclip_workbench.paths import default_labels_path
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.embedding.store import EmbeddingStore
 from fclip_workbench.widgets import Annotator
 from fclip_workbench.workshop import resolve_data, resolve_model
 

@@ -47,10 +47,10 @@ N_EVAL = 20          # products scored against their masks (each takes every met
 # %%
 from IPython.display import HTML, display
 
-from fclip_workbench.grounding import GroundingExplainer, load_image
-from fclip_workbench.grounding_metrics import grounding_table, mask_queries
+from fclip_workbench.grounding.maps import GroundingExplainer, load_image
+from fclip_workbench.grounding.metrics import grounding_table, mask_queries
 from fclip_workbench.paths import find_dataset
-from fclip_workbench.viz import grounding_html
+from fclip_workbench.widgets.viz import grounding_html
 from fclip_workbench.widgets import GroundingPanel
 from fclip_workbench.workshop import resolve_data, resolve_model
 
@@ -58,7 +58,7 @@ if DATA == "auto":
     DATA = "ccp" if find_dataset("ccp") else "teaching"
 catalog = resolve_data(DATA)
 if DATA == "ccp":  # only the photos fclip-mini v2 never trained on (it learned from the other CCP photos' crops)
-    from fclip_workbench.datasets.ccp import heldout_photos
+    from fclip_workbench.data.datasets.ccp import heldout_photos
 
     catalog = heldout_photos(catalog)
     MODEL = "fclip-mini@2" if MODEL == "auto" else MODEL

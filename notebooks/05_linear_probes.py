@@ -46,13 +46,13 @@ LIMIT = 2000      # use only the first N products; None for all
 # %%
 from IPython.display import HTML, display
 
-from fclip_workbench.audit import find_label_issues
-from fclip_workbench.embed import embed_images
-from fclip_workbench.evaluate import default_fields
+from fclip_workbench.analysis.audit import find_label_issues
+from fclip_workbench.embedding.embed import embed_images
+from fclip_workbench.analysis.evaluate import default_fields
 from fclip_workbench.paths import cache_dir
-from fclip_workbench.probes import (LinearProbe, catalog_labels, few_shot_curve, heldout_rows,
+from fclip_workbench.analysis.probes import (LinearProbe, catalog_labels, few_shot_curve, heldout_rows,
                                     probe_vs_zero_shot)
-from fclip_workbench.viz import few_shot_figure, image_grid_html
+from fclip_workbench.widgets.viz import few_shot_figure, image_grid_html
 from fclip_workbench.workshop import resolve_data, resolve_model
 
 catalog = resolve_data(DATA, limit=LIMIT)

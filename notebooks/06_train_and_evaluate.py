@@ -46,11 +46,11 @@ OUT = "runs/notebook-train"  # where checkpoints and the final model go
 # %%
 import pandas as pd
 
-from fclip_workbench.datasets import catalog_kind  # what the rows are, not the catalog's name
-from fclip_workbench.evaluate import evaluate
-from fclip_workbench.models import load_model
+from fclip_workbench.data.datasets import catalog_kind  # what the rows are, not the catalog's name
+from fclip_workbench.analysis.evaluate import evaluate
+from fclip_workbench.embedding.models import load_model
 from fclip_workbench.training import plan_run, train
-from fclip_workbench.viz import loss_curve, metrics_by_model
+from fclip_workbench.widgets.viz import loss_curve, metrics_by_model
 from fclip_workbench.workshop import resolve_data
 
 catalog = resolve_data(DATA, limit=LIMIT)

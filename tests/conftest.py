@@ -52,7 +52,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import open_clip
     import torch
 
-    from fclip_workbench.models import save_model_folder
+    from fclip_workbench.embedding.models import save_model_folder
 
     torch.manual_seed(0)
     model = open_clip.CLIP(**TINY_CFG)
@@ -62,7 +62,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
-    from fclip_workbench.models import load_model
+    from fclip_workbench.embedding.models import load_model
     return load_model(tiny_model_dir, device="cpu")
 
 

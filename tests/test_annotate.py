@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fclip_workbench.annotate import ACCEPTED, BATCH, CORRECTED, AnnotationSession
-from fclip_workbench.catalog import Catalog
-from fclip_workbench.embed import EmbeddingResult
+from fclip_workbench.labelling.annotate import ACCEPTED, BATCH, CORRECTED, AnnotationSession
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.embedding.embed import EmbeddingResult
 from fclip_workbench.errors import FclipError, InvalidArgumentError, LabelValueError
-from fclip_workbench.labels import LabelStore
-from fclip_workbench.taxonomy import Taxonomy
+from fclip_workbench.labelling.labels import LabelStore
+from fclip_workbench.labelling.taxonomy import Taxonomy
 
 COLOURS = ["red", "green", "blue"]
 
@@ -380,7 +380,7 @@ def test_progress_and_acceptance_rate(catalog, store, embeddings):
 
 
 def test_products_without_embeddings_are_reported(catalog, store, embeddings):
-    from fclip_workbench.catalog import Problem
+    from fclip_workbench.data.catalog import Problem
 
     part = EmbeddingResult(embeddings.ids[1:], embeddings.vectors[1:], failures=[catalog.problem(0, "image", "bad")])
     s = make_session(catalog, store, part)
@@ -408,7 +408,7 @@ def test_undo_of_a_batch_requeues_its_items(catalog, store, embeddings):
 
 
 def test_with_the_real_suggester_zero_shot_then_refit(catalog, store, embeddings):
-    from fclip_workbench.suggest import Suggester
+    from fclip_workbench.labelling.suggest import Suggester
 
     sugg = Suggester(labels=COLOURS, text_weights=np.eye(3, embeddings.vectors.shape[1], dtype=np.float32))
     s = make_session(catalog, store, embeddings, suggester=sugg, refit_every=4)
@@ -487,8 +487,8 @@ def test_apply_batch_refuses_when_a_label_changed_since_shown(catalog, store, em
 def test_audit_item_ids_maps_positions_and_item_ids():
     import pandas as pd
 
-    from fclip_workbench.annotate import audit_item_ids
-    from fclip_workbench.audit import find_label_issues, outliers
+    from fclip_workbench.labelling.annotate import audit_item_ids
+    from fclip_workbench.analysis.audit import find_label_issues, outliers
 
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal([5, 0, 0, 0], 1, (30, 4)), rng.normal([0, 5, 0, 0], 1, (30, 4))]  # directions, as embeddings

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from fclip_workbench.annotate import BATCH, AnnotationSession, SessionConflictError
+from fclip_workbench.labelling.annotate import BATCH, AnnotationSession, SessionConflictError
 from fclip_workbench.errors import ConflictError, InvalidArgumentError, LabelValueError, UndoConflictError
-from fclip_workbench.labels import LabelStore
-from fclip_workbench.taxonomy import Taxonomy
+from fclip_workbench.labelling.labels import LabelStore
+from fclip_workbench.labelling.taxonomy import Taxonomy
 from tests.test_annotate import COLOURS, PrototypeSuggester, WordModel, catalog, embeddings  # noqa: F401 (fixtures)
 
 

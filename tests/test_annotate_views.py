@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from fclip_workbench.annotate import SessionConflictError
+from fclip_workbench.labelling.annotate import SessionConflictError
 from tests.test_annotate import COLOURS, PrototypeSuggester, WordModel, catalog, embeddings  # noqa: F401 (fixtures)
 from tests.test_annotate_conflicts import history, label, label_file, open_session  # noqa: F401 (fixtures)
 

@@ -6,10 +6,10 @@ import ipywidgets as w
 import numpy as np
 import pytest
 
-from fclip_workbench.annotate import AnnotationSession
+from fclip_workbench.labelling.annotate import AnnotationSession
 from fclip_workbench.errors import FclipError
-from fclip_workbench.labels import LabelStore
-from fclip_workbench.taxonomy import Taxonomy
+from fclip_workbench.labelling.labels import LabelStore
+from fclip_workbench.labelling.taxonomy import Taxonomy
 from fclip_workbench.widgets import Annotator
 from tests.test_annotate import COLOURS, PrototypeSuggester, WordModel, catalog, embeddings  # noqa: F401 (fixtures)
 
@@ -218,7 +218,7 @@ def test_batch_untick_and_confirm_in_one_set_many(widget, store, monkeypatch):
 
 
 def test_from_catalog_builds_store_taxonomy_and_suggester(small_catalog_dir, tiny_model, tmp_path):
-    from fclip_workbench.catalog import Catalog
+    from fclip_workbench.data.catalog import Catalog
 
     cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
     a = Annotator.from_catalog(cat, "garment", model=tiny_model, store=tmp_path / "l.sqlite", annotator="ana",
@@ -373,7 +373,7 @@ def test_explorer_selection_reaches_the_batch_grid(widget, catalog):  # noqa: F8
 
 
 def test_label_issue_table_opens_as_a_review_queue(widget, embeddings):  # noqa: F811
-    from fclip_workbench.audit import find_label_issues
+    from fclip_workbench.analysis.audit import find_label_issues
 
     labels = ["red", "green", "blue"] * 4
     issues = find_label_issues(embeddings.vectors, labels, cv=2)

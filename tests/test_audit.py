@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fclip_workbench.audit import (ISSUE_COLUMNS, check_space, find_label_issues, knn_graph, label_probabilities,
+from fclip_workbench.analysis.audit import (ISSUE_COLUMNS, check_space, find_label_issues, knn_graph, label_probabilities,
                                    near_duplicates, outliers, plant_label_errors)
 from fclip_workbench.errors import InvalidArgumentError, SpaceMismatchError
-from fclip_workbench.space import EmbeddingSpace
+from fclip_workbench.embedding.space import EmbeddingSpace
 
 
 def clusters(n_per_class=80, n_classes=5, dim=24, spread=1.2, seed=0):

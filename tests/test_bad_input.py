@@ -204,7 +204,7 @@ def test_resume_with_another_architecture(tmp_path_factory, tiny_model_dir, tmp_
     """Fine-tune the tiny CLIP for 2 steps, then resume that run with a CLIP of another embedding size."""
     import open_clip
     import torch
-    from fclip_workbench.models import save_model_folder
+    from fclip_workbench.embedding.models import save_model_folder
 
     out = tmp_path / "ft"
     args = [*TEACH, "--max-steps", "2", "--batch-size", "32", "--out", str(out), "--device", "cpu"]

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fclip_workbench.catalog import Catalog
+from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.errors import CatalogError
-from fclip_workbench.images import ImageLoadError, load_rgb
+from fclip_workbench.embedding.images import ImageLoadError, load_rgb
 from tests.conftest import make_image
 
 
@@ -252,7 +252,7 @@ def test_list_dict_and_bytes_text_is_a_text_problem_not_embedded(tmp_path):
 
 
 def test_problem_locations_name_the_line_or_the_1_based_row(tmp_path):
-    from fclip_workbench.catalog import Problem
+    from fclip_workbench.data.catalog import Problem
     assert str(Problem("x", "image", "bad", row=4)) == "row 5 of the table (id 'x') image: bad"
     assert str(Problem("x", "image", "bad", row=4, line=6)) == "line 6 (id 'x') image: bad"
     assert str(Problem(None, "line", "bad", line=9)) == "line 9 line: bad"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fclip_workbench.catalog import Catalog
-from fclip_workbench.datasets.ccp import ccp_is_heldout, ccp_training_rows, garment_boxes
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.data.datasets.ccp import ccp_is_heldout, ccp_training_rows, garment_boxes
 from fclip_workbench.errors import CatalogError
 from fclip_workbench.training import RECIPES, TrainConfig, get_recipe
 from fclip_workbench.training.data import colour_free_templates, pick_captions
@@ -182,7 +182,7 @@ def test_new_v2_model_letterboxes_at_96_px():
 
 
 def test_versioned_presets_load_distinct_weights():
-    from fclip_workbench.models import PRESETS, WEIGHTS_DIR, load_model
+    from fclip_workbench.embedding.models import PRESETS, WEIGHTS_DIR, load_model
 
     assert {"fclip-mini", "fclip-mini@1", "fclip-mini@2"} <= set(PRESETS)
     v1 = load_model("fclip-mini@1", device="cpu", progress=False)
@@ -198,8 +198,8 @@ def test_versioned_presets_load_distinct_weights():
 
 def test_training_with_ccp_never_sees_heldout_photos(tmp_path, monkeypatch):
     """A real (tiny) run with CCP data: training.json records the split; no held-out photo is trained on."""
-    from fclip_workbench.splits import ID_RULE
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.data.splits import ID_RULE
+    from fclip_workbench.embedding.store import EmbeddingStore
     from fclip_workbench.training import train
 
     make_ccp(tmp_path / "data" / "ccp", n=20)

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from fclip_workbench import workshop
-from fclip_workbench.catalog import Catalog
-from fclip_workbench.datasets import catalog_kind, load_fashion_mnist, make_teaching_catalog, open_catalog
-from fclip_workbench.evaluate import plan_eval
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.data.datasets import catalog_kind, load_fashion_mnist, make_teaching_catalog, open_catalog
+from fclip_workbench.analysis.evaluate import plan_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 

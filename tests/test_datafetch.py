@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fclip_workbench import datafetch, paths
-from fclip_workbench.datafetch import (DATASETS, DataUnavailableError, UnknownDatasetError, dataset_status,
+from fclip_workbench import paths
+from fclip_workbench.data import fetch as datafetch
+from fclip_workbench.data.fetch import (DATASETS, DataUnavailableError, UnknownDatasetError, dataset_status,
                                        fetch_dataset)
 from fclip_workbench.errors import FclipError
 from tests.conftest import SHARED_DATA
@@ -123,7 +124,7 @@ def test_kagl_lands_atomically_with_the_loader_layout(home, monkeypatch):
     assert sorted(p.name for p in (out / "images").iterdir()) == ["1.jpg", "2.jpg"]
     assert not (out / "myntradataset").exists() and leftovers(home) == ["kagl"]
     assert renames[-1][1] == out and renames[-1][0].parent.parent == home  # one rename from beside dest
-    from fclip_workbench.datasets import open_catalog
+    from fclip_workbench.data.datasets import open_catalog
     assert open_catalog(out).name == "kagl" and len(open_catalog(out)) == 2
 
 
@@ -167,7 +168,7 @@ def test_ccp_archive_is_converted_to_the_loader_layout(home, monkeypatch):
     assert json.loads((out / "label_list.json").read_text()) == ["null", "bag", "dress", "skin"]
     assert sorted(p.name for p in (out / "photos").iterdir()) == ["0001.jpg", "0002.jpg"]
     assert np.array_equal(np.asarray(Image.open(out / "masks" / "0001.png")), mask)
-    from fclip_workbench.datasets import load_ccp
+    from fclip_workbench.data.datasets import load_ccp
     cat = load_ccp(out)
     assert cat.table.set_index("item_id").loc["0001", "labels"] == "dress"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fclip_workbench.datasets import FMNIST_CLASSES, detect_format, load_ccp, load_fashion_mnist, load_kagl, \
+from fclip_workbench.data.datasets import FMNIST_CLASSES, detect_format, load_ccp, load_fashion_mnist, load_kagl, \
     make_teaching_catalog, open_catalog
-from fclip_workbench.datasets.ccp import ccp_labels, load_mask
-from fclip_workbench.datasets.fmnist import DEBIAN_DIR, read_idx
+from fclip_workbench.data.datasets.ccp import ccp_labels, load_mask
+from fclip_workbench.data.datasets.fmnist import DEBIAN_DIR, read_idx
 from fclip_workbench.errors import CatalogError
 from fclip_workbench.paths import find_dataset
 from tests.conftest import SHARED_DATA
@@ -36,7 +36,7 @@ def test_kagl_every_row_kept_and_missing_images_reported():
 
 @pytest.mark.needs_data("fmnist")
 def test_fashion_mnist_idx_and_catalog(tmp_path):
-    from fclip_workbench.datasets.fmnist import _idx
+    from fclip_workbench.data.datasets.fmnist import _idx
     images = read_idx(_idx(FMNIST, "t10k-images-idx3-ubyte"))
     labels = read_idx(_idx(FMNIST, "t10k-labels-idx1-ubyte"))
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,) and labels.max() == 9

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fclip_workbench.catalog import Catalog
-from fclip_workbench.embed import embed_images, embed_texts
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.embedding.embed import embed_images, embed_texts
+from fclip_workbench.embedding.store import EmbeddingStore
 
 
 def test_failures_are_reported_and_ids_stay_exact(tiny_model, small_catalog_dir, tmp_path):
@@ -24,7 +24,7 @@ def test_failures_are_reported_and_ids_stay_exact(tiny_model, small_catalog_dir,
     assert {p.item_id for p in res.failures} == {"p3", "p5"}
     assert res.ids == [f"p{i}" for i in range(12) if i not in (3, 5)]
     # row i of the matrix is item ids[i]: compare with embedding that image alone
-    from fclip_workbench.images import load_rgb
+    from fclip_workbench.embedding.images import load_rgb
     one = tiny_model.encode_pil([load_rgb(small_catalog_dir / "images" / "p7.jpg")])[0]
     np.testing.assert_allclose(res.vectors[res.ids.index("p7")], one, atol=1e-5)
 
@@ -101,9 +101,9 @@ def test_resume_after_kill_gives_the_uninterrupted_matrix(tiny_model_dir, tiny_m
 
 # ---- hardening: integrity, non-finite vectors, digest memo, pipeline salt, source lines, concurrency
 
-from fclip_workbench import images as images_mod  # noqa: E402
-from fclip_workbench import store as store_mod  # noqa: E402
-from fclip_workbench.embed import NON_FINITE, image_model_key  # noqa: E402
+from fclip_workbench.embedding import images as images_mod  # noqa: E402
+from fclip_workbench.embedding import store as store_mod  # noqa: E402
+from fclip_workbench.embedding.embed import NON_FINITE, image_model_key  # noqa: E402
 
 
 def _catalog(folder):

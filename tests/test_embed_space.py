@@ -4,12 +4,12 @@ import shutil
 import numpy as np
 import pytest
 
-from fclip_workbench.catalog import Catalog
-from fclip_workbench.embed import embed_images, embed_texts, image_model_key
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.embedding.embed import embed_images, embed_texts, image_model_key
 from fclip_workbench.errors import SpaceMismatchError
-from fclip_workbench.images import file_digest, load_rgb
-from fclip_workbench.space import EmbeddingSpace
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.embedding.images import file_digest, load_rgb
+from fclip_workbench.embedding.space import EmbeddingSpace
+from fclip_workbench.embedding.store import EmbeddingStore
 
 
 class RewritingStore(EmbeddingStore):
@@ -55,7 +55,7 @@ def test_store_rows_of_another_width_are_never_served(tiny_model, small_catalog_
 def test_the_space_follows_the_weights_precision_and_pipeline_and_cannot_be_set(tiny_model_dir):
     import torch
 
-    from fclip_workbench.models import load_model
+    from fclip_workbench.embedding.models import load_model
 
     model = load_model(tiny_model_dir, device="cpu")
     before = model.space

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fclip_workbench.evaluate as ev
-from fclip_workbench.catalog import Catalog
+import fclip_workbench.analysis.evaluate as ev
+from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.errors import FclipError, LeakageError
-from fclip_workbench.evaluate import (ALL_PRODUCTS, EvalReport, EvalSplit, choose_split, default_fields, evaluate,
+from fclip_workbench.analysis.evaluate import (ALL_PRODUCTS, EvalReport, EvalSplit, choose_split, default_fields, evaluate,
                                       model_split, plan_eval, split_mask)
-from fclip_workbench.models import load_model
-from fclip_workbench.splits import ID_RULE, TITLE_RULE, TRAINING_FILE, SplitRecord, ids_digest, write_split
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.embedding.models import load_model
+from fclip_workbench.data.splits import ID_RULE, TITLE_RULE, TRAINING_FILE, SplitRecord, ids_digest, write_split
+from fclip_workbench.embedding.store import EmbeddingStore
 from tests.conftest import SHARED_DATA, make_image
 
 KAGL = SHARED_DATA / "kagl"
@@ -138,7 +138,7 @@ def test_title_group_split_keeps_same_titled_products_together(tiny_model, small
 
 @pytest.mark.skipif(not (KAGL / "styles.csv").is_file(), reason=f"KAGL not found at {KAGL}")
 def test_fclip_mini_on_kagl_with_another_seed_refuses(no_embedding):
-    from fclip_workbench.datasets import load_kagl
+    from fclip_workbench.data.datasets import load_kagl
 
     mini = load_model("fclip-mini@1", device="cpu")
     record, _ = model_split(mini)
@@ -266,7 +266,7 @@ def test_label_names_must_name_scored_fields_and_known_labels(tiny_model, catalo
 
 def test_backslash_pipes_and_spaced_formulas_are_escaped(tmp_path):
     """`a\\|b` used to become `a\\\\|b` (an extra column); " =1+1" was not formula-quoted."""
-    from fclip_workbench.evaluate import EvalReport
+    from fclip_workbench.analysis.evaluate import EvalReport
 
     table = pd.DataFrame([{"model": "a\\|b", "data": " =1+1", "task": "t|u\\", "n": 3, "metric": "m", "value": 0.5}])
     csv_path, md_path = EvalReport(table).save(tmp_path / "out")

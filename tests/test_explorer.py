@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fclip_workbench.catalog import Catalog
+from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.errors import FclipError, InvalidArgumentError
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.embedding.store import EmbeddingStore
 from fclip_workbench.widgets import Explorer
 from fclip_workbench.widgets.explorer import PREVIEW
 
@@ -211,7 +211,7 @@ def test_send_to_annotator_hook(explorer):
 
 
 def test_build_embeds_projects_and_caches(tiny_model, catalog, tmp_path):
-    from fclip_workbench.projection import UMAPProjector
+    from fclip_workbench.analysis.projection import UMAPProjector
 
     proj = UMAPProjector(n_neighbors=5, cache_dir=tmp_path / "maps")
     ex = Explorer.build(tiny_model, catalog, store=EmbeddingStore(tmp_path / "s.sqlite"), projector=proj,
@@ -224,10 +224,10 @@ def test_build_embeds_projects_and_caches(tiny_model, catalog, tmp_path):
 
 def test_build_records_the_space_and_refuses_another_space(tiny_model, catalog, tmp_path):
     """The default projector records the model's space; a projector or an audit of another space is one line."""
-    from fclip_workbench.audit import outliers
+    from fclip_workbench.analysis.audit import outliers
     from fclip_workbench.errors import SpaceMismatchError
-    from fclip_workbench.projection import UMAPProjector
-    from fclip_workbench.space import EmbeddingSpace
+    from fclip_workbench.analysis.projection import UMAPProjector
+    from fclip_workbench.embedding.space import EmbeddingSpace
 
     store = EmbeddingStore(tmp_path / "s.sqlite")
     other = EmbeddingSpace("0" * 32, "fp32", "c" * 16, tiny_model.dim, model="other@1")
@@ -301,7 +301,7 @@ def audit_explorer(catalog):
 
 
 def test_show_audit_label_issues_colours_by_score_by_position(audit_explorer):
-    from fclip_workbench.audit import find_label_issues
+    from fclip_workbench.analysis.audit import find_label_issues
 
     ex, colours = audit_explorer
     labels = np.array(colours, dtype=object)
@@ -319,7 +319,7 @@ def test_show_audit_label_issues_colours_by_score_by_position(audit_explorer):
 
 
 def test_show_audit_near_duplicates_and_outliers_by_item_id(audit_explorer):
-    from fclip_workbench.audit import near_duplicates, outliers
+    from fclip_workbench.analysis.audit import near_duplicates, outliers
 
     ex, _ = audit_explorer
     dups = near_duplicates(ex.vectors, ex.table["item_id"], threshold=0.999)
@@ -335,7 +335,7 @@ def test_show_audit_near_duplicates_and_outliers_by_item_id(audit_explorer):
 
 
 def test_show_audit_bad_input_is_a_clear_error(audit_explorer):
-    from fclip_workbench.audit import find_label_issues
+    from fclip_workbench.analysis.audit import find_label_issues
 
     ex, colours = audit_explorer
     part = find_label_issues(ex.vectors[:8], colours[:8], cv=2)  # audited on 8 vectors only

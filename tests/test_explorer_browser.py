@@ -27,11 +27,11 @@ RING = [f"p{i}" for i in range(9)]  # centre + ring: what the lasso must select
 EXCLUDED = "p4"  # clicked out of the batch in the grid
 # a real AnnotationSession over a real SQLite store; vectors by garment and a real (zero-shot) Suggester
 ANNOTATOR_CELL = """\
-from fclip_workbench.annotate import AnnotationSession
-from fclip_workbench.embed import EmbeddingResult
-from fclip_workbench.labels import LabelStore
-from fclip_workbench.suggest import Suggester
-from fclip_workbench.taxonomy import Taxonomy
+from fclip_workbench.labelling.annotate import AnnotationSession
+from fclip_workbench.embedding.embed import EmbeddingResult
+from fclip_workbench.labelling.labels import LabelStore
+from fclip_workbench.labelling.suggest import Suggester
+from fclip_workbench.labelling.taxonomy import Taxonomy
 from fclip_workbench.widgets import Annotator
 vec = np.array([[1.0, 0.2, 0.1, 0.0] if g == 'shirt' else [0.2, 1.0, 0.0, 0.1] for g in cat.table['garment']],
                np.float32)
@@ -62,7 +62,7 @@ def write_lab_files(root) -> None:
     nb.cells = [
         nbformat.v4.new_code_cell(
             "import numpy as np\n"
-            "from fclip_workbench.catalog import Catalog\n"
+            "from fclip_workbench.data.catalog import Catalog\n"
             "from fclip_workbench.widgets import Explorer\n"
             "cat = Catalog.from_csv('products.csv', image_root='images')\n"
             "explorer = Explorer(np.load('xy.npy'), cat.ids, catalog=cat, color_by='garment', height=420,\n"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fclip_workbench.models import WEIGHTS_DIR, load_model
+from fclip_workbench.embedding.models import WEIGHTS_DIR, load_model
 from tests.conftest import SHARED_DATA
 
 MINI = WEIGHTS_DIR / "fclip-mini"
@@ -35,8 +35,8 @@ def test_ships_small_and_loads_offline(mini):
 @need_kagl
 def test_kagl_heldout_targets(mini):
     """Zero-shot articleType weighted F1 >= 0.70 and text-to-image R@10 >= 0.50 among 1,000 held-out products."""
-    from fclip_workbench.datasets import load_kagl
-    from fclip_workbench.evaluate import evaluate
+    from fclip_workbench.data.datasets import load_kagl
+    from fclip_workbench.analysis.evaluate import evaluate
 
     report = evaluate(mini, load_kagl(KAGL), ["articleType"], n_retrieval=1000, progress=False)
     assert report.value("zero-shot articleType (143 classes)", "weighted F1") >= 0.70
@@ -45,7 +45,7 @@ def test_kagl_heldout_targets(mini):
 
 def test_ships_its_split_record():
     """The shipped training.json names the products fclip-mini trained on (id rule, seed 0, 5% held out)."""
-    from fclip_workbench.splits import ID_RULE, read_split_record
+    from fclip_workbench.data.splits import ID_RULE, read_split_record
 
     record, train_ids = read_split_record(MINI)  # checks train_ids.txt against the recorded digest
     assert (record.rule, record.seed, record.val_fraction, record.catalog) == (ID_RULE, 0, 0.05, "kagl")
@@ -55,8 +55,8 @@ def test_ships_its_split_record():
 @need_kagl
 def test_shipped_split_is_the_one_its_recipe_gives_on_kagl():
     """The recorded training ids are KAGL's usable, captioned products on the train side of the id rule."""
-    from fclip_workbench.datasets import load_kagl
-    from fclip_workbench.splits import read_split_record, split_rows
+    from fclip_workbench.data.datasets import load_kagl
+    from fclip_workbench.data.splits import read_split_record, split_rows
     from fclip_workbench.training import RECIPES
     from fclip_workbench.training.data import caption_rows
 
@@ -76,7 +76,7 @@ need_v2 = pytest.mark.skipif(not (V2 / "open_clip_config.json").is_file(), reaso
 def test_v2_keeps_v1s_kagl_split():
     """v2 is scored beside v1 on the same held-out products: its KAGL split is v1's (none of v1's held-out products
     in its training ids)."""
-    from fclip_workbench.splits import read_split_record
+    from fclip_workbench.data.splits import read_split_record
 
     v1_record, v1_train = read_split_record(MINI)
     v2_record, v2_train = read_split_record(V2)
@@ -88,8 +88,8 @@ def test_v2_keeps_v1s_kagl_split():
 
 @need_v2
 def test_v2_records_the_ccp_photos_it_held_out():
-    from fclip_workbench.datasets.ccp import CCP_SPLIT_RULE, ccp_is_heldout
-    from fclip_workbench.splits import read_split_record
+    from fclip_workbench.data.datasets.ccp import CCP_SPLIT_RULE, ccp_is_heldout
+    from fclip_workbench.data.splits import read_split_record
 
     split = json.loads((V2 / "training.json").read_text())["data"]["ccp_split"]
     assert split["rule"] == CCP_SPLIT_RULE and split["n_photos"] == 699
@@ -121,10 +121,10 @@ def test_recipe_from_empty_caches_reproduces_the_shipped_figures(tmp_path, recip
     cores; mini-v2 is a GPU recipe, about 5 minutes on one H200, and needs CCP too)."""
     import torch
 
-    from fclip_workbench.datasets import load_kagl
-    from fclip_workbench.evaluate import evaluate
+    from fclip_workbench.data.datasets import load_kagl
+    from fclip_workbench.analysis.evaluate import evaluate
     from fclip_workbench.paths import find_dataset
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.embedding.store import EmbeddingStore
     from fclip_workbench.training import get_recipe, train
 
     if get_recipe(recipe).train.ccp_heldout is not None and find_dataset("ccp") is None:

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from fclip_workbench.errors import InvalidArgumentError
-from fclip_workbench.grounding import GroundingExplainer, Preprocessor, Prepared
-from fclip_workbench.grounding_metrics import pointing_game
-from fclip_workbench.models import EmbeddingModel
+from fclip_workbench.grounding.maps import GroundingExplainer, Preprocessor, Prepared
+from fclip_workbench.grounding.metrics import pointing_game
+from fclip_workbench.embedding.models import EmbeddingModel
 
 H, W = 32, 48  # the test photo: wider than tall, so a transposed map cannot pass
 
@@ -257,7 +257,7 @@ def test_cli_ground_writes_a_png_and_refuses_bad_input(tiny_model_dir, tmp_path,
 
 
 def test_grounding_panel_shows_maps_and_errors(tiny_model, small_catalog_dir):
-    from fclip_workbench.catalog import Catalog
+    from fclip_workbench.data.catalog import Catalog
     from fclip_workbench.widgets import GroundingPanel
 
     cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")

@@ -14,7 +14,7 @@ from fclip_workbench.cli import main
 @pytest.fixture
 def no_slow_work(monkeypatch):
     """Any photo decode or model load fails the test: the refusals must come first."""
-    import fclip_workbench.grounding as grounding
+    import fclip_workbench.grounding.maps as grounding
     import fclip_workbench.workshop as workshop
 
     def boom(*a, **k):
@@ -79,7 +79,7 @@ def test_decompression_bomb_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_a_big_photo_gives_bounded_maps_and_npy_suffix(tmp_path, tiny_model_dir, capsys):
-    from fclip_workbench.grounding import DISPLAY_MAX_SIDE
+    from fclip_workbench.grounding.maps import DISPLAY_MAX_SIDE
 
     path = photo(tmp_path, size=(3000, 2000))  # wider than tall
     rc = main(["ground", path, "shoes", "--method", "saliency", "--model", str(tiny_model_dir), "--device", "cpu",
@@ -92,7 +92,7 @@ def test_a_big_photo_gives_bounded_maps_and_npy_suffix(tmp_path, tiny_model_dir,
 
 
 def test_attribute_on_a_big_jpeg_returns_own_pixels_or_max_side(tmp_path, tiny_model):
-    from fclip_workbench.grounding import GroundingExplainer, open_image
+    from fclip_workbench.grounding.maps import GroundingExplainer, open_image
 
     path = photo(tmp_path, size=(2400, 1600))
     img, own = open_image(path, max_side=512)
@@ -109,7 +109,7 @@ def test_a_huge_jpeg_is_never_decoded_at_full_size(tmp_path):
 
     path = tmp_path / "huge.jpg"
     Image.new("RGB", (8000, 8000), (90, 90, 90)).save(path, quality=80)
-    code = ("import resource, sys; from fclip_workbench.grounding import open_image; "
+    code = ("import resource, sys; from fclip_workbench.grounding.maps import open_image; "
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
             "img, own = open_image(sys.argv[1], 1280); "
             "print(img.size, own, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fclip_workbench import metrics
+from fclip_workbench.analysis import metrics
 from fclip_workbench.errors import InvalidArgumentError
-from fclip_workbench.grounding_metrics import (POINTING_TOLERANCE, centre_map, deletion_auc, deletion_curve,
+from fclip_workbench.grounding.metrics import (POINTING_TOLERANCE, centre_map, deletion_auc, deletion_curve,
                                                energy_share, grounding_scores, pointing_game, topk_iou, uniform_map)
 
 
@@ -149,7 +149,7 @@ def test_the_same_geometry_scores_the_same_at_64_and_640_px(away):
 
 
 def test_tolerance_defaults_to_15_px_at_375_and_refuses_negative():
-    from fclip_workbench.grounding_metrics import pointing_tolerance
+    from fclip_workbench.grounding.metrics import pointing_tolerance
 
     assert pointing_tolerance((375, 500)) == 15.0 and pointing_tolerance((640, 480)) == pytest.approx(480 * 15 / 375)
     mask = square_mask()

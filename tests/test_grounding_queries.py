@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fclip_workbench.catalog import Catalog
-from fclip_workbench.datasets.ccp import heldout_photos, load_ccp
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.data.datasets.ccp import heldout_photos, load_ccp
 from fclip_workbench.errors import InvalidArgumentError
-from fclip_workbench.grounding_metrics import mask_legend, mask_queries
+from fclip_workbench.grounding.metrics import mask_legend, mask_queries
 
 
 def fake_ccp(root, n=12):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fclip_workbench.errors import CheckpointError
-from fclip_workbench.hf_convert import hf_state_dict_to_open_clip
-from fclip_workbench.models import load_model
+from fclip_workbench.embedding.hf_convert import hf_state_dict_to_open_clip
+from fclip_workbench.embedding.models import load_model
 
 transformers = pytest.importorskip("transformers")
 

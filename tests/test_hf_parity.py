@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fclip_workbench.models import load_model
+from fclip_workbench.embedding.models import load_model
 from tests.conftest import dataset_path
 
 transformers = pytest.importorskip("transformers")
@@ -167,7 +167,7 @@ def test_tokenizer_and_resize_are_in_the_fingerprint(tmp_path):
 @pytest.mark.needs_data("kagl")
 def test_converted_model_saved_in_open_clip_format_keeps_tokenizer_and_preprocessing(kagl_items, tmp_path):
     """What training does with a converted model (save_model_folder) loads back identical, same fingerprint."""
-    from fclip_workbench.models import save_model_folder
+    from fclip_workbench.embedding.models import save_model_folder
 
     images, titles = kagl_items
     _save_hf_clip(tmp_path / "hf", "gelu", specials_last=False)

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fclip_workbench.catalog import Catalog
+from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.errors import (FclipError, InvalidArgumentError, LabelImportError, LabelStoreError,
                                     LabelStoreReadOnlyError, UndoConflictError)
-from fclip_workbench.images import ImageLoadError, load_rgb_and_digest
-from fclip_workbench.labels import LabelStore
+from fclip_workbench.embedding.images import ImageLoadError, load_rgb_and_digest
+from fclip_workbench.labelling.labels import LabelStore
 from fclip_workbench.paths import check_output_file
 
 
@@ -155,8 +155,8 @@ def test_decompression_bomb_is_a_per_item_failure(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 def test_fifo_among_the_images_is_reported_by_its_type_and_never_read(small_catalog_dir, tiny_model, tmp_path):
-    from fclip_workbench.embed import embed_images
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.embedding.embed import embed_images
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     fifo = small_catalog_dir / "images" / "p3.jpg"
     fifo.unlink()
@@ -181,7 +181,7 @@ def test_fifo_among_the_images_is_reported_by_its_type_and_never_read(small_cata
 ])
 def test_taxonomy_file_with_a_key_twice_is_refused(tmp_path, name, text):
     from fclip_workbench.errors import TaxonomyError
-    from fclip_workbench.taxonomy import Taxonomy
+    from fclip_workbench.labelling.taxonomy import Taxonomy
 
     (tmp_path / name).write_text(text)
     with pytest.raises(TaxonomyError, match="has the key 'colour' twice"):

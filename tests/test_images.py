@@ -3,8 +3,8 @@ from types import SimpleNamespace
 
 import PIL
 
-from fclip_workbench import images
-from fclip_workbench.images import image_pipeline_salt
+from fclip_workbench.embedding import images
+from fclip_workbench.embedding.images import image_pipeline_salt
 
 
 def test_salt_is_stable_and_follows_preprocessing():

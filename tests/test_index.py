@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fclip_workbench.index import ExactIndex, FaissIndex, blend, build_index, load_index, normalize
-from fclip_workbench.space import EmbeddingSpace
+from fclip_workbench.search.index import ExactIndex, FaissIndex, blend, build_index, load_index, normalize
+from fclip_workbench.embedding.space import EmbeddingSpace
 
 
 def space(dim: int, weights: str = "a") -> EmbeddingSpace:

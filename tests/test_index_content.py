@@ -9,13 +9,14 @@ import warnings
 import pandas as pd
 import pytest
 
-from fclip_workbench import cli, store as store_module
-from fclip_workbench.catalog import Catalog
+from fclip_workbench import cli
+from fclip_workbench.embedding import store as store_module
+from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.errors import InvalidArgumentError, SavedIndexError
-from fclip_workbench.index import build_index, load_index
-from fclip_workbench.saved_index import INDEX_FORMAT
-from fclip_workbench.search import Searcher, item_contents
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.search.index import build_index, load_index
+from fclip_workbench.search.saved import INDEX_FORMAT
+from fclip_workbench.search.searcher import Searcher, item_contents
+from fclip_workbench.embedding.store import EmbeddingStore
 
 
 def shifted(src, out, column: str, by: int = 7):
@@ -92,7 +93,7 @@ def test_titles_count_when_title_blended(tiny_model, catalog, store, small_catal
 
 def test_an_exact_index_without_digests_is_checked_by_its_vectors(tiny_model, catalog, store, small_catalog_dir,
                                                                   tmp_path):
-    from fclip_workbench.embed import embed_images
+    from fclip_workbench.embedding.embed import embed_images
     res = embed_images(tiny_model, catalog, store, progress=False)
     bare = build_index(res.vectors, res.ids, space=tiny_model.space)  # no content recorded
     assert bare.content is None
@@ -109,7 +110,7 @@ def test_an_exact_index_without_digests_is_checked_by_its_vectors(tiny_model, ca
 
 
 def test_an_approximate_index_without_digests_warns_once(tiny_model, catalog, store):
-    from fclip_workbench.embed import embed_images
+    from fclip_workbench.embedding.embed import embed_images
     res = embed_images(tiny_model, catalog, store, progress=False)
     bare = build_index(res.vectors, res.ids, "faiss", space=tiny_model.space)
     with pytest.warns(UserWarning, match="records no content digests"):

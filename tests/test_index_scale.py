@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from fclip_workbench.errors import InvalidArgumentError
-from fclip_workbench.index import (ExactIndex, FaissIndex, build_index, choose_kind, load_index, normalize,
+from fclip_workbench.search.index import (ExactIndex, FaissIndex, build_index, choose_kind, load_index, normalize,
                                    recall_at_k)
-from fclip_workbench.space import EmbeddingSpace
+from fclip_workbench.embedding.space import EmbeddingSpace
 
 SPACE64 = EmbeddingSpace("a" * 32, "fp32", "b" * 16, 64, model="test@1")
 
@@ -202,9 +202,9 @@ def test_cli_index_then_search_a_saved_index(tiny_model_dir, small_catalog_dir, 
 
 
 def test_searcher_takes_a_built_index_of_its_catalog_only(tiny_model, small_catalog_dir, tmp_path):
-    from fclip_workbench.catalog import Catalog
-    from fclip_workbench.search import Searcher
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.data.catalog import Catalog
+    from fclip_workbench.search.searcher import Searcher
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
     store = EmbeddingStore(tmp_path / "c.sqlite")
@@ -281,8 +281,8 @@ def test_text_queries_are_checked():
 def test_kagl_ivf_reaches_the_target_for_image_and_title_queries(tmp_path):
     """fclip-mini on 2,500 KAGL products (IVF forced), tuned for image and title queries; both recalls
     measured here on queries the build never saw. (The full catalog: see benchmarks/bench_search.py.)"""
-    from fclip_workbench.embed import embed_images, embed_texts
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.embedding.embed import embed_images, embed_texts
+    from fclip_workbench.embedding.store import EmbeddingStore
     from fclip_workbench.workshop import resolve_data, resolve_model
 
     cat = resolve_data("kagl", limit=2500)

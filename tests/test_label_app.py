@@ -23,7 +23,7 @@ import pytest
 
 from fclip_workbench.apps import LabelAppConfig, annotator_from_query, check_field
 from fclip_workbench.errors import InvalidArgumentError
-from fclip_workbench.label_app import check_host, check_port, is_loopback
+from fclip_workbench.labelling.app import check_host, check_port, is_loopback
 from tests.plugins.services import ExternalRequests, doc_screenshot, free_port, serve
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and signals")
@@ -37,7 +37,7 @@ PAGE_TIMEOUT_MS = 120_000  # kernel start + torch import + model + embeddings, o
 # ----------------------------------------------------------------------------- fixtures and helpers
 @pytest.fixture(scope="module")
 def teaching_dir(tmp_path_factory) -> Path:
-    from fclip_workbench.datasets import make_teaching_catalog
+    from fclip_workbench.data.datasets import make_teaching_catalog
 
     root = tmp_path_factory.mktemp("teaching")
     make_teaching_catalog(root, n=N_PRODUCTS)
@@ -142,7 +142,7 @@ def progress_count(page) -> int:
 
 
 def store_labels(store: Path) -> dict[str, str]:
-    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.labelling.labels import LabelStore
 
     s = LabelStore(str(store))
     try:
@@ -153,7 +153,7 @@ def store_labels(store: Path) -> dict[str, str]:
 
 
 def store_history(store: Path) -> list[tuple]:
-    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.labelling.labels import LabelStore
 
     s = LabelStore(str(store))
     try:
@@ -213,7 +213,7 @@ def test_non_loopback_hosts_need_an_explicit_request():
 
 def test_app_config_round_trip_and_query_string(teaching_dir):
     from fclip_workbench.apps import ENV_CONFIG, build_label_app
-    from fclip_workbench.datasets import open_catalog
+    from fclip_workbench.data.datasets import open_catalog
     from fclip_workbench.errors import ConfigError
 
     cfg = LabelAppConfig(data=str(teaching_dir), field=FIELD, store="/x/labels.sqlite", limit=10)
@@ -280,7 +280,7 @@ def test_voila_app_labels_with_clicks_keys_and_a_batch_and_keeps_them(teaching_d
 
     labels = store_labels(store)
     assert labels == {**saved, **batch}
-    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.labelling.labels import LabelStore
     s = LabelStore(str(store))
     try:
         hist = s.history(field=FIELD)
@@ -319,8 +319,8 @@ def test_voila_app_loses_no_acknowledged_label_when_the_server_is_killed(teachin
 
 
 LAB_NOTEBOOK = """\
-from fclip_workbench.datasets import open_catalog
-from fclip_workbench.models import load_model
+from fclip_workbench.data.datasets import open_catalog
+from fclip_workbench.embedding.models import load_model
 from fclip_workbench.widgets.annotator import Annotator
 
 Annotator.from_catalog(open_catalog({data!r}), "colour", model=load_model({model!r}, device="cpu"),
@@ -364,7 +364,7 @@ def test_the_same_annotator_labels_in_jupyterlab(teaching_dir, tiny_model_dir, t
     assert value3 == expected3
     assert page.locator(".jp-MarkdownCell").count() == 0  # key 1 made no heading of a cell
     assert store_labels(store) == {item_id: value, item2: value2, item3: value3}
-    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.labelling.labels import LabelStore
     s = LabelStore(str(store))
     try:
         assert set(s.history(field=FIELD)["annotator"]) == {"lab-user"}
@@ -440,7 +440,7 @@ def test_voila_app_shows_markup_in_catalog_text_as_text_and_keys_work_after_the_
 
 
 def store_history_of(store: Path, field: str) -> list[tuple]:
-    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.labelling.labels import LabelStore
 
     s = LabelStore(str(store))
     try:

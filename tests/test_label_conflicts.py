@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fclip_workbench.errors import ConflictError, InvalidArgumentError, LabelStoreError, UndoConflictError
-from fclip_workbench.labels import ANY_EVENT, LabelStore
+from fclip_workbench.labelling.labels import ANY_EVENT, LabelStore
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -87,7 +87,7 @@ def test_expect_event_checked_before_anything(store):
 
 
 def test_conflict_adds_nothing_to_the_taxonomy(store):
-    from fclip_workbench.taxonomy import Taxonomy
+    from fclip_workbench.labelling.taxonomy import Taxonomy
     store.set_taxonomy("colour", Taxonomy("colour", ["red", "blue"]))
     store.set("p1", "colour", "red", annotator="bob")
     with pytest.raises(ConflictError):

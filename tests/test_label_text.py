@@ -12,12 +12,12 @@ import random
 import pandas as pd
 import pytest
 
-from fclip_workbench import textrules
+from fclip_workbench.labelling import textrules
 from fclip_workbench.errors import (FclipError, InvalidArgumentError, LabelValueError, TaxonomyError,
                                     UnknownItemError)
-from fclip_workbench.labels import LabelStore, check_annotator_name
-from fclip_workbench.taxonomy import Taxonomy
-from fclip_workbench.textrules import MAX_CHARS, csv_escape, csv_unescape
+from fclip_workbench.labelling.labels import LabelStore, check_annotator_name
+from fclip_workbench.labelling.taxonomy import Taxonomy
+from fclip_workbench.labelling.textrules import MAX_CHARS, csv_escape, csv_unescape
 
 FORMULAS = ["=1+1", "+33 1 23", "-10%", "@SUM(A1:A9)", " =HYPERLINK(\"http://x\")", "'=already quoted", "''",
             "'", "'plain", "=", "-", "@", "+", "  -x", "''=x", "=cmd|' /C calc'!A0"]
@@ -63,7 +63,7 @@ def test_csv_escape_is_exactly_reversible():
 
 
 def test_evaluate_uses_the_shared_escaping():
-    import fclip_workbench.evaluate as evaluate
+    import fclip_workbench.analysis.evaluate as evaluate
 
     assert evaluate.csv_escape is textrules.csv_escape and not hasattr(evaluate, "_csv_safe")
 
@@ -202,7 +202,7 @@ def test_nul_bytes_in_an_import_file_are_row_problems(store, tmp_path):
 
 def test_stored_taxonomy_with_old_bad_value_still_loads(store):
     store.set_taxonomy("colour", Taxonomy("colour", ["red"]))
-    from fclip_workbench.labels import taxonomies_t
+    from fclip_workbench.labelling.labels import taxonomies_t
     with store.engine.begin() as conn:  # as an older version could have written it
         conn.execute(taxonomies_t.insert(), [{"field": "colour", "key": "b\u200blue", "value": "b\u200blue",
                                               "position": 9, "source": "old", "added_by": None,

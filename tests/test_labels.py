@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from fclip_workbench.errors import (FclipError, InvalidArgumentError, LabelImportError, LabelStoreBusyError,
                                     LabelStoreError, LabelStoreReadOnlyError, LabelValueError, UndoConflictError,
                                     UnknownItemError)
-from fclip_workbench.labels import LabelEvent, LabelStore
-from fclip_workbench.taxonomy import Taxonomy
+from fclip_workbench.labelling.labels import LabelEvent, LabelStore
+from fclip_workbench.labelling.taxonomy import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,7 @@ def test_unknown_item_refused(store_url):
 
 
 def test_known_ids_from_catalog(store_url, small_catalog_dir):
-    from fclip_workbench.catalog import Catalog
+    from fclip_workbench.data.catalog import Catalog
 
     cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
     with LabelStore(store_url, catalog=cat) as s:
@@ -419,7 +419,7 @@ def test_locked_longer_than_timeout_gives_busy_error(store_url):
 # ----------------------------------------------------------------------------- processes
 WRITER = textwrap.dedent("""
     import sys
-    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.labelling.labels import LabelStore
     url, who, n, shared = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "same"
     store = LabelStore(url, timeout=60)
     print("ready", flush=True)
@@ -483,7 +483,7 @@ def test_two_processes_1000_labels_each(store_url, items):
 
 KILLED = textwrap.dedent("""
     import sys
-    from fclip_workbench.labels import LabelStore
+    from fclip_workbench.labelling.labels import LabelStore
     store = LabelStore(sys.argv[1])
     for i in range(100000):
         ev = store.set(f"p{i}", "colour", f"v{i}", annotator="ana")
@@ -519,7 +519,7 @@ def test_acknowledged_label_survives_sigkill(store_url):
 def test_docstring_examples_run():
     import doctest
 
-    import fclip_workbench.labels as mod
+    import fclip_workbench.labelling.labels as mod
 
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert res.attempted >= 8 and res.failed == 0

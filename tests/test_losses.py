@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss, SigLipLoss
 
-from fclip_workbench.losses import ContrastiveLoss
+from fclip_workbench.training.losses import ContrastiveLoss
 
 
 def test_clip_loss_known_value():

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from fclip_workbench.metrics import (expected_calibration_error, ranks_of_relevant, retrieval_metrics,
+from fclip_workbench.analysis.metrics import (expected_calibration_error, ranks_of_relevant, retrieval_metrics,
                                      top_k_accuracy, weighted_f1)
-from fclip_workbench.splits import is_validation, split_rows
+from fclip_workbench.data.splits import is_validation, split_rows
 
 
 def test_retrieval_by_hand():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fclip_workbench.errors import CheckpointError, UnknownModelError, WeightsNotFoundError
-from fclip_workbench.models import list_models, load_model, save_model_folder
+from fclip_workbench.embedding.models import list_models, load_model, save_model_folder
 
 
 def test_presets_are_listed():
@@ -110,7 +110,7 @@ def test_fingerprint_follows_in_place_changes(tiny_model_dir):
 
 
 def test_fingerprint_still_accepted_by_the_constructor(tiny_model):
-    from fclip_workbench.models import EmbeddingModel
+    from fclip_workbench.embedding.models import EmbeddingModel
 
     m = EmbeddingModel(tiny_model.model, tiny_model.preprocess, tiny_model.tokenizer, "copy", "given-fp",
                        torch.device("cpu"), tiny_model.model_cfg, tiny_model.preprocess_cfg)
@@ -120,8 +120,8 @@ def test_fingerprint_still_accepted_by_the_constructor(tiny_model):
 
 def test_reading_an_unchanged_fingerprint_of_a_vit_b_32_does_not_hash(monkeypatch):
     import open_clip
-    from fclip_workbench import models
-    from fclip_workbench.models import EmbeddingModel
+    from fclip_workbench.embedding import models
+    from fclip_workbench.embedding.models import EmbeddingModel
 
     cfg = open_clip.get_model_config("ViT-B-32")
     with torch.device("meta"):  # ViT-B/32-sized state dict (151M parameters) without allocating it
@@ -143,7 +143,7 @@ def test_reading_an_unchanged_fingerprint_of_a_vit_b_32_does_not_hash(monkeypatc
 def test_open_clip_tag_goes_through_open_clip_factory(monkeypatch):
     import open_clip
     from tests.conftest import TINY_CFG
-    from fclip_workbench import models
+    from fclip_workbench.embedding import models
 
     assert not hasattr(models, "hub_reachable")  # the raw TCP probe (proxies ignored, cached forever) is gone
     seen = {}

@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from fclip_workbench.datasets import make_teaching_catalog
+from fclip_workbench.data.datasets import make_teaching_catalog
 from fclip_workbench.errors import ConfigError
-from fclip_workbench.models import load_model
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.embedding.models import load_model
+from fclip_workbench.embedding.store import EmbeddingStore
 from fclip_workbench.training import RECIPES, TrainConfig, train
 from fclip_workbench.training.outdir import LOCK_FILE, check_out_dir, claim_out_dir
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from fclip_workbench.catalog import Catalog
+from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.cli import main
-from fclip_workbench.embed import embed_images, image_model_key
+from fclip_workbench.embedding.embed import embed_images, image_model_key
 from fclip_workbench.errors import InvalidArgumentError, MissingExtraError
-from fclip_workbench.models import load_model
-from fclip_workbench.precision import PRECISIONS, OpenVinoRunner, check_precision
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.embedding.models import load_model
+from fclip_workbench.embedding.precision import PRECISIONS, OpenVinoRunner, check_precision
+from fclip_workbench.embedding.store import EmbeddingStore
 
 FAST = [p for p in PRECISIONS if p != "fp32"]
 TEXTS = ["a red dress", "blue denim jeans", "black leather shoes", "a green shirt", "white bag", "socks", "x"]
@@ -118,7 +118,7 @@ def test_openvino_missing_is_one_line_naming_the_extra(tiny_model, monkeypatch):
 ])
 def test_cli_embed_precision(tiny_model_dir, small_catalog_dir, tmp_path, capsys, monkeypatch, env, vnni, suffix):
     """The int8 range (and so the fingerprint suffix) is forced here: the test holds on any CPU."""
-    import fclip_workbench.precision as precision
+    import fclip_workbench.embedding.precision as precision
 
     really = precision.cpu_has_vnni()
     monkeypatch.setattr(precision, "cpu_has_vnni", lambda cpuinfo=None: vnni)
@@ -155,7 +155,7 @@ def test_cli_bad_int8_range_is_one_line(tiny_model_dir, small_catalog_dir, tmp_p
     ("7", "avx2 amx_int8", False), ("8", "avx2", True), (" 8 ", "", True),
 ])
 def test_int8_range_choice_from_cpu_flags_and_env(monkeypatch, env, flags, full):
-    from fclip_workbench.precision import int8_full_range
+    from fclip_workbench.embedding.precision import int8_full_range
 
     if env is None:
         monkeypatch.delenv("FCLIP_INT8_RANGE", raising=False)
@@ -165,7 +165,7 @@ def test_int8_range_choice_from_cpu_flags_and_env(monkeypatch, env, flags, full)
 
 
 def test_bad_int8_range_is_one_line_before_any_export(tiny_model, monkeypatch, tmp_path):
-    from fclip_workbench.precision import OnnxRunner
+    from fclip_workbench.embedding.precision import OnnxRunner
 
     monkeypatch.setenv("FCLIP_INT8_RANGE", "full")
     with pytest.raises(InvalidArgumentError, match=r"FCLIP_INT8_RANGE='full': use 7 .*, 8 .* or auto"):
@@ -179,7 +179,7 @@ def test_int8_range_follows_the_cpu_and_is_cached_apart(tiny_model, monkeypatch,
     """On CPUs with VNNI/AMX onnx-int8 quantises to the full 8-bit range (faster and closer there), elsewhere to
     7 bits; each graph has its own file and its vectors their own fingerprint, so two machines sharing a cache
     never mix them."""
-    import fclip_workbench.precision as precision
+    import fclip_workbench.embedding.precision as precision
 
     really = precision.cpu_has_vnni()
     monkeypatch.setattr(precision, "cpu_has_vnni", lambda cpuinfo=None: vnni)
@@ -195,7 +195,7 @@ def test_int8_range_follows_the_cpu_and_is_cached_apart(tiny_model, monkeypatch,
 
 
 def test_cpu_flags_are_read_from_cpuinfo():
-    from fclip_workbench.precision import cpu_has_vnni
+    from fclip_workbench.embedding.precision import cpu_has_vnni
 
     assert cpu_has_vnni("processor\t: 0\nflags\t\t: fpu sse avx2 amx_int8\n")
     assert not cpu_has_vnni("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")

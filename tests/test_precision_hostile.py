@@ -26,17 +26,17 @@ import numpy as np
 import pytest
 import torch
 
-import fclip_workbench.graph_cache as graph_cache
-import fclip_workbench.precision as precision
-from fclip_workbench.catalog import Catalog
+import fclip_workbench.embedding.graph_cache as graph_cache
+import fclip_workbench.embedding.precision as precision
+from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.cli import main
-from fclip_workbench.embed import embed_images
+from fclip_workbench.embedding.embed import embed_images
 from fclip_workbench.errors import CacheError
-from fclip_workbench.graph_cache import ABSENT, record_of
-from fclip_workbench.models import load_model, save_model_folder
-from fclip_workbench.precision import OnnxRunner, OpenVinoRunner
-from fclip_workbench.space import EmbeddingSpace
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.embedding.graph_cache import ABSENT, record_of
+from fclip_workbench.embedding.models import load_model, save_model_folder
+from fclip_workbench.embedding.precision import OnnxRunner, OpenVinoRunner
+from fclip_workbench.embedding.space import EmbeddingSpace
+from fclip_workbench.embedding.store import EmbeddingStore
 
 from .conftest import TINY_CFG
 
@@ -399,7 +399,7 @@ def test_cli_embed_with_an_impossible_graph_cache_works_and_says_so(tiny_model_d
 # ----------------------------------------------------------------------------- 4. sharing a cache
 SCRIPT = """
 import sys, numpy as np, torch
-from fclip_workbench.models import load_model
+from fclip_workbench.embedding.models import load_model
 m = load_model(sys.argv[1], device="cpu")
 px = torch.randn(7, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 fast = m.with_precision("onnx-int8")

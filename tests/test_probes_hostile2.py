@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fclip_workbench.errors import FclipError, InvalidArgumentError, ModelMismatchError, SpaceMismatchError
-from fclip_workbench.probes import LinearProbe
-from fclip_workbench.space import EmbeddingSpace
+from fclip_workbench.analysis.probes import LinearProbe
+from fclip_workbench.embedding.space import EmbeddingSpace
 
 A = EmbeddingSpace("a" * 32, "fp32", "c" * 16, 8, model="m@1")
 B = EmbeddingSpace("b" * 32, "fp32", "c" * 16, 8, model="m@2")  # same width, other weights

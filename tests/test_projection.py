@@ -11,8 +11,8 @@ from sklearn.utils.estimator_checks import (check_get_params_invariance, check_n
 import json
 
 from fclip_workbench.errors import InvalidArgumentError, SpaceMismatchError
-from fclip_workbench.projection import UMAPProjector
-from fclip_workbench.space import EmbeddingSpace
+from fclip_workbench.analysis.projection import UMAPProjector
+from fclip_workbench.embedding.space import EmbeddingSpace
 
 
 def space(weights="a", dim=32):

@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 
 from fclip_workbench import cli
-from fclip_workbench.catalog import Catalog
-from fclip_workbench.embed import embed_images
-from fclip_workbench.engines import check_reachable, get_engine
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.embedding.embed import embed_images
+from fclip_workbench.embedding.engines import check_reachable, get_engine
 from fclip_workbench.errors import EngineError, MissingExtraError
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.embedding.store import EmbeddingStore
 from tests.conftest import stop_processes
 
 RAY_MISSING = "Ray is not installed: pip install 'fclip-workbench[ray]' to run the Ray engine tests"

@@ -17,9 +17,9 @@ import torch
 
 from fclip_workbench import cli
 from fclip_workbench.errors import FclipError, InvalidArgumentError, SavedIndexError, SpaceMismatchError
-from fclip_workbench.index import ExactIndex, FaissIndex, build_index, load_index, normalize
-from fclip_workbench.saved_index import _file_record, check_save_folder
-from fclip_workbench.space import EmbeddingSpace
+from fclip_workbench.search.index import ExactIndex, FaissIndex, build_index, load_index, normalize
+from fclip_workbench.search.saved import _file_record, check_save_folder
+from fclip_workbench.embedding.space import EmbeddingSpace
 
 DIM = 16
 
@@ -473,9 +473,9 @@ def _perturbed(model):
 
 
 def test_searcher_refuses_an_index_of_another_space_before_embedding(tiny_model, small_catalog_dir, tmp_path):
-    from fclip_workbench.catalog import Catalog
-    from fclip_workbench.search import Searcher
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.data.catalog import Catalog
+    from fclip_workbench.search.searcher import Searcher
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
     s = Searcher.build(tiny_model, cat, EmbeddingStore(tmp_path / "a.sqlite"), progress=False)
@@ -491,9 +491,9 @@ def test_searcher_refuses_an_index_of_another_space_before_embedding(tiny_model,
 
 
 def test_searcher_keeps_its_space_and_refuses_queries_after_the_weights_change(tiny_model, small_catalog_dir, tmp_path):
-    from fclip_workbench.catalog import Catalog
-    from fclip_workbench.search import Searcher
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.data.catalog import Catalog
+    from fclip_workbench.search.searcher import Searcher
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     model = copy.deepcopy(tiny_model)
     cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
@@ -508,9 +508,9 @@ def test_searcher_keeps_its_space_and_refuses_queries_after_the_weights_change(t
 
 
 def test_searcher_uses_the_saved_image_weight_and_refuses_another(tiny_model, small_catalog_dir, tmp_path):
-    from fclip_workbench.catalog import Catalog
-    from fclip_workbench.search import Searcher
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.data.catalog import Catalog
+    from fclip_workbench.search.searcher import Searcher
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
     store = EmbeddingStore(tmp_path / "a.sqlite")
@@ -526,7 +526,7 @@ def test_searcher_uses_the_saved_image_weight_and_refuses_another(tiny_model, sm
 
 def test_cli_index_then_search_with_another_model_or_weight(tiny_model_dir, small_catalog_dir, tmp_path, capsys):
     """The issue's case: an index of one model searched with another is one line, exit 2, not results."""
-    from fclip_workbench.models import load_model
+    from fclip_workbench.embedding.models import load_model
 
     other_dir = tmp_path / "other-model"
     shutil.copytree(tiny_model_dir, other_dir)

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fclip_workbench.catalog import Catalog
+from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.errors import CatalogError, FclipError
-from fclip_workbench.search import Searcher, load_query_image
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.search.searcher import Searcher, load_query_image
+from fclip_workbench.embedding.store import EmbeddingStore
 
 
 @pytest.fixture

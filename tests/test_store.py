@@ -6,9 +6,9 @@ import sqlite3
 import numpy as np
 import pytest
 
-from fclip_workbench import store as store_mod
+from fclip_workbench.embedding import store as store_mod
 from fclip_workbench.errors import CacheError, FclipError
-from fclip_workbench.store import EmbeddingStore, _checksum
+from fclip_workbench.embedding.store import EmbeddingStore, _checksum
 
 
 def _unit(n, dim=8, seed=0):
@@ -34,7 +34,7 @@ def test_corrupt_checksum_nonfinite_or_unnormalised_rows_are_misses(tmp_path, ca
     _set_row(path, "b", vec=nan.tobytes(), checksum=_checksum("m", "image", "b", 1, 8, nan.tobytes()))
     long = vecs[2] * 2  # norm 2 in a row flagged unit-norm, checksum matching
     _set_row(path, "c", vec=long.tobytes(), checksum=_checksum("m", "image", "c", 1, 8, long.tobytes()))
-    with caplog.at_level(logging.WARNING, logger="fclip_workbench.store"):
+    with caplog.at_level(logging.WARNING, logger="fclip_workbench.embedding.store"):
         got = EmbeddingStore(path).get_many("m", "image", ["a", "b", "c", "d"])
     assert set(got) == {"d"}
     np.testing.assert_array_equal(got["d"], vecs[3])
@@ -187,7 +187,7 @@ def test_readonly_store_serves_hits_and_drops_new_vectors_with_one_warning(tmp_p
     path = tmp_path / "s.sqlite"
     _filled(path)
     before = path.read_bytes()
-    with caplog.at_level(logging.WARNING, logger="fclip_workbench.store"):
+    with caplog.at_level(logging.WARNING, logger="fclip_workbench.embedding.store"):
         ro = EmbeddingStore(path, readonly=True)
         assert set(ro.get_many("m", "image", ["k0", "k1", "new"])) == {"k0", "k1"}
         assert ro.put_many("m", "image", ["new"], _unit(1), normalised=True) == 0
@@ -205,7 +205,7 @@ def test_store_falls_back_to_readonly_when_sqlite_refuses_writes(tmp_path, monke
     def refuse(self):
         raise sqlite3.OperationalError("attempt to write a readonly database")
     monkeypatch.setattr(EmbeddingStore, "_connect_rw", refuse)
-    with caplog.at_level(logging.WARNING, logger="fclip_workbench.store"):
+    with caplog.at_level(logging.WARNING, logger="fclip_workbench.embedding.store"):
         store = EmbeddingStore(path)
         assert store.readonly and set(store.get_many("m", "image", ["k0", "k9"])) == {"k0"}
         assert store.put_many("m", "image", ["k9"], _unit(1), normalised=True) == 0
@@ -216,7 +216,7 @@ def test_writes_refused_mid_run_are_dropped_with_one_warning(tmp_path, caplog):
     """A real SQLITE_READONLY on write (query_only) does not abort the run."""
     store = EmbeddingStore(tmp_path / "s.sqlite")
     store.db.execute("PRAGMA query_only=ON")
-    with caplog.at_level(logging.WARNING, logger="fclip_workbench.store"):
+    with caplog.at_level(logging.WARNING, logger="fclip_workbench.embedding.store"):
         assert store.put_many("m", "image", ["a"], _unit(1), normalised=True) == 0
         assert store.put_many("m", "image", ["b"], _unit(1), normalised=True) == 0
     assert len(_read_only_warnings(caplog)) == 1 and store.readonly
@@ -230,7 +230,7 @@ def test_store_in_a_read_only_folder(tmp_path, caplog):
     os.chmod(folder / "s.sqlite", 0o444)
     os.chmod(folder, 0o555)
     try:
-        with caplog.at_level(logging.WARNING, logger="fclip_workbench.store"):
+        with caplog.at_level(logging.WARNING, logger="fclip_workbench.embedding.store"):
             store = EmbeddingStore(folder / "s.sqlite")
             assert set(store.get_many("m", "image", ["k0", "k9"])) == {"k0"}
             assert store.put_many("m", "image", ["k9"], _unit(1), normalised=True) == 0

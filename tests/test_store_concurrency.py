@@ -13,13 +13,13 @@ import time
 
 import numpy as np
 
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.embedding.store import EmbeddingStore
 
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import numpy as np
-    from fclip_workbench.store import EmbeddingStore
+    from fclip_workbench.embedding.store import EmbeddingStore
 
     path, tag, go, batches = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     rng = np.random.default_rng(abs(hash(tag)) % 2**32)

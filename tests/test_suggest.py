@@ -7,9 +7,9 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from fclip_workbench.errors import FclipError, InvalidArgumentError
-from fclip_workbench.metrics import expected_calibration_error, top_k_accuracy
-from fclip_workbench.suggest import Suggester, fit_temperature
-from fclip_workbench.zeroshot import ZeroShotClassifier
+from fclip_workbench.analysis.metrics import expected_calibration_error, top_k_accuracy
+from fclip_workbench.labelling.suggest import Suggester, fit_temperature
+from fclip_workbench.analysis.zeroshot import ZeroShotClassifier
 
 LABELS = ["dress", "shirt", "shoe", "bag", "jeans", "coat"]
 DIM = 16

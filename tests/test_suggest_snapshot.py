@@ -11,12 +11,12 @@ import threading
 import numpy as np
 import pytest
 
-from fclip_workbench.annotate import AnnotationSession
+from fclip_workbench.labelling.annotate import AnnotationSession
 from fclip_workbench.errors import SpaceMismatchError
-from fclip_workbench.labels import LabelStore
-from fclip_workbench.space import EmbeddingSpace
-from fclip_workbench.suggest import Suggester
-from fclip_workbench.taxonomy import Taxonomy
+from fclip_workbench.labelling.labels import LabelStore
+from fclip_workbench.embedding.space import EmbeddingSpace
+from fclip_workbench.labelling.suggest import Suggester
+from fclip_workbench.labelling.taxonomy import Taxonomy
 from tests.test_annotate import COLOURS, WordModel, catalog, embeddings  # noqa: F401 (fixtures)
 
 DIM = 6

@@ -6,9 +6,9 @@ import json
 import pandas as pd
 import pytest
 
-from fclip_workbench.catalog import Catalog
+from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.errors import FclipError, TaxonomyError
-from fclip_workbench.taxonomy import Taxonomy
+from fclip_workbench.labelling.taxonomy import Taxonomy
 
 
 def test_order_unique_canonical_add():
@@ -126,7 +126,7 @@ def test_fashionpedia_missing_or_bad_file(tmp_path):
 def test_docstring_examples_run():
     import doctest
 
-    import fclip_workbench.taxonomy as mod
+    import fclip_workbench.labelling.taxonomy as mod
 
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert res.attempted >= 8 and res.failed == 0

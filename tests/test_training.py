@@ -4,11 +4,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fclip_workbench.datasets import make_teaching_catalog
+from fclip_workbench.data.datasets import make_teaching_catalog
 from fclip_workbench.errors import FclipError
-from fclip_workbench.evaluate import evaluate
-from fclip_workbench.models import load_model
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.analysis.evaluate import evaluate
+from fclip_workbench.embedding.models import load_model
+from fclip_workbench.embedding.store import EmbeddingStore
 from fclip_workbench.training import RECIPES, TrainConfig, cosine_lr, latest_checkpoint, train
 
 TEACH_CAPTIONS = RECIPES["tiny-teaching"].train.captions
@@ -99,7 +99,7 @@ def _rows(store, fingerprint):
 
 def test_training_in_place_refreshes_the_fingerprint_so_embeddings_are_not_stale(tiny_model_dir, teaching, tmp_path):
     """Embed with M, train M in place, embed again: fresh vectors of the new weights; M's old cache untouched."""
-    from fclip_workbench.embed import embed_images
+    from fclip_workbench.embedding.embed import embed_images
 
     store = EmbeddingStore(tmp_path / "s.sqlite")
     m = load_model(tiny_model_dir, "cpu")
@@ -125,7 +125,7 @@ def test_shifted_rows_keep_each_image_with_its_own_captions(tiny_model_dir, teac
     """A second catalog with the same images one row further down (a bad row in front): no stale row indices."""
     import pandas as pd
 
-    from fclip_workbench.catalog import Catalog
+    from fclip_workbench.data.catalog import Catalog
 
     store = EmbeddingStore(tmp_path / "s.sqlite")
     cfg = replace(_cfg(), epochs=1, max_steps=1)
@@ -153,7 +153,7 @@ def _image_files(tmp_path, n=6):
 
 
 def test_decoding_works_in_a_spawned_dataloader_worker(tiny_model, tmp_path):
-    from fclip_workbench.images import load_rgb
+    from fclip_workbench.embedding.images import load_rgb
     from fclip_workbench.training.data import DecodeDataset, make_loader
 
     paths = _image_files(tmp_path, 3)
@@ -170,7 +170,7 @@ def test_decoding_works_in_a_spawned_dataloader_worker(tiny_model, tmp_path):
 
 def test_pixel_cache_is_bounded_and_hits_equal_misses(tiny_model, tmp_path):
     """Only what fits is kept; the rest is decoded again each pass; cached and fresh pixels are identical."""
-    from fclip_workbench.images import file_digest, load_rgb
+    from fclip_workbench.embedding.images import file_digest, load_rgb
     from fclip_workbench.training.data import PixelCache, PixelSource, pixel_keys
 
     paths = _image_files(tmp_path, 6)
@@ -253,7 +253,7 @@ def test_resume_refuses_other_settings_and_architecture_but_may_grow_epochs(tiny
     import json
 
     from fclip_workbench.errors import CheckpointError
-    from fclip_workbench.models import build_model
+    from fclip_workbench.embedding.models import build_model
     from tests.conftest import TINY_CFG
 
     store = EmbeddingStore(tmp_path / "s.sqlite")
@@ -308,8 +308,8 @@ def test_no_held_out_products_give_none_not_zero(tiny_model_dir, teaching, tmp_p
 def test_split_is_recorded_and_keeps_same_titles_together(tiny_model_dir, teaching, tmp_path):
     import pandas as pd
 
-    from fclip_workbench.catalog import Catalog
-    from fclip_workbench.splits import TITLE_RULE, ids_digest, read_split_record
+    from fclip_workbench.data.catalog import Catalog
+    from fclip_workbench.data.splits import TITLE_RULE, ids_digest, read_split_record
 
     table = teaching.table.copy()
     twins = table.iloc[::2].assign(item_id=lambda t: t.item_id + "-twin", text=lambda t: "  " + t.text.str.upper() + "!")
@@ -328,7 +328,7 @@ def test_split_is_recorded_and_keeps_same_titles_together(tiny_model_dir, teachi
 def test_images_that_fail_to_decode_are_reported_with_their_row(tiny_model_dir, teaching, tmp_path):
     import pandas as pd
 
-    from fclip_workbench.catalog import Catalog
+    from fclip_workbench.data.catalog import Catalog
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     table = teaching.table.assign(image=[str(teaching.image_path(r)) for r in range(len(teaching))])
@@ -344,7 +344,7 @@ def test_images_that_fail_to_decode_are_reported_with_their_row(tiny_model_dir, 
 
 def test_checkpoint_from_before_split_rules_resumes_only_with_the_id_rule(tmp_path):
     from fclip_workbench.errors import CheckpointError
-    from fclip_workbench.splits import ID_RULE
+    from fclip_workbench.data.splits import ID_RULE
     from fclip_workbench.training.checkpoints import check_resume, config_dict
 
     old = config_dict(_cfg())

@@ -1,7 +1,7 @@
 """Widgets drive the package and show its results (no kernel needed)."""
-from fclip_workbench.catalog import Catalog
-from fclip_workbench.search import Searcher
-from fclip_workbench.store import EmbeddingStore
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.search.searcher import Searcher
+from fclip_workbench.embedding.store import EmbeddingStore
 from fclip_workbench.widgets import SearchBox
 
 

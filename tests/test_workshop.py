@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from fclip_workbench import paths, workshop
-from fclip_workbench.datafetch import DataUnavailableError
+from fclip_workbench.data.fetch import DataUnavailableError
 from fclip_workbench.errors import FclipError
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from fclip_workbench.errors import FclipError
-from fclip_workbench.prompts import ZERO_SHOT_PROMPTS, check_prompts, fill_prompts
-from fclip_workbench.zeroshot import ZeroShotClassifier, check_labels, class_weights
+from fclip_workbench.data.prompts import ZERO_SHOT_PROMPTS, check_prompts, fill_prompts
+from fclip_workbench.analysis.zeroshot import ZeroShotClassifier, check_labels, class_weights
 
 LABELS = ["dress", "shirt", "shoe", "bag", "jeans"]
 
@@ -107,7 +107,7 @@ def test_bad_names_are_refused_before_any_text_is_embedded(tiny_model, names, pa
 
 def test_names_are_read_once_and_normalised(tiny_model):
     """Iterators, arrays and sets work (read once, before any text is embedded); repeats count once."""
-    from fclip_workbench.zeroshot import check_names
+    from fclip_workbench.analysis.zeroshot import check_names
 
     want = ZeroShotClassifier(tiny_model, ["trouser", "bag"], names={"trouser": ["trousers", "pants"]}).weights
     for given in ((n for n in ["trousers", "pants"]), np.array(["trousers", "pants"]), ["trousers", "pants", "pants"],

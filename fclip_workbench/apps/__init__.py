@@ -26,7 +26,7 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, FclipError, InvalidArgumentError
+from fclip_workbench.errors import ConfigError, FclipError, InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ def check_annotator_name(name: str) -> str:
 
 def open_app_catalog(config: LabelAppConfig):
     """The catalog `config` describes (same rules as the CLI's --data/--format/--limit)."""
-    from ..datasets import open_catalog
-    from ..workshop import resolve_data
+    from fclip_workbench.data.datasets import open_catalog
+    from fclip_workbench.workshop import resolve_data
 
     if config.data in ("auto", "teaching", "kagl"):
         return resolve_data(config.data, limit=config.limit)
@@ -136,8 +136,8 @@ def check_field(catalog, field: str) -> str:
 
 def open_label_store(spec: str | None):
     """The LabelStore for a path or SQLAlchemy URL (None: `paths.default_labels_path()`)."""
-    from ..labels import LabelStore
-    from ..paths import default_labels_path
+    from fclip_workbench.labelling.labels import LabelStore
+    from fclip_workbench.paths import default_labels_path
 
     if spec is None:
         path = default_labels_path()
@@ -159,11 +159,11 @@ def build_label_app(config: LabelAppConfig | None = None, environ: Mapping[str, 
         annotator = annotator_from_query(environ.get("QUERY_STRING")) or config.annotator
         catalog = open_app_catalog(config)
         check_field(catalog, config.field)
-        from ..widgets.annotator import Annotator
-        from ..workshop import resolve_model
+        from fclip_workbench.widgets.annotator import Annotator
+        from fclip_workbench.workshop import resolve_model
 
-        from ..embed import embed_images
-        from ..store import EmbeddingStore
+        from fclip_workbench.embedding.embed import embed_images
+        from fclip_workbench.embedding.store import EmbeddingStore
 
         model = resolve_model(config.model, catalog, device=config.device)
         store = open_label_store(config.store)

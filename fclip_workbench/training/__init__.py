@@ -16,12 +16,12 @@ Example:
     >>> result = train(catalog, TrainConfig(epochs=2), out_dir="runs/x", recipe="tiny-teaching")  # doctest: +SKIP
     >>> load_model("runs/x")                                                                     # doctest: +SKIP
 """
-from .checkpoints import CHECKPOINTS, STATE_FILE, latest_checkpoint
-from .data import augment, product_fields
-from .loop import TrainResult, cosine_lr, make_optimizer, set_trainable, train
-from .plan import TEACHING_CAPTIONS, default_captions, plan_run
-from .recipes import MINILM_TEXT, RECIPES, ConfigError, Recipe, TrainConfig, get_recipe, new_model
-from .text import TextSide
+from fclip_workbench.training.checkpoints import CHECKPOINTS, STATE_FILE, latest_checkpoint
+from fclip_workbench.training.data import augment, product_fields
+from fclip_workbench.training.loop import TrainResult, cosine_lr, make_optimizer, set_trainable, train
+from fclip_workbench.training.plan import TEACHING_CAPTIONS, default_captions, plan_run
+from fclip_workbench.training.recipes import MINILM_TEXT, RECIPES, ConfigError, Recipe, TrainConfig, get_recipe, new_model
+from fclip_workbench.training.text import TextSide
 
 __all__ = ["TrainConfig", "Recipe", "RECIPES", "get_recipe", "new_model", "train", "TrainResult", "plan_run",
            "default_captions", "latest_checkpoint", "cosine_lr", "TextSide", "ConfigError", "MINILM_TEXT",

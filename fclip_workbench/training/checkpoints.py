@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
-from ..models import EmbeddingModel, read_state_dict, save_model_folder
-from ..splits import ID_RULE
-from .recipes import TrainConfig
+from fclip_workbench.errors import CheckpointError
+from fclip_workbench.embedding.models import EmbeddingModel, read_state_dict, save_model_folder
+from fclip_workbench.data.splits import ID_RULE
+from fclip_workbench.training.recipes import TrainConfig
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "training_state.pt"

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .. import images as _images
-from ..catalog import Catalog, Problem
-from ..decode import DecodeDataset, worker_init
-from ..prompts import product_texts, template_fields
+from fclip_workbench.embedding import images as _images
+from fclip_workbench.data.catalog import Catalog, Problem
+from fclip_workbench.embedding.decode import DecodeDataset, worker_init
+from fclip_workbench.data.prompts import product_texts, template_fields
 
 log = logging.getLogger(__name__)
 

@@ -28,21 +28,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..catalog import Catalog, Problem
-from ..decode import default_num_workers
-from ..losses import ContrastiveLoss
-from ..metrics import retrieval_metrics
-from ..models import EmbeddingModel, save_model_folder, weights_fingerprint
-from ..splits import SplitRecord, ids_digest, is_validation, write_split
-from ..store import EmbeddingStore
-from .checkpoints import (CHECKPOINTS, check_resume, check_resume_data, config_dict, latest_checkpoint,
+from fclip_workbench.data.catalog import Catalog, Problem
+from fclip_workbench.embedding.decode import default_num_workers
+from fclip_workbench.training.losses import ContrastiveLoss
+from fclip_workbench.analysis.metrics import retrieval_metrics
+from fclip_workbench.embedding.models import EmbeddingModel, save_model_folder, weights_fingerprint
+from fclip_workbench.data.splits import SplitRecord, ids_digest, is_validation, write_split
+from fclip_workbench.embedding.store import EmbeddingStore
+from fclip_workbench.training.checkpoints import (CHECKPOINTS, check_resume, check_resume_data, config_dict, latest_checkpoint,
                           load_weights, read_state, save_checkpoint)
-from .data import (PixelCache, PixelSource, augment, caption_rows, caption_table, colour_free_captions,
+from fclip_workbench.training.data import (PixelCache, PixelSource, augment, caption_rows, caption_table, colour_free_captions,
                    pick_captions, pixel_keys)
-from .domain import domain_views
-from .outdir import claim_out_dir
-from .recipes import ConfigError, Recipe, TrainConfig, get_recipe, new_model
-from .text import TextSide
+from fclip_workbench.training.domain import domain_views
+from fclip_workbench.training.outdir import claim_out_dir
+from fclip_workbench.training.recipes import ConfigError, Recipe, TrainConfig, get_recipe, new_model
+from fclip_workbench.training.text import TextSide
 
 log = logging.getLogger(__name__)
 VAL_BATCH = 512
@@ -171,7 +171,7 @@ def train(
 
 def _train(catalog, cfg, out_dir, model, recipe, resume, store, num_workers, progress,
            stop_after_epochs) -> TrainResult:
-    from ..models import load_model
+    from fclip_workbench.embedding.models import load_model
 
     # 1. settings, then the checkpoint's settings: before any slow work
     if model is None and recipe is None:
@@ -352,8 +352,8 @@ def _check_batch(cfg: TrainConfig, n_train: int, catalog: Catalog) -> None:
 
 def _with_ccp(catalog: Catalog, cfg: TrainConfig, out_dir: Path) -> tuple[Catalog, dict]:
     """The catalog plus CCP garment crops and photos of the training photos (written under out_dir/ccp-data)."""
-    from ..paths import find_dataset
-    from .mix import v2_catalog
+    from fclip_workbench.paths import find_dataset
+    from fclip_workbench.training.mix import v2_catalog
 
     root = find_dataset("ccp")
     if root is None:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..catalog import Catalog
-from ..datasets.ccp import CCP_HELDOUT_FRACTION, ccp_training_rows
-from ..errors import CatalogError
-from ..prompts import KAGL_CAPTIONS
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.data.datasets.ccp import CCP_HELDOUT_FRACTION, ccp_training_rows
+from fclip_workbench.errors import CatalogError
+from fclip_workbench.data.prompts import KAGL_CAPTIONS
 
 KAGL_ALIASES: dict[str, str] = {
     "Tshirts": "t-shirt", "Tops": "top", "Shirts": "shirt", "Sweaters": "pullover sweater",

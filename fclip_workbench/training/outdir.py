@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .checkpoints import CHECKPOINTS, latest_checkpoint
-from .recipes import ConfigError
+from fclip_workbench.training.checkpoints import CHECKPOINTS, latest_checkpoint
+from fclip_workbench.training.recipes import ConfigError
 
 try:
     import fcntl

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..catalog import Catalog
-from ..models import EmbeddingModel
-from ..prompts import KAGL_CAPTIONS
-from .recipes import RECIPES, ConfigError, Recipe, TrainConfig, get_recipe, new_model
+from fclip_workbench.data.catalog import Catalog
+from fclip_workbench.embedding.models import EmbeddingModel
+from fclip_workbench.data.prompts import KAGL_CAPTIONS
+from fclip_workbench.training.recipes import RECIPES, ConfigError, Recipe, TrainConfig, get_recipe, new_model
 
 TEACHING_CAPTIONS = RECIPES["tiny-teaching"].train.captions
 
@@ -35,7 +35,7 @@ def plan_run(catalog: Catalog, recipe: str | Recipe | None = None, model: str | 
     values ignored) replace TrainConfig fields; they are checked before any
     model is built.
     """
-    from ..models import load_model
+    from fclip_workbench.embedding.models import load_model
 
     if (recipe is None) == (model is None):
         raise ConfigError("Give exactly one of recipe (train from scratch) or model (fine-tune)")

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import errors
-from ..models import MINILM_ALIAS, EmbeddingModel, build_model
-from ..prompts import KAGL_CAPTIONS
-from ..splits import DEFAULT_RULE, ID_RULE, RULES
-from .mix import V2_CAPTIONS
+from fclip_workbench import errors
+from fclip_workbench.embedding.models import MINILM_ALIAS, EmbeddingModel, build_model
+from fclip_workbench.data.prompts import KAGL_CAPTIONS
+from fclip_workbench.data.splits import DEFAULT_RULE, ID_RULE, RULES
+from fclip_workbench.training.mix import V2_CAPTIONS
 
 ConfigError = errors.ConfigError  # a bad training setting is a user error
 
@@ -193,7 +193,7 @@ def start_from(model: EmbeddingModel, spec: str) -> None:
     resized (bicubic over its grid) when the input size differs. Any other shape
     mismatch is refused.
     """
-    from ..models import load_model
+    from fclip_workbench.embedding.models import load_model
 
     src = load_model(spec, device="cpu", progress=False).model.state_dict()
     dst = model.model.state_dict()

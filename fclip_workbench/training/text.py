@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..images import text_digest
-from ..models import EmbeddingModel
-from ..store import EmbeddingStore
+from fclip_workbench.embedding.images import text_digest
+from fclip_workbench.embedding.models import EmbeddingModel
+from fclip_workbench.embedding.store import EmbeddingStore
 
 
 def _sha(data: str | bytes) -> str:

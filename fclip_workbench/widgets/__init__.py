@@ -1,7 +1,7 @@
 """ipywidgets front ends: glue only, the work happens in the package."""
-from .annotator import Annotator
-from .explorer import Explorer
-from .grounding import GroundingPanel
-from .search import SearchBox
+from fclip_workbench.widgets.annotator import Annotator
+from fclip_workbench.widgets.explorer import Explorer
+from fclip_workbench.widgets.grounding import GroundingPanel
+from fclip_workbench.widgets.search import SearchBox
 
 __all__ = ["Annotator", "Explorer", "GroundingPanel", "SearchBox"]

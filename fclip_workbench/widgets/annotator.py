@@ -1,6 +1,6 @@
 """Annotator: label products with model suggestions, in JupyterLab or served by Voila (glue only).
 
-All logic lives in `fclip_workbench.annotate.AnnotationSession`; this module draws it and routes
+All logic lives in `fclip_workbench.labelling.annotate.AnnotationSession`; this module draws it and routes
 clicks and keys to it. Every decision is written to the label store (and acknowledged) before the
 next product is shown; the status line then reads "saved: <item_id> <field> = <value>" (or
 "saved: N labels" for a batch). Errors are shown in the status line, never only in the log.
@@ -57,11 +57,11 @@ from typing import Callable
 import ipywidgets as w
 import traitlets
 
-from ..annotate import QUEUE_ORDERS, AnnotationSession, Candidate, Decision, audit_item_ids
-from ..errors import ConflictError, FclipError, LabelValueError, UndoConflictError
-from ..labels import check_annotator_name
-from ..viz import html_text, image_bytes
-from .keys import KeyShortcuts
+from fclip_workbench.labelling.annotate import QUEUE_ORDERS, AnnotationSession, Candidate, Decision, audit_item_ids
+from fclip_workbench.errors import ConflictError, FclipError, LabelValueError, UndoConflictError
+from fclip_workbench.labelling.labels import check_annotator_name
+from fclip_workbench.widgets.viz import html_text, image_bytes
+from fclip_workbench.widgets.keys import KeyShortcuts
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import traitlets as tl
 
-from ..errors import FclipError, InvalidArgumentError
-from .gestures import ShiftLassoGuard
-from ..viz import GRID_CLASS, image_grid_html, thumbnail_data_uri
+from fclip_workbench.errors import FclipError, InvalidArgumentError
+from fclip_workbench.widgets.gestures import ShiftLassoGuard
+from fclip_workbench.widgets.viz import GRID_CLASS, image_grid_html, thumbnail_data_uri
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +164,8 @@ class Explorer(w.VBox):
 
         Images that cannot be embedded are not on the map; `ex.failures` lists them.
         """
-        from ..embed import embed_images
-        from ..projection import UMAPProjector
+        from fclip_workbench.embedding.embed import embed_images
+        from fclip_workbench.analysis.projection import UMAPProjector
 
         res = embed_images(model, catalog, store=store, progress=progress)
         if len(res) < 3:
@@ -328,8 +328,8 @@ class Explorer(w.VBox):
 
     def clusters(self, labels: Sequence[str], n_clusters: int = 8, classifier=None, random_state: int = 0) -> pd.DataFrame:
         """k-means clusters of the vectors, each named by its most likely zero-shot labels; colours the map."""
-        from ..projection import cluster_items, name_clusters
-        from ..zeroshot import ZeroShotClassifier
+        from fclip_workbench.analysis.projection import cluster_items, name_clusters
+        from fclip_workbench.analysis.zeroshot import ZeroShotClassifier
 
         if self.vectors is None or (self.model is None and classifier is None):
             raise InvalidArgumentError("clusters need vectors= and model= (or classifier=)")
@@ -418,7 +418,7 @@ class Explorer(w.VBox):
         if not isinstance(table, pd.DataFrame):
             raise InvalidArgumentError(f"show_audit needs an audit DataFrame, got {type(table).__name__}")
         if getattr(self.model, "space", None) is not None:  # an audit of another embedding space: refused
-            from ..audit import check_space
+            from fclip_workbench.analysis.audit import check_space
             check_space(table, self.model.space, "audit table")
         cols = set(table.columns)
         if isinstance(select, bool) or not isinstance(select, (int, np.integer)) or select < 0:
@@ -454,7 +454,7 @@ class Explorer(w.VBox):
             self._add_column("outlier_score", score)
             layer = "outlier_score"
         else:
-            raise InvalidArgumentError(f"not an audit table from fclip_workbench.audit (find_label_issues, "
+            raise InvalidArgumentError(f"not an audit table from fclip_workbench.analysis.audit (find_label_issues, "
                                        f"near_duplicates, outliers); its columns: {sorted(cols)}")
         self.color_by(layer)
         if select:

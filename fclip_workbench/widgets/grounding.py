@@ -14,9 +14,9 @@ import traitlets
 from IPython.display import HTML
 from PIL import Image
 
-from ..errors import FclipError
-from ..grounding import GroundingExplainer, check_texts, load_image
-from ..viz import grounding_html
+from fclip_workbench.errors import FclipError
+from fclip_workbench.grounding.maps import GroundingExplainer, check_texts, load_image
+from fclip_workbench.widgets.viz import grounding_html
 
 
 def split_queries(text: str) -> list[str]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import ipywidgets as w
 from IPython.display import HTML
 
-from ..errors import FclipError
-from ..search import Searcher
-from ..viz import search_results_html
+from fclip_workbench.errors import FclipError
+from fclip_workbench.search.searcher import Searcher
+from fclip_workbench.widgets.viz import search_results_html
 
 
 class SearchBox(w.VBox):

@@ -1,0 +1,1 @@
+"""Analysis of embeddings: zero-shot, linear probes, audits, projections (the map), evaluation and metrics."""

@@ -1,0 +1,606 @@
+"""Linear probes on frozen embeddings: the CLIP paper's protocol (App. A.3) as a scikit-learn classifier.
+
+`LinearProbe` is an L2-regularised multinomial logistic regression (L-BFGS). When
+`C` is None its strength is swept over a log grid `Cs` (warm-started from the
+strongest regularisation), the best C is picked on a stratified validation split
+(`val_fraction`) and the probe is refitted on all the data with it. A probe
+records the embedding space it was fitted in (`space`: weights, precision, image
+pipeline, width; `space.EmbeddingSpace`) and `check_compatible(model)` refuses another
+space with one `SpaceMismatchError` line naming both; vectors of another width are a
+one-line `ModelMismatchError`. Saved files carry the space: a probe without one is not saved, and
+`check_compatible` refuses it (nothing to check against); files of format 1 (a bare model fingerprint,
+no space) or of format 2 without a space are refused with one line that says to refit. Bad labels
+(wrong length, None/NaN, strings mixed with numbers), NaN vectors and damaged files are one
+`InvalidArgumentError` line (a `ValueError`).
+
+Also here: `cross_val_f1` (out-of-fold weighted F1, the FashionCLIP paper's
+metric), `few_shot_curve` (k labelled items per class, fixed test set) and
+`probe_vs_zero_shot` (a table per label field).
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (40, 8)), rng.normal(3, 1, (40, 8))]   # (80, 8)
+    >>> y = ["shirt"] * 40 + ["dress"] * 40
+    >>> probe = LinearProbe().fit(X, y)     # LinearProbe(space=model.space) records the space
+    >>> probe.predict(X[:1]).tolist(), probe.classes_.tolist()
+    (['shirt'], ['dress', 'shirt'])
+"""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+import zipfile
+import zlib
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from fclip_workbench.errors import InvalidArgumentError, ModelMismatchError, SpaceMismatchError
+from fclip_workbench.embedding.space import EmbeddingSpace, space_of
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)  # log grid of inverse L2 strengths swept when C is None
+FALLBACK_C = 10.0  # used when there are too few items per class to validate (e.g. 1-shot); unit vectors need weak L2
+SCORINGS = ("accuracy", "f1_weighted")
+MISSING_LABELS = ("", "nan", "none")  # label values that mean "no label" in catalog columns
+FORMAT_VERSION = 2  # of the .npz written by `LinearProbe.save` (2: the embedding space; 1: a bare fingerprint)
+
+
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """Logistic-regression probe over frozen embeddings; C swept on a validation split unless given.
+
+    Parameters: `C` (None: sweep `Cs`), `Cs` (grid), `val_fraction` (validation share of the sweep),
+    `scoring` ("accuracy" or "f1_weighted", the sweep's criterion), `max_iter` (L-BFGS iterations),
+    `random_state` (the validation split), `space` (the `EmbeddingSpace` of the vectors, e.g. `model.space`;
+    None: not recorded, not checked).
+    Fitted: `classes_`, `n_features_in_`, `C_`, `sweep_` ({C: validation score}, empty when not swept),
+    `coef_` (n_classes or 1, dim), `intercept_`, `n_iter_`.
+
+    >>> LinearProbe(C=1.0).fit([[0.0], [1.0], [0.1], [0.9]], [0, 1, 0, 1]).predict([[0.95]]).tolist()
+    [1]
+    """
+
+    def __init__(self, C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, val_fraction: float = 0.2,
+                 scoring: str = "accuracy", max_iter: int = 1000, random_state: int | None = 0,
+                 space: EmbeddingSpace | None = None) -> None:
+        self.C = C
+        self.Cs = Cs
+        self.val_fraction = val_fraction
+        self.scoring = scoring
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.space = space  # the embedding space of the vectors it is fitted on (None: not checked)
+
+    # ---- checks ---------------------------------------------------------
+    def _check_params(self) -> list[float]:
+        def positive(v: object) -> bool:
+            return isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+
+        if self.C is not None and not positive(self.C):
+            raise InvalidArgumentError(f"C must be a positive number or None (sweep Cs), got {self.C!r}")
+        cs = list(self.Cs) if not isinstance(self.Cs, (str, bytes)) and np.ndim(self.Cs) == 1 else None
+        if not cs or not all(positive(c) for c in cs):
+            raise InvalidArgumentError(f"Cs must be a non-empty list of positive numbers, got {self.Cs!r}")
+        if not isinstance(self.val_fraction, Real) or not 0.0 < self.val_fraction < 1.0:
+            raise InvalidArgumentError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
+        if self.scoring not in SCORINGS:
+            raise InvalidArgumentError(f"Unknown scoring {self.scoring!r}; choose one of {', '.join(SCORINGS)}")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, Integral) or self.max_iter < 1:
+            raise InvalidArgumentError(f"max_iter must be a whole number >= 1, got {self.max_iter!r}")
+        if self.space is not None and not isinstance(self.space, EmbeddingSpace):
+            raise InvalidArgumentError(f"space must be an EmbeddingSpace (model.space) or None, got "
+                                       f"{type(self.space).__name__} {str(self.space)[:60]!r}")
+        return sorted(float(c) for c in cs)
+
+    def _check_width(self, X: object) -> None:
+        """Refuse a width mismatch before anything else reads `X` (one line, scikit-learn's wording first)."""
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) == 2 and shape[1] != self.n_features_in_:
+            where = f" of space {self.space.describe()}" if self.space is not None else ""
+            raise ModelMismatchError(
+                f"X has {shape[1]} features, but LinearProbe is expecting {self.n_features_in_} features as input "
+                f"(it was fitted on {self.n_features_in_}-d embeddings{where}); embed with the probe's model")
+
+    def check_compatible(self, model_or_space: object) -> None:
+        """Raise unless vectors of `model_or_space` (an EmbeddingModel or EmbeddingSpace) are what this probe expects.
+
+        Another space: `SpaceMismatchError` naming both; another width: `ModelMismatchError`; a probe that
+        records no space (`LinearProbe()` without `space=`) cannot be checked, so it is refused too
+        (`SpaceMismatchError`), never passed.
+
+        >>> a = EmbeddingSpace("a" * 32, "fp32", "c" * 16, 4, model="m@1")
+        >>> LinearProbe(space=a).check_compatible(EmbeddingSpace("b" * 32, "fp32", "c" * 16, 4, model="m@2"))
+        Traceback (most recent call last):
+        ...
+        fclip_workbench.errors.SpaceMismatchError: linear probe was made in space m@1 [aaaaaaaaaaaa fp32 4-d], not in m@2 [bbbbbbbbbbbb fp32 4-d]: rebuild it with this model, or use the model it was made with
+        """
+        if isinstance(model_or_space, str):
+            raise InvalidArgumentError("check_compatible takes an EmbeddingModel or its .space; a bare fingerprint "
+                                       "does not say the precision, image pipeline or width")
+        other = space_of(model_or_space)
+        if self.space is not None:
+            self.space.check(other, "linear probe")
+        if hasattr(self, "n_features_in_") and other.dim != self.n_features_in_:
+            raise ModelMismatchError(f"{other.describe()} gives {other.dim}-d embeddings but this probe expects "
+                                     f"{self.n_features_in_}-d ones; refit the probe on that model's embeddings")
+        if self.space is None:
+            raise SpaceMismatchError(f"this linear probe records no embedding space, so it cannot be checked against "
+                                     f"{other.describe()}: fit it with LinearProbe(space=model.space)")
+
+    # ---- fit ------------------------------------------------------------
+    def _logreg(self, C: float, warm: bool = False) -> LogisticRegression:
+        return LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter, warm_start=warm)
+
+    def _sweep(self, X: np.ndarray, y: np.ndarray, cs: list[float]) -> dict[float, float]:
+        """{C: validation score}, each C warm-started from the previous (smaller) one."""
+        Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=self.val_fraction, stratify=y,
+                                              random_state=self.random_state)
+        clf, scores = self._logreg(cs[0], warm=True), {}
+        for c in cs:
+            clf.set_params(C=c)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # early grid points only steer the warm start
+                clf.fit(Xtr, ytr)
+            pred = clf.predict(Xva)
+            scores[c] = (accuracy_score(yva, pred) if self.scoring == "accuracy"
+                         else f1_score(yva, pred, average="weighted", zero_division=0))
+        return scores
+
+    def fit(self, X, y) -> "LinearProbe":
+        """Fit on (n, dim) embeddings and n labels (strings or ints); returns self."""
+        cs = self._check_params()
+        _check_labels(X, y)
+        X, y = _one_line(lambda: validate_data(self, X, y, dtype=[np.float64, np.float32]), "LinearProbe.fit")
+        if self.space is not None and X.shape[1] != self.space.dim:
+            raise ModelMismatchError(f"X has {X.shape[1]} features but the probe's space {self.space.describe()} is "
+                                     f"{self.space.dim}-d; fit it on vectors of that space")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The number of unique classes")  # few-shot: 1 item per class
+            check_classification_targets(y)
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2:
+            raise InvalidArgumentError(f"LinearProbe needs labels of at least 2 classes; got 1 class: "
+                                       f"{classes.tolist()!r}")
+        n_val = int(np.ceil(self.val_fraction * len(y)))
+        can_validate = counts.min() >= 2 and n_val >= len(classes) and len(y) - n_val >= len(classes)
+        if self.C is not None:
+            self.C_, self.sweep_ = float(self.C), {}
+        elif len(cs) == 1 or not can_validate:
+            self.C_, self.sweep_ = (cs[0] if len(cs) == 1 else FALLBACK_C), {}
+            if len(cs) > 1:
+                log.info("LinearProbe: too few items per class to validate (smallest class: %d); C=%g",
+                         counts.min(), self.C_)
+        else:
+            self.sweep_ = self._sweep(X, y, cs)
+            self.C_ = max(self.sweep_, key=lambda c: (self.sweep_[c], -c))  # ties: stronger regularisation
+            log.info("LinearProbe: C=%g (validation %s %.3f)", self.C_, self.scoring, self.sweep_[self.C_])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.filterwarnings("ignore", message="The number of unique classes")
+            self.model_ = self._logreg(self.C_).fit(X, y)
+        self.classes_ = self.model_.classes_
+        self.coef_, self.intercept_ = self.model_.coef_, self.model_.intercept_  # (n_classes or 1, dim), (...)
+        self.n_iter_ = int(np.max(self.model_.n_iter_))
+        if self.n_iter_ >= self.max_iter:
+            log.warning("LinearProbe: L-BFGS stopped at max_iter=%d before converging (C=%g); raise max_iter",
+                        self.max_iter, self.C_)
+        return self
+
+    # ---- predict --------------------------------------------------------
+    def _X(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        self._check_width(X)
+        return _one_line(lambda: validate_data(self, X, reset=False, dtype=[np.float64, np.float32]),
+                         "LinearProbe")
+
+    def decision_function(self, X) -> np.ndarray:
+        """(n,) for two classes, else (n, n_classes) logits."""
+        X = self._X(X)  # checks fitted first
+        return self.model_.decision_function(X)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(n, n_classes) probabilities, columns in `classes_` order."""
+        X = self._X(X)  # checks fitted first
+        return self.model_.predict_proba(X)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        return np.log(np.clip(self.predict_proba(X), 1e-300, None))
+
+    def predict(self, X) -> np.ndarray:
+        """(n,) labels from `classes_`."""
+        X = self._X(X)  # checks fitted first
+        return self.model_.predict(X)
+
+    # ---- save / load (npz + json, no pickle) ------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted probe to one `.npz` file (arrays + JSON metadata, loadable without pickle).
+
+        The probe must record its embedding space (`LinearProbe(space=model.space)`): a file without one
+        could be used with any model of the same width.
+        """
+        check_is_fitted(self)
+        if self.space is None:
+            raise InvalidArgumentError("a LinearProbe saved to disk must record the embedding space of its vectors "
+                                       "(else any model of the same width passes): fit it with "
+                                       "LinearProbe(space=model.space)")
+        classes = self.classes_
+        if classes.dtype == object and all(isinstance(c, str) for c in classes):
+            classes = classes.astype(str)  # (n_classes,) unicode: no pickle needed; object dtype restored on load
+        if classes.dtype.kind not in "iuUSb":
+            raise InvalidArgumentError(f"Only string or integer labels can be saved; this probe's classes have "
+                                       f"dtype {self.classes_.dtype} (e.g. {self.classes_[:3].tolist()!r})")
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        params = {k: v for k, v in self.get_params().items() if k != "space"}
+        meta = {"format": "fclip-linear-probe", "version": FORMAT_VERSION, "params": params,
+                "space": None if self.space is None else self.space.to_dict(),
+                "C_": self.C_, "sweep_": [[c, s] for c, s in self.sweep_.items()], "n_iter_": self.n_iter_,
+                "n_features_in_": self.n_features_in_, "classes_dtype": str(self.classes_.dtype)}
+        meta["params"]["Cs"] = [float(c) for c in self.Cs]
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, coef=self.coef_, intercept=self.intercept_, classes=classes,
+                 meta=np.array(json.dumps(meta)))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LinearProbe":
+        """A probe written by `save`; `InvalidArgumentError` for a file that is not one."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidArgumentError(f"No saved probe at {path}; save one with LinearProbe.save(path)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                coef, intercept, classes = z["coef"], z["intercept"], z["classes"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated, garbage
+            why = " ".join(str(e).split())[:120] or type(e).__name__
+            raise InvalidArgumentError(f"{path} is not a saved LinearProbe ({why}); save one with "
+                                       "LinearProbe.save(path)") from None
+        if not isinstance(meta, dict) or meta.get("format") != "fclip-linear-probe":
+            raise InvalidArgumentError(f"{path} is not a LinearProbe file (format "
+                                       f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+        if meta.get("version") == 1:
+            raise SpaceMismatchError(f"{path} is a probe of format 1 (a bare model fingerprint, no embedding space): "
+                                     f"refit it and save it again with LinearProbe(space=model.space)")
+        if meta.get("version") != FORMAT_VERSION:
+            raise InvalidArgumentError(f"{path} is a LinearProbe file of version {meta.get('version')!r}; this "
+                                       f"fclip-workbench reads version {FORMAT_VERSION}")
+        if meta.get("space") is None:
+            raise SpaceMismatchError(f"{path} is a probe saved without an embedding space (any model of its width "
+                                     f"would pass): refit it and save it again with LinearProbe(space=model.space)")
+        try:
+            space = EmbeddingSpace.from_dict(meta["space"], f"probe {path}")
+            if meta.get("classes_dtype") == "object":
+                classes = classes.astype(object)
+            params = dict(meta["params"], Cs=tuple(meta["params"]["Cs"]), space=space)
+            probe = cls(**params)
+            probe._check_params()
+            n_features, C, n_iter = int(meta["n_features_in_"]), float(meta["C_"]), int(meta["n_iter_"])
+            sweep = {float(c): float(v) for c, v in meta["sweep_"]}
+        except SpaceMismatchError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # a damaged or hand-edited file
+            raise InvalidArgumentError(f"{path} is a damaged LinearProbe file ({type(e).__name__}: {e}); "
+                                       f"save the probe again") from e
+        rows = 1 if len(classes) == 2 else len(classes)
+        ordered = classes.ndim == 1 and np.array_equal(np.unique(classes), classes)  # as fit wrote them: sorted, unique
+        if not ordered or len(classes) < 2 or coef.shape != (rows, n_features) or intercept.shape != (rows,) \
+                or not np.isfinite(coef).all() or not np.isfinite(intercept).all() \
+                or (space is not None and space.dim != n_features):
+            raise InvalidArgumentError(f"{path} is a damaged LinearProbe file (coef {coef.shape}, intercept "
+                                       f"{intercept.shape}, {len(classes)} classes{'' if ordered else ' out of order'}, {n_features} features, finite "
+                                       f"{bool(np.isfinite(coef).all() and np.isfinite(intercept).all())}); "
+                                       f"save the probe again")
+        lr = probe._logreg(C)
+        lr.coef_, lr.intercept_, lr.classes_ = coef, intercept, classes
+        lr.n_features_in_, lr.n_iter_ = n_features, np.array([n_iter])
+        probe.model_, probe.classes_, probe.coef_, probe.intercept_ = lr, classes, coef, intercept
+        probe.n_features_in_, probe.C_, probe.n_iter_ = n_features, C, n_iter
+        probe.sweep_ = sweep
+        return probe
+
+
+def _one_line(call, what: str):
+    """`call()`, its ValueError (scikit-learn's NaN / shape messages) as one `InvalidArgumentError` line."""
+    try:
+        return call()
+    except InvalidArgumentError:
+        raise
+    except ValueError as e:
+        raise InvalidArgumentError(f"{what}: {' '.join(str(e).split()) or type(e).__name__}") from None
+
+
+def _check_labels(X, y) -> None:
+    """One `InvalidArgumentError` line for labels a probe cannot learn: None, NaN, strings mixed with numbers,
+    or not one per vector. (`y` a list, array or Series; `X` anything with a length.)
+
+    >>> _check_labels([[0.0], [1.0]], ["a", None])
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: labels must not be missing: 1 of 2 labels are None or NaN (first at position 1); drop those items or label them
+    """
+    if y is None:
+        raise InvalidArgumentError("LinearProbe requires y to be passed, but the target y is None: give one label "
+                                   "per vector")
+    try:
+        shape = getattr(X, "shape", None)  # sparse matrices: len() is not their row count
+        n_labels, n = len(y), (int(shape[0]) if shape is not None and len(shape) else len(X))
+        labels = list(np.asarray(y, dtype=object).ravel())
+    except (TypeError, ValueError):
+        return  # not sized or ragged: validate_data says what it is, in one line
+    if n_labels != n:
+        raise InvalidArgumentError(f"{n_labels} labels for {n} vectors: give one label per vector, in the same order")
+    missing = [i for i, v in enumerate(labels) if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))]
+    if missing:
+        raise InvalidArgumentError(f"labels must not be missing: {len(missing)} of {len(labels)} labels are None or "
+                                   f"NaN (first at position {missing[0]}); drop those items or label them")
+    texts = [isinstance(v, str) for v in labels]
+    if any(texts) and not all(texts):
+        i = texts.index(False)
+        raise InvalidArgumentError(f"labels mix strings with other values (position {i}: {labels[i]!r} of type "
+                                   f"{type(labels[i]).__name__}): give all labels as strings or all as integers")
+
+
+# ------------------------------------------------------------------ helpers over embeddings + labels
+def _as_matrix(vectors, what: str) -> np.ndarray:
+    """A non-empty, finite, numeric (n, dim) array, or one InvalidArgumentError line."""
+    try:
+        X = np.asarray(vectors)
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise InvalidArgumentError(f"{what} must be a numeric (n, dim) array: {e}") from e
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise InvalidArgumentError(f"{what} must be a non-empty (n, dim) array, got shape {X.shape}")
+    if X.dtype == bool or not np.issubdtype(X.dtype, np.number):
+        raise InvalidArgumentError(f"{what} must be numbers, got dtype {X.dtype}")
+    if not np.isfinite(X).all():
+        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+        raise InvalidArgumentError(f"{what} must be finite numbers; {len(bad)} row(s) hold NaN/inf, first "
+                                   f"{bad[:5].tolist()}; drop or re-embed them")
+    return X
+
+
+def _as_labels(labels, n: int, what: str) -> np.ndarray:
+    """(n,) labels of one kind (all strings or all integers), none missing, or one InvalidArgumentError line."""
+    if labels is None or isinstance(labels, (str, bytes)) or np.ndim(labels) != 1:
+        raise InvalidArgumentError(f"labels must be a list of {n} labels, one per row of {what}; got "
+                                   f"{type(labels).__name__} of shape {np.shape(labels) if labels is not None else None}")
+    y = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
+    if len(y) != n:
+        raise InvalidArgumentError(f"{n} {what} but {len(y)} labels; pass one label per row of {what}")
+    if y.dtype == object or y.dtype.kind == "f":
+        missing = np.array([v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v))
+                            or (isinstance(v, str) and not v.strip()) for v in y], dtype=bool)
+        if missing.any():
+            rows = np.flatnonzero(missing)
+            raise InvalidArgumentError(f"{len(rows)} labels are missing (None/NaN/empty), first at rows "
+                                       f"{rows[:5].tolist()}; leave those items out (probes.labelled)")
+    if y.dtype == object:
+        kinds = {"str" if isinstance(v, str) else "int" if isinstance(v, (int, np.integer)) and not isinstance(
+            v, (bool, np.bool_)) else type(v).__name__ for v in y}
+        if len(kinds) > 1 or not kinds <= {"str", "int"}:
+            raise InvalidArgumentError(f"labels must all be strings or all integers; got {sorted(kinds)}")
+        y = y.astype(str) if kinds == {"str"} else y.astype(np.int64)
+    elif y.dtype.kind not in "iuUS":
+        raise InvalidArgumentError(f"labels must be strings or integers, got dtype {y.dtype}")
+    return y
+
+
+def check_vectors_labels(vectors, labels, what: str = "vectors", min_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) float array and (n,) label array, checked: same length, finite, at least `min_classes` classes.
+
+    Checked before any slow work; each problem is one `InvalidArgumentError` line.
+
+    >>> check_vectors_labels(np.zeros((2, 3)), ["a"])
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: 2 vectors but 1 labels; pass one label per row of vectors
+    """
+    X = _as_matrix(vectors, what)
+    y = _as_labels(labels, len(X), what)
+    classes = np.unique(y)
+    if len(classes) < min_classes:
+        raise InvalidArgumentError(f"Need labels of at least {min_classes} classes, got {len(classes)}: "
+                                   f"{classes[:5].tolist()!r}")
+    return X, y
+
+
+def _check_cv(cv: object, y: np.ndarray) -> int:
+    if isinstance(cv, bool) or not isinstance(cv, Integral) or cv < 2:
+        raise InvalidArgumentError(f"cv must be a whole number >= 2, got {cv!r}")
+    if cv > len(y):
+        raise InvalidArgumentError(f"cv={cv} folds but only {len(y)} items; use cv <= {len(y)}")
+    return int(cv)
+
+
+def out_of_fold(vectors, labels, cv: int = 5, probe: LinearProbe | None = None, method: str = "predict_proba",
+                random_state: int = 0) -> np.ndarray:
+    """Out-of-sample predictions (`method` of `probe`) for every item, from `cv` stratified folds.
+
+    The probe's C is chosen once on all items (when `probe.C` is None), then kept for every fold.
+    """
+    X, y = check_vectors_labels(vectors, labels)
+    cv = _check_cv(cv, y)
+    probe = LinearProbe() if probe is None else probe
+    if probe.C is None:
+        probe = LinearProbe(**{**probe.get_params(), "C": LinearProbe(**probe.get_params()).fit(X, y).C_})
+    folds = StratifiedKFold(cv, shuffle=True, random_state=random_state)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")  # rare classes: fine out of fold
+        warnings.filterwarnings("ignore", message="Number of classes in training fold")  # their column gets p = 0
+        return cross_val_predict(probe, X, y, cv=folds, method=method)
+
+
+def cross_val_f1(vectors, labels, cv: int = 5, probe: LinearProbe | None = None, random_state: int = 0) -> float:
+    """Weighted F1 of out-of-fold probe predictions (the FashionCLIP paper's metric).
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (30, 4)), rng.normal(4, 1, (30, 4))]
+    >>> round(cross_val_f1(X, [0] * 30 + [1] * 30, cv=3), 2)
+    1.0
+    """
+    _, y = check_vectors_labels(vectors, labels)
+    pred = out_of_fold(vectors, labels, cv, probe, method="predict", random_state=random_state)
+    return float(f1_score(y, pred, average="weighted", zero_division=0))
+
+
+def _sample_k_per_class(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices: k items of each class (all of a class with fewer), sorted."""
+    rows = [rng.choice(np.flatnonzero(y == c), size=min(k, int((y == c).sum())), replace=False) for c in np.unique(y)]
+    return np.sort(np.concatenate(rows))
+
+
+def few_shot_curve(vectors, labels, ks: Sequence[int] = (1, 5, 10, 50), seeds: Sequence[int] = (0, 1, 2),
+                   test_vectors=None, test_labels=None, test_size: float = 0.2,
+                   probe: LinearProbe | None = None) -> pd.DataFrame:
+    """Probe scores with k labelled items per class, for each k and seed, on one fixed test set.
+
+    The test set is `test_vectors`/`test_labels`, else a stratified `test_size` share of
+    the data (split with seed 0, the same for every k). Training items are drawn from the
+    rest: k per class (all of a class that has fewer). Columns: k, seed, n_train,
+    weighted_f1, accuracy, C.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (50, 4)), rng.normal(3, 1, (50, 4))]
+    >>> few_shot_curve(X, [0] * 50 + [1] * 50, ks=(1, 5), seeds=(0,)).k.tolist()
+    [1, 5]
+    """
+    X, y = check_vectors_labels(vectors, labels)
+    ks = list(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, Integral) or k < 1 for k in ks):
+        raise InvalidArgumentError(f"ks must be whole numbers >= 1, got {ks!r}")
+    if not list(seeds):
+        raise InvalidArgumentError("seeds must list at least one seed, got an empty list")
+    if test_vectors is None:
+        if not 0.0 < test_size < 1.0:
+            raise InvalidArgumentError(f"test_size must be between 0 and 1 (exclusive), got {test_size!r}")
+        _, counts = np.unique(y, return_counts=True)
+        X, Xte, y, yte = train_test_split(X, y, test_size=test_size, random_state=0,
+                                          stratify=y if counts.min() >= 2 else None)
+    else:
+        Xte, yte = check_vectors_labels(test_vectors, test_labels, "test_vectors", min_classes=1)
+        if Xte.shape[1] != X.shape[1]:
+            raise ModelMismatchError(f"test_vectors have {Xte.shape[1]} features but vectors have {X.shape[1]}; "
+                                     "embed both with the same model")
+    base = LinearProbe() if probe is None else probe
+    records = []
+    for k in ks:
+        for seed in seeds:
+            rows = _sample_k_per_class(y, int(k), np.random.default_rng(seed))
+            p = LinearProbe(**{**base.get_params(), "random_state": seed}).fit(X[rows], y[rows])
+            pred = p.predict(Xte)
+            records.append({"k": int(k), "seed": seed, "n_train": len(rows),
+                            "weighted_f1": float(f1_score(yte, pred, average="weighted", zero_division=0)),
+                            "accuracy": float(accuracy_score(yte, pred)), "C": p.C_})
+    return pd.DataFrame.from_records(records)
+
+
+def labelled(values: Sequence[object]) -> np.ndarray:
+    """(n,) bool: True where a catalog label value is present (not empty / nan / none)."""
+    return np.array([str(v).strip().lower() not in MISSING_LABELS for v in values], dtype=bool)
+
+
+def probe_vs_zero_shot(model, train_vectors, train_labels: Mapping[str, Sequence], test_vectors,
+                       test_labels: Mapping[str, Sequence], probe: LinearProbe | None = None,
+                       classes: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """Weighted F1 of zero-shot and of a linear probe, one row per label field, on the same test items.
+
+    `train_labels` / `test_labels` map a field to one label per row of the vectors;
+    missing labels ("", nan) are left out of that field and counted in `n_unlabelled`.
+    Zero-shot classes are `classes[field]` when given (e.g. every value in the whole
+    catalog), else every label value of the field in train and test; the probe
+    is fitted on the training rows. Columns: field, n_classes, n_train, n_test,
+    n_unlabelled, zero_shot_f1, probe_f1, probe_C.
+    """
+    from fclip_workbench.analysis.zeroshot import ZeroShotClassifier
+
+    fields = list(train_labels)
+    if not fields or set(fields) != set(test_labels):
+        raise InvalidArgumentError(f"train_labels and test_labels must name the same non-empty fields; got "
+                                   f"{fields!r} and {list(test_labels)!r}")
+    train_vectors, test_vectors = np.asarray(train_vectors), np.asarray(test_vectors)
+    if getattr(model, "dim", train_vectors.shape[-1]) != train_vectors.shape[-1]:
+        raise ModelMismatchError(f"Model {model.name!r} gives {model.dim}-d embeddings but the vectors are "
+                                 f"{train_vectors.shape[-1]}-d; embed them with this model")
+    base = LinearProbe() if probe is None else probe
+    space = getattr(model, "space", None)  # (an EmbeddingModel's; None for stand-ins without one)
+    if base.space is not None and space is not None:
+        base.check_compatible(space)
+    records = []
+    for fld in fields:
+        ytr = np.array([str(v).strip() for v in train_labels[fld]], dtype=object)
+        yte = np.array([str(v).strip() for v in test_labels[fld]], dtype=object)
+        mtr, mte = labelled(ytr), labelled(yte)
+        Xtr, ytr_ = check_vectors_labels(train_vectors[mtr], ytr[mtr].astype(str), f"{fld} training vectors")
+        Xte, yte_ = check_vectors_labels(test_vectors[mte], yte[mte].astype(str), f"{fld} test vectors", 1)
+        given = None if classes is None else classes.get(fld)
+        names = sorted(set(ytr_) | set(yte_)) if given is None else [str(c).strip() for c in given]
+        unknown = sorted(set(yte_) - set(names))
+        if unknown:
+            raise InvalidArgumentError(f"Test labels of field {fld!r} missing from its zero-shot classes: "
+                                       f"{unknown[:5]!r}; add them to classes[{fld!r}]")
+        zs = ZeroShotClassifier(model, names).predict(Xte)
+        p = LinearProbe(**{**base.get_params(), "space": space if space is not None else base.space}).fit(Xtr, ytr_)
+        records.append({"field": fld, "n_classes": len(names), "n_train": len(ytr_), "n_test": len(yte_),
+                        "n_unlabelled": int((~mtr).sum() + (~mte).sum()),
+                        "zero_shot_f1": float(f1_score(yte_, zs, average="weighted", zero_division=0)),
+                        "probe_f1": float(f1_score(yte_, p.predict(Xte), average="weighted", zero_division=0)),
+                        "probe_C": p.C_})
+    return pd.DataFrame.from_records(records)
+
+
+def heldout_rows(model, catalog, ids: Sequence[str]) -> np.ndarray:
+    """(n,) bool over `ids` (items of `catalog`): True for products held out from `model`'s training.
+
+    Uses the model's recorded split (`evaluate.model_split`), else the default
+    title-group split, so probe test items are never ones the model trained on.
+    """
+    from fclip_workbench.analysis.evaluate import choose_split, model_split, split_mask
+
+    found = model_split(model)
+    split = choose_split(found[0] if found else None)
+    held = split_mask(catalog, split.rule, split.seed, split.val_fraction)  # (len(catalog),)
+    held_of = dict(zip(catalog.ids, held))
+    missing = [i for i in ids if i not in held_of]
+    if missing:
+        raise InvalidArgumentError(f"{len(missing)} ids are not items of catalog {catalog.name!r} "
+                                   f"(e.g. {missing[:3]!r}); pass ids of the embedded catalog")
+    return np.array([bool(held_of[i]) for i in ids], dtype=bool)
+
+
+def catalog_labels(catalog, ids: Sequence[str], fields: Sequence[str]) -> dict[str, np.ndarray]:
+    """{field: (n,) labels (stripped strings, "" where missing)} for the items `ids` of `catalog`, in that order.
+
+    >>> catalog_labels(catalog, result.ids, ["articleType"])["articleType"][:2]    # doctest: +SKIP
+    array(['Shirts', 'Jeans'], dtype=object)
+    """
+    unknown = [f for f in fields if f not in catalog.attributes]
+    if unknown:
+        raise InvalidArgumentError(f"Unknown label field(s) {unknown} in catalog {catalog.name!r}; valid fields: "
+                                   f"{', '.join(catalog.attributes) or '(none)'}")
+    row = {i: r for r, i in enumerate(catalog.ids)}
+    missing = [i for i in ids if i not in row]
+    if missing:
+        raise InvalidArgumentError(f"{len(missing)} ids are not items of catalog {catalog.name!r} "
+                                   f"(e.g. {missing[:3]!r}); pass ids of the embedded catalog")
+    rows = [row[i] for i in ids]
+    out = {}
+    for fld in fields:
+        values = np.array([str(v).strip() for v in catalog.table[fld].iloc[rows]], dtype=object)
+        values[~labelled(values)] = ""
+        out[fld] = values
+    return out

@@ -1,0 +1,1 @@
+"""Data: catalogs (`catalog`), the public data sets (`datasets`, `fetch`), splits and prompts."""

@@ -1,0 +1,640 @@
+"""Catalog: a validated product table (item id, image, text, attributes).
+
+Every problem is reported per row; no row is dropped silently. Rows whose image
+is unusable stay in the table (their text can still be embedded) and are listed
+in `catalog.problems`; rows that cannot be parsed at all (malformed CSV lines)
+are listed there too, with their line number and raw content.
+
+Source line numbers are kept beside the table (never in a column of it), so a
+user column of any name, `_line` included, is an attribute like any other.
+
+Example:
+    >>> cat = Catalog.from_csv("styles.csv", image_root="images",
+    ...                        id_col="id", text_col="productDisplayName",
+    ...                        image_template="{id}.jpg")          # doctest: +SKIP
+    >>> print(cat.report())                                         # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import logging
+import os
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fclip_workbench.errors import CatalogError, MissingExtraError
+from fclip_workbench.embedding.images import ImageLoadError, image_file_problem, load_rgb
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+CORE_COLUMNS = ("item_id", "image", "text")
+# what each core column is called in messages about its values
+_CORE_WHAT = {"item_id": "item id", "image": "image path", "text": "text"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a catalog.
+
+    `row` is the 0-based row in `Catalog.table` (None for a line that never
+    became a row); `line` the 1-based line in the source file when known.
+    `str(problem)` names the source line when known, else the 1-based row:
+
+    >>> str(Problem("a7", "text", "empty text", row=4))
+    "row 5 of the table (id 'a7') text: empty text"
+    >>> str(Problem("a7", "text", "empty text", row=4, line=6))
+    "line 6 (id 'a7') text: empty text"
+    """
+
+    item_id: str | None
+    field: str  # "image", "text", "item_id", "line", "encoding"
+    reason: str
+    row: int | None = None
+    line: int | None = None
+
+    @property
+    def where(self) -> str:
+        """Where it is: `line L` of the source file when known, else `row R of the table` (R 1-based)."""
+        if self.line is not None:
+            return f"line {self.line}"
+        if self.row is not None:
+            return f"row {self.row + 1} of the table"
+        return "catalog"
+
+    def __str__(self) -> str:
+        who = f" (id {self.item_id!r})" if self.item_id is not None else ""
+        return f"{self.where}{who} {self.field}: {self.reason}"
+
+
+@dataclass
+class RawTable:
+    """What `read_csv_reporting` returns: well-formed rows, their source lines, and problems.
+
+    `table` holds str values only; `lines[i]` is the 1-based source line of row i;
+    `problems` are lines that never became rows; `row_notes` are (row, field,
+    reason) for rows that were kept but altered (undecodable bytes replaced).
+    """
+
+    table: pd.DataFrame
+    lines: list[int]
+    problems: list[Problem] = field(default_factory=list)
+    row_notes: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+class Catalog:
+    """A validated table of products.
+
+    Columns of `table`: `item_id` (str, unique among usable rows), `image`
+    (path relative to `image_root`, "" when none), `text`, then attribute columns
+    (every other column, whatever its name). `lines` (optional, one per row) are
+    the 1-based source lines, used in problem reports.
+
+    A cell of a core column that is not a scalar (a list, dict, array or bytes,
+    e.g. from a Parquet list column) is not joined or stringified: it becomes ""
+    and a problem ("text is a list, not a string: ..."), so that row's text is
+    never embedded. Float ids/images that hold whole numbers (pandas turns
+    integer columns with nulls into floats) print as integers ("39386", not
+    "39386.0"); nulls become "".
+
+    >>> cat = Catalog(pd.DataFrame({"item_id": [1.0, None], "image": ["", ""], "text": [["a"], "b"]}))
+    >>> cat.ids
+    ['1', '']
+    >>> for p in cat.problems:
+    ...     print(p)
+    row 1 of the table (id '1') text: text is a list, not a string: give one string per product (['a'])
+    row 1 of the table (id '1') image: no image path
+    row 2 of the table (id '') item_id: empty item id
+    row 2 of the table (id '') image: no image path
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        image_root: str | Path | None = None,
+        name: str = "catalog",
+        problems: Sequence[Problem] = (),
+        check_images: bool = True,
+        lines: Sequence[int] | None = None,
+    ) -> None:
+        _check_unique_columns(list(table.columns), "catalog table")
+        missing = [c for c in CORE_COLUMNS if c not in table.columns]
+        if missing:
+            raise CatalogError(f"Catalog table lacks columns {missing}; it has {list(table.columns)}")
+        if lines is not None and len(lines) != len(table):
+            raise ValueError(f"lines has {len(lines)} entries for a table of {len(table)} rows")
+        self.table = table.reset_index(drop=True)
+        notes: list[tuple[int, str, str]] = []
+        for col in CORE_COLUMNS:
+            values, bad = _core_strings(self.table[col], _CORE_WHAT[col])
+            self.table[col] = values
+            notes += [(i, col, reason) for i, reason in bad]
+        self.image_root = Path(image_root).resolve() if image_root is not None else None
+        # the table is read-only after validation: these lists serve the hot paths
+        self._ids: list[str] = self.table["item_id"].tolist()
+        self._texts: list[str] = self.table["text"].tolist()
+        self._lines: list[int] | None = [int(x) for x in lines] if lines is not None else None
+        self._paths: list[str] = []
+        self.name = name
+        self.problems: list[Problem] = list(problems)
+        self._bad_image = np.zeros(len(self.table), dtype=bool)
+        self._bad_text = np.zeros(len(self.table), dtype=bool)
+        for i, col, reason in notes:
+            self._flag(i, col, reason)
+        self._check_rows(check_images, refused={(i, col) for i, col, _ in notes})
+        self._sort_problems()
+
+    # ---- construction -------------------------------------------------
+    @classmethod
+    def from_csv(
+        cls,
+        path: str | Path,
+        image_root: str | Path | None = None,
+        id_col: str = "item_id",
+        text_col: str = "text",
+        image_col: str | None = "image",
+        image_template: str | None = None,
+        name: str | None = None,
+        check_images: bool = True,
+    ) -> "Catalog":
+        """Read a CSV; `image_template` (e.g. "{id}.jpg") builds image paths from columns.
+
+        UTF-8 (with or without BOM), UTF-16/32 with a BOM (Excel's "Unicode
+        text"), comma- or tab-separated (tabs when the header has tabs and no comma).
+        """
+        raw = read_csv_reporting(path, id_col=id_col)
+        return cls._from_raw(raw.table, raw.problems, path, image_root, id_col, text_col, image_col, image_template,
+                             name, check_images, lines=raw.lines, row_notes=raw.row_notes)
+
+    @classmethod
+    def from_parquet(cls, path: str | Path, **options) -> "Catalog":
+        """Read a Parquet file; `options` as for `from_csv`.
+
+        Integer columns with nulls keep their integers (no "39386.0").
+        """
+        table = read_parquet_checked(path)
+        return cls._from_raw(table, [], path, **options)
+
+    @classmethod
+    def from_folder(cls, root: str | Path, name: str | None = None) -> "Catalog":
+        """Every image under `root` (recursively); the text is the file name's stem.
+
+        >>> Catalog.from_folder("photos")                  # doctest: +SKIP
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise CatalogError(f"Image folder not found: {root}")
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        rel = [p.relative_to(root).as_posix() for p in files]
+        table = pd.DataFrame({
+            "item_id": rel,
+            "image": rel,
+            "text": [Path(r).stem.replace("_", " ").replace("-", " ") for r in rel],
+        })
+        return cls(table, image_root=root, name=name or root.name)
+
+    @classmethod
+    def _from_raw(cls, table: pd.DataFrame, problems: list[Problem], source: str | Path,
+                  image_root: str | Path | None = None, id_col: str = "item_id", text_col: str = "text",
+                  image_col: str | None = "image", image_template: str | None = None, name: str | None = None,
+                  check_images: bool = True, lines: Sequence[int] | None = None,
+                  row_notes: Sequence[tuple[int, str, str]] = ()) -> "Catalog":
+        cols = list(table.columns)
+        _check_unique_columns(cols, str(source))
+        for col, what in ((id_col, "id_col"), (text_col, "text_col")):
+            if col not in cols:
+                raise CatalogError(f"{source}: no column {col!r} ({what}); columns are {cols}")
+        out = pd.DataFrame({"item_id": table[id_col], "text": table[text_col]})
+        if image_template is not None:
+            out["image"] = _format_template(image_template, table, id_col, cols)
+        elif image_col is not None and image_col in cols:
+            out["image"] = table[image_col]
+        else:
+            out["image"] = ""
+        for col in cols:
+            if col not in (id_col, text_col, image_col) and col not in out.columns:
+                out[col] = table[col]
+        out = out[[*CORE_COLUMNS, *[c for c in out.columns if c not in CORE_COLUMNS]]]
+        if len(out) == 0:
+            log.warning("%s has column names but no data rows: the catalog is empty", source)
+        cat = cls(out, image_root=image_root, name=name or Path(source).stem, problems=problems,
+                  check_images=check_images, lines=lines)
+        if row_notes:
+            cat.problems += [cat.problem(r, fld, reason) for r, fld, reason in row_notes]
+            cat._sort_problems()
+        return cat
+
+    # ---- validation ---------------------------------------------------
+    def _line(self, i: int) -> int | None:
+        return self._lines[i] if self._lines is not None else None
+
+    def _where(self, i: int) -> str:
+        line = self._line(i)
+        return f"line {line}" if line is not None else f"row {i + 1} of the table"
+
+    def _flag(self, i: int, field: str, reason: str) -> None:
+        self.problems.append(self.problem(i, field, reason))
+        if field in ("image", "item_id"):
+            self._bad_image[i] = True
+        if field in ("text", "item_id"):
+            self._bad_text[i] = True
+
+    def _sort_problems(self) -> None:
+        """Problems in source order (stable: per row, in the order they were found)."""
+        def key(p: Problem) -> int:
+            return p.line if p.line is not None else (p.row + 1 if p.row is not None else 0)
+        self.problems.sort(key=key)
+
+    def _check_rows(self, check_images: bool, refused: set[tuple[int, str]] = frozenset()) -> None:
+        """Flag empty/duplicate ids, empty texts, bad image paths; `refused` cells are already reported."""
+        ids = self._ids
+        seen: dict[str, int] = {}
+        for i, item_id in enumerate(ids):
+            if (i, "item_id") in refused:
+                continue
+            if not item_id.strip():
+                self._flag(i, "item_id", "empty item id")
+            elif item_id in seen:
+                self._flag(i, "item_id", f"duplicate id (first at {self._where(seen[item_id])}); this row is not used")
+            else:
+                seen[item_id] = i
+        for i, text in enumerate(self._texts):
+            if not text.strip() and (i, "text") not in refused:
+                self._flag(i, "text", "empty text")
+        for i, rel in enumerate(self.table["image"].tolist()):
+            path, reason = self._resolve(rel) if rel else ("", "no image path")
+            self._paths.append(path)
+            if (i, "image") in refused:
+                continue
+            if reason:
+                self._flag(i, "image", reason)
+            elif check_images and (problem := image_file_problem(path)):
+                self._flag(i, "image", problem)
+
+    def _resolve(self, rel: str) -> tuple[str, str | None]:
+        """Absolute, normalised path of an image entry, or a reason it is refused.
+
+        The check is lexical ("..", absolute paths): symbolic links inside the
+        root are the owner's choice and are followed.
+        """
+        if self.image_root is None:
+            return os.path.abspath(rel), None
+        if os.path.isabs(rel):
+            return rel, f"absolute path {rel!r} outside the image root"
+        root = str(self.image_root)
+        path = os.path.normpath(os.path.join(root, rel))
+        if not path.startswith(root + os.sep):
+            return path, f"path {rel!r} escapes the image root {self.image_root}"
+        return path, None
+
+    def check_image_contents(self, rows: Iterable[int] | None = None) -> list[Problem]:
+        """Decode images (all usable rows by default); unreadable ones become problems.
+
+        Slower than the existence check done at construction; `embed_images`
+        reports decode failures anyway, so call this for an audit.
+        """
+        found = []
+        for i in (rows if rows is not None else np.flatnonzero(~self._bad_image)):
+            try:
+                load_rgb(self.image_path(int(i)))
+            except ImageLoadError as e:
+                self._flag(int(i), "image", str(e))
+                found.append(self.problems[-1])
+        return found
+
+    # ---- access ---------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.name!r}, {len(self)} rows, {len(self.problems)} problems)"
+
+    @property
+    def ids(self) -> list[str]:
+        """Item id of each row (a list; do not modify)."""
+        return self._ids
+
+    @property
+    def texts(self) -> list[str]:
+        """Text of each row (a list; do not modify)."""
+        return self._texts
+
+    @property
+    def lines(self) -> list[int] | None:
+        """1-based source line of each row (a list; do not modify), or None when not read from a file."""
+        return self._lines
+
+    @property
+    def attributes(self) -> list[str]:
+        """Every column but item_id, image and text, whatever its name."""
+        return [c for c in self.table.columns if c not in CORE_COLUMNS]
+
+    def image_path(self, row: int) -> Path:
+        return Path(self._paths[row])
+
+    def usable_rows(self, kind: str = "image") -> np.ndarray:
+        """Row indices usable for `kind` ("image" or "text"). Shape (n_usable,)."""
+        if kind not in ("image", "text"):
+            raise ValueError(f"kind must be 'image' or 'text', not {kind!r}")
+        bad = self._bad_image if kind == "image" else self._bad_text
+        return np.flatnonzero(~bad)
+
+    def problem(self, row: int, field: str, reason: str) -> Problem:
+        """A `Problem` for table row `row`, with its item id and source line filled in.
+
+        >>> catalog.problem(3, "image", "corrupt or truncated image")   # doctest: +SKIP
+        """
+        row = int(row)
+        return Problem(self._ids[row], field, reason, row=row, line=self._line(row))
+
+    def row_of(self, item_id: str) -> int:
+        matches = np.flatnonzero(self.table["item_id"].to_numpy() == str(item_id))
+        if len(matches) == 0:
+            raise KeyError(f"No item with id {item_id!r} in catalog {self.name!r}")
+        return int(matches[0])
+
+    def subset(self, rows: Sequence[int] | np.ndarray, name: str | None = None) -> "Catalog":
+        """A new catalog of the given rows; their problems are found again by validation."""
+        rows = np.asarray(rows, dtype=int)
+        lines = [self._lines[r] for r in rows] if self._lines is not None else None
+        return Catalog(self.table.iloc[rows].copy(), self.image_root, name or self.name, lines=lines)
+
+    def problem_table(self) -> pd.DataFrame:
+        """One row per problem: item_id, field, reason, row (0-based), line (1-based; empty when unknown)."""
+        out = pd.DataFrame([p.__dict__ for p in self.problems], columns=["item_id", "field", "reason", "row", "line"])
+        for col in ("row", "line"):
+            out[col] = out[col].astype("Int64")
+        return out
+
+    def report(self, limit: int = 20) -> str:
+        """A human summary: counts per kind of problem, then the first `limit` problems."""
+        size = f"{len(self)} rows" if len(self) else "0 rows (no products: the table has a header but no data rows)"
+        if not self.problems:
+            return f"{self.name}: {size}, no problems"
+        kinds = Counter(f"{p.field}: {p.reason.split(' /')[0].split(':')[0]}" for p in self.problems)
+        lines = [f"{self.name}: {size}, {len(self.problems)} problems"]
+        lines += [f"  {n:6d} x {k}" for k, n in kinds.most_common()]
+        lines += [f"  - {p}" for p in self.problems[:limit]]
+        if len(self.problems) > limit:
+            lines.append(f"  ... and {len(self.problems) - limit} more (catalog.problem_table())")
+        return "\n".join(lines)
+
+
+# ---- cell and column helpers ---------------------------------------------
+def _check_unique_columns(columns: Sequence[object], source: str) -> None:
+    """CatalogError naming each repeated column name and its 1-based positions."""
+    positions: dict[object, list[int]] = {}
+    for i, c in enumerate(columns, start=1):
+        positions.setdefault(c, []).append(i)
+    repeated = {c: pos for c, pos in positions.items() if len(pos) > 1}
+    if repeated:
+        named = "; ".join(f"{c!r} at columns {', '.join(map(str, pos))}" for c, pos in repeated.items())
+        raise CatalogError(f"{source}: repeated column name(s) in the header: {named}; "
+                           "rename them so every column name is unique")
+
+
+_NOT_SCALAR = (list, tuple, dict, set, frozenset, np.ndarray, bytes, bytearray)
+
+
+def _refusal(what: str, v: object) -> str:
+    """Why a non-scalar cell of a core column is refused (one line, valid UTF-8)."""
+    if isinstance(v, (bytes, bytearray)):
+        kind, advice = "bytes", "decode it to a string first"
+    elif isinstance(v, dict):
+        kind, advice = "a dict", "give one string per product"
+    elif isinstance(v, (set, frozenset)):
+        kind, advice = "a set", "give one string per product"
+    else:
+        kind, advice = "a list", "give one string per product"
+    shown = repr(v.tolist() if isinstance(v, np.ndarray) else v)
+    shown = _clean(shown[:80] + ("..." if len(shown) > 80 else ""))
+    return f"{what} is {kind}, not a string: {advice} ({shown})"
+
+
+def _core_strings(col: pd.Series, what: str) -> tuple[list[str], list[tuple[int, str]]]:
+    """A core column as str values ("" for nulls), and (row, reason) for refused cells.
+
+    Floats that are whole numbers print as integers (an integer column with
+    nulls reaches pandas as floats); lists, dicts, arrays and bytes are refused.
+    """
+    if col.dtype.kind == "f":
+        arr = col.to_numpy(dtype=np.float64)  # (n,)
+        ok = ~np.isnan(arr)
+        vals = arr[ok]
+        if np.isfinite(vals).all() and (vals == np.floor(vals)).all():
+            return [str(int(v)) if o else "" for v, o in zip(arr.tolist(), ok.tolist())], []
+        return [repr(v) if o else "" for v, o in zip(arr.tolist(), ok.tolist())], []
+    if col.dtype != object:  # str, Int64, int, bool, category, datetime: scalars only
+        return [str(v) if not m else "" for v, m in zip(col.tolist(), col.isna().tolist())], []
+    out: list[str] = []
+    bad: list[tuple[int, str]] = []
+    for i, v in enumerate(col.tolist()):
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, _NOT_SCALAR):
+            out.append("")
+            bad.append((i, _refusal(what, v)))
+        elif pd.isna(v):
+            out.append("")
+        elif isinstance(v, float) and v.is_integer():
+            out.append(str(int(v)))
+        else:
+            out.append(str(v))
+    return out, bad
+
+
+def _template_values(col: pd.Series) -> list[object]:
+    """Values of a column for `str.format`: whole floats as int, nulls as ""."""
+    if col.dtype.kind == "f":
+        arr = col.to_numpy(dtype=np.float64)
+        vals = arr[~np.isnan(arr)]
+        if np.isfinite(vals).all() and (vals == np.floor(vals)).all():
+            return ["" if v != v else int(v) for v in arr.tolist()]
+    return ["" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in col.tolist()]
+
+
+def _format_template(template: str, table: pd.DataFrame, id_col: str, cols: list) -> list[str]:
+    """Image paths from `template` ("{id}.jpg", "{folder}/{sku}.png"): one per row.
+
+    `{id}` is the column named "id" when there is one, else `id_col`.
+    """
+    try:
+        names = {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as e:
+        raise CatalogError(f"image_template {template!r} is not a valid format string: {e}") from e
+    unknown = sorted(n for n in names if n != "id" and n not in cols)
+    if unknown:
+        raise CatalogError(f"image_template {template!r} names unknown column(s) {unknown}; columns are {cols}")
+    if not names:
+        return [template] * len(table)
+    source = {n: (n if n in cols else id_col) for n in names}
+    values = {n: _template_values(table[c]) for n, c in source.items()}
+    out = []
+    for i, row in enumerate(zip(*values.values())):
+        fields = dict(zip(values, row))
+        try:
+            out.append(template.format(**fields))
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise CatalogError(f"image_template {template!r} cannot be filled for row {i + 1} of the table "
+                               f"({fields}): {e}") from e
+    return out
+
+
+# ---- reading files ---------------------------------------------------------
+def _check_file(path: Path, kind: str) -> None:
+    """CatalogError for a missing path, a folder, or an empty file (before any parsing)."""
+    if path.is_dir():
+        raise CatalogError(f"{path} is a folder, not a {kind} file: give the {kind} file itself "
+                           "(open_catalog(folder) reads data folders)")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as e:
+        raise CatalogError(f"Catalog file not found: {path}") from e
+    if size == 0:
+        raise CatalogError(f"{path} is empty (0 bytes): a {kind} catalog needs at least a header row")
+
+
+def read_parquet_checked(path: str | Path) -> pd.DataFrame:
+    """A Parquet file as a DataFrame; CatalogError (one line) for anything unreadable.
+
+    Integer columns with nulls come back as Python ints and None (not floats).
+    """
+    path = Path(path)
+    _check_file(path, "Parquet")
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise MissingExtraError("Reading Parquet needs pyarrow: pip install pyarrow") from e
+    try:
+        pf = pq.ParquetFile(path)
+        _check_unique_columns(pf.schema_arrow.names, str(path))
+        return pf.read().to_pandas(integer_object_nulls=True)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        if isinstance(e, CatalogError):
+            raise
+        raise CatalogError(f"{path} is not a readable Parquet file: {e}") from e
+
+
+def _mark_undecodable(e: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: one lone surrogate per undecodable byte (found and replaced later)."""
+    return "\udcff" * (e.end - e.start), e.end
+
+
+codecs.register_error("fclip-mark", _mark_undecodable)
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """Text of a CSV file: encoding from its byte-order mark, else UTF-8.
+
+    Undecodable bytes become lone surrogates (U+DC80..U+DCFF) for the caller to
+    report and replace. A file that is not text at all raises CatalogError.
+    """
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            return raw.decode(encoding, "fclip-mark")
+    if raw.startswith(b"PAR1"):
+        raise CatalogError(f"{path} is a Parquet file, not a CSV: name it .parquet or use Catalog.from_parquet")
+    head = raw[:4096]
+    nuls = head.count(0)
+    if nuls > len(head) // 8:
+        on_one_side = max(head[0::2].count(0), head[1::2].count(0)) >= 0.9 * nuls
+        if on_one_side:
+            raise CatalogError(f"{path} looks like UTF-16 without a byte-order mark; save as UTF-8 "
+                               "(or as UTF-16 with a BOM)")
+        raise CatalogError(f"{path} is binary data ({nuls} NUL bytes in its first {len(head)}), not CSV text")
+    return raw.decode("utf-8", "surrogateescape")
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _has_surrogates(s: str) -> bool:
+    """True where undecodable bytes were smuggled in by the decoder."""
+    return not s.isascii() and _SURROGATE.search(s) is not None
+
+
+def _clean(s: str) -> str:
+    """`s` with each undecodable byte replaced by U+FFFD: always valid UTF-8."""
+    return _SURROGATE.sub("\ufffd", s) if _has_surrogates(s) else s
+
+
+def read_csv_reporting(path: str | Path, id_col: str | None = None) -> RawTable:
+    """Parse a CSV, reporting (not dropping silently) malformed and non-UTF-8 lines.
+
+    Every string it returns is valid UTF-8 (undecodable bytes become U+FFFD).
+    The delimiter is a tab when the header has tabs and no comma, else a comma.
+    `id_col` names the column whose value identifies a malformed line (else the
+    first field).
+
+    >>> raw = read_csv_reporting("catalog.csv")       # doctest: +SKIP
+    >>> raw.table.shape, raw.lines[:2], raw.problems  # doctest: +SKIP
+    ((3, 3), [2, 3], [])
+    """
+    path = Path(path)
+    _check_file(path, "CSV")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CatalogError(f"Cannot read catalog file {path}: {e}") from e
+    text = _decode(raw, path)
+    dirty = _has_surrogates(text)  # any undecodable byte at all? (checked once, per field only if so)
+    first = text.split("\n", 1)[0]
+    delimiter = "\t" if "\t" in first and "," not in first else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration as e:
+        raise CatalogError(f"{path} is empty: no header row") from e
+    except csv.Error as e:
+        raise CatalogError(f"{path}: the header row cannot be parsed as CSV: {e}") from e
+    problems: list[Problem] = []
+    if dirty and any(_has_surrogates(h) for h in header):
+        header = [_clean(h) for h in header]
+        problems.append(Problem(None, "encoding", "not valid UTF-8 in the header; undecodable bytes replaced by "
+                                "U+FFFD", line=1))
+    _check_unique_columns(header, str(path))
+    id_at = header.index(id_col) if id_col in header else 0
+    notes: list[tuple[int, str, str]] = []
+    rows, lines = [], []
+    start = reader.line_num + 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            problems.append(Problem(None, "line", f"unparseable CSV: {_clean(str(e))}", line=start))
+            start = reader.line_num + 1
+            continue
+        line, start = start, reader.line_num + 1
+        if not fields or all(not f.strip() for f in fields):
+            continue  # blank line: nothing to report
+        if len(fields) != len(header):
+            fields = [_clean(f) for f in fields] if dirty else fields
+            problems.append(Problem(fields[id_at] if id_at < len(fields) else None, "line",
+                                    f"malformed CSV line: {len(fields)} fields, header has {len(header)}: "
+                                    f"{delimiter.join(fields)[:120]!r}", line=line))
+            continue
+        if dirty:
+            bad_cols = [h for h, f in zip(header, fields) if _has_surrogates(f)]
+            if bad_cols:
+                notes.append((len(rows), "encoding", f"not valid UTF-8 in column(s) {bad_cols}; "
+                              "undecodable bytes replaced by U+FFFD (row kept)"))
+                fields = [_clean(f) for f in fields]
+        rows.append(fields)
+        lines.append(line)
+    table = pd.DataFrame(rows, columns=header, dtype=str)
+    return RawTable(table, lines, problems, notes)

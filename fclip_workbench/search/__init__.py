@@ -1,0 +1,1 @@
+"""Search: exact and approximate indexes (`index`), saved indexes (`saved`), text/image search (`searcher`)."""
