@@ -274,7 +274,7 @@ def cmd_search(args) -> int:
     store = _store(args)
     index = args.index or "auto"
     if args.index_dir:
-        from fclip_workbench.search.index import load_index
+        from fclip_workbench.search.saved import load_index
         from fclip_workbench.search.searcher import check_index_weight
         index = load_index(args.index_dir)
         check_index_weight(index, args.image_weight)
@@ -295,7 +295,7 @@ def cmd_index(args) -> int:
     print its recall (image and title queries) and memory."""
     from fclip_workbench.embedding.embed import embed_images
     from fclip_workbench.search.index import build_index, choose_kind, is_approximate
-    from fclip_workbench.search.saved import check_save_folder
+    from fclip_workbench.search.saved import check_save_folder, save_index
     from fclip_workbench.search.searcher import _no_images, item_contents, product_vectors, require_images, title_queries
 
     check_save_folder(args.out, "--out")  # a file, a folder of other files, read-only: before any slow work
@@ -315,7 +315,7 @@ def cmd_index(args) -> int:
     index = build_index(vectors, res.ids, kind, space=model.space, image_weight=args.image_weight, **options)
     took = time.perf_counter() - t
     index.content = item_contents(cat, res.ids, store, args.image_weight)  # binds it to these products
-    path = index.save(args.out)
+    path = save_index(index, args.out)
     info = index.build_info
     if not is_approximate(kind):
         recall = "Recall@10 1.0 (exact search)"

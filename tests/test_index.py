@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from fclip_workbench.search.index import ExactIndex, FaissIndex, blend, build_index, load_index, normalize
+from fclip_workbench.search.index import ExactIndex, FaissIndex, blend, build_index, normalize
+from fclip_workbench.search.saved import load_index, save_index
 from fclip_workbench.embedding.space import EmbeddingSpace
 
 
@@ -30,7 +31,7 @@ def test_exact_and_faiss_agree(data):
 def test_save_load_roundtrip(data, tmp_path, kind):
     vecs, ids = data
     idx = build_index(vecs, ids, kind, space=space(32))
-    again = load_index(idx.save(tmp_path / kind))
+    again = load_index(save_index(idx, tmp_path / kind))
     assert again.search(vecs[:3], 4)[1] == idx.search(vecs[:3], 4)[1]
     assert again.space == space(32) and again.image_weight == 1.0
 
@@ -115,7 +116,7 @@ def test_hnsw_recall_against_exact(unit_2000):
 def test_hnsw_save_load_roundtrip_keeps_recall(unit_2000, tmp_path):
     vecs, ids, queries = unit_2000
     idx = FaissIndex(vecs, ids, method="hnsw", space=space(64))
-    again = load_index(idx.save(tmp_path / "hnsw"))
+    again = load_index(save_index(idx, tmp_path / "hnsw"))
     assert isinstance(again, FaissIndex) and again.method == "hnsw" and len(again) == 2000
     s1, r1 = idx.search(queries, k=10)
     s2, r2 = again.search(queries, k=10)

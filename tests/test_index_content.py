@@ -13,8 +13,8 @@ from fclip_workbench import cli
 from fclip_workbench.embedding import store as store_module
 from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.errors import InvalidArgumentError, SavedIndexError
-from fclip_workbench.search.index import build_index, load_index
-from fclip_workbench.search.saved import INDEX_FORMAT
+from fclip_workbench.search.index import build_index
+from fclip_workbench.search.saved import INDEX_FORMAT, load_index, save_index
 from fclip_workbench.search.searcher import Searcher, item_contents
 from fclip_workbench.embedding.store import EmbeddingStore
 
@@ -39,7 +39,7 @@ def store(tmp_path):
 
 
 def saved(tiny_model, catalog, store, folder, **kw):
-    return Searcher.build(tiny_model, catalog, store=store, progress=False, **kw).index.save(folder)
+    return save_index(Searcher.build(tiny_model, catalog, store=store, progress=False, **kw).index, folder)
 
 
 def meta_of(folder):
@@ -103,7 +103,7 @@ def test_an_exact_index_without_digests_is_checked_by_its_vectors(tiny_model, ca
     other = shifted(small_catalog_dir, tmp_path / "catB", "image")
     with pytest.raises(InvalidArgumentError, match="12 of its 12 ids have another image there \\(their vectors differ"):
         Searcher.build(tiny_model, other, store=store, index=bare, progress=False)
-    folder = bare.save(tmp_path / "bare")
+    folder = save_index(bare, tmp_path / "bare")
     assert meta_of(folder)["content"] is None
     with pytest.raises(SavedIndexError, match="their vectors differ"):
         Searcher.build(tiny_model, other, store=store, index=load_index(folder), progress=False)

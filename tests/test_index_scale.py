@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from fclip_workbench.errors import InvalidArgumentError
-from fclip_workbench.search.index import (ExactIndex, FaissIndex, build_index, choose_kind, load_index, normalize,
+from fclip_workbench.search.index import (ExactIndex, FaissIndex, build_index, choose_kind, normalize,
                                    recall_at_k)
 from fclip_workbench.embedding.space import EmbeddingSpace
+from fclip_workbench.search.saved import load_index, save_index
 
 SPACE64 = EmbeddingSpace("a" * 32, "fp32", "b" * 16, 64, model="test@1")
 
@@ -86,7 +87,7 @@ def test_save_load_keeps_ids_parameters_and_results(data20k, built, tmp_path, ki
     vecs, ids, queries, _ = data20k
     idx = built[kind]
     idx.space = SPACE64  # recorded after the build: saving needs a space
-    again = load_index(idx.save(tmp_path / kind), space=SPACE64)
+    again = load_index(save_index(idx, tmp_path / kind), space=SPACE64)
     assert isinstance(again, FaissIndex) and again.method == kind and again.ids == ids
     assert (again.nprobe, again.k_factor, again.build_info) == (idx.nprobe, idx.k_factor, idx.build_info)
     s1, r1 = idx.search(queries[:50], k=10)
@@ -298,5 +299,5 @@ def test_kagl_ivf_reaches_the_target_for_image_and_title_queries(tmp_path):
     assert info["recall_at_10_image"] >= 0.94 and info["recall_at_10_text"] >= 0.94, info
     _, exact = ExactIndex(res.vectors, res.ids).search(held, k=10)
     assert recall_at_k(idx.search(held, k=10)[1], exact) >= 0.94
-    saved = load_index(idx.save(tmp_path / "kagl"), space=model.space)
+    saved = load_index(save_index(idx, tmp_path / "kagl"), space=model.space)
     assert saved.build_info["recall_at_10_text"] == info["recall_at_10_text"]

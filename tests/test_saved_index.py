@@ -17,8 +17,8 @@ import torch
 
 from fclip_workbench import cli
 from fclip_workbench.errors import FclipError, InvalidArgumentError, SavedIndexError, SpaceMismatchError
-from fclip_workbench.search.index import ExactIndex, FaissIndex, build_index, load_index, normalize
-from fclip_workbench.search.saved import _file_record, check_save_folder
+from fclip_workbench.search.index import ExactIndex, FaissIndex, build_index, normalize
+from fclip_workbench.search.saved import _file_record, check_save_folder, load_index, save_index
 from fclip_workbench.embedding.space import EmbeddingSpace
 
 DIM = 16
@@ -39,7 +39,7 @@ def saved(tmp_path_factory):
     out = {}
     for kind, n in (("exact", 60), ("ivf", 3000)):
         x = vectors(n)
-        build_index(x, [f"p{j}" for j in range(n)], kind, space=space()).save(base / kind)
+        save_index(build_index(x, [f"p{j}" for j in range(n)], kind, space=space()), base / kind)
         out[kind] = base / kind
     return out
 
@@ -170,7 +170,7 @@ def _wrong_dim_data_resealed(f: Path) -> None:
         with open(f / "vectors.npy", "wb") as fh:
             np.save(fh, x)
     else:
-        build_index(x, meta["ids"], "ivf", space=space(dim=DIM * 2)).save(f)
+        save_index(build_index(x, meta["ids"], "ivf", space=space(dim=DIM * 2)), f)
         meta2 = meta_of(f)
         meta2["space"], meta2["dim"] = meta["space"], meta["dim"]
         write_meta(f, meta2)
@@ -384,7 +384,7 @@ def test_non_finite_queries_are_refused():
 # ------------------------------------------------------------------ the recorded space and weight
 def test_a_saved_index_records_space_weight_and_checks_the_space_before_reading_vectors(tmp_path):
     a, b = space("a", model="fclip-mini@1"), space("c", model="fclip-mini@2")
-    folder = build_index(vectors(50), [f"p{j}" for j in range(50)], space=a, image_weight=0.25).save(tmp_path / "v1")
+    folder = save_index(build_index(vectors(50), [f"p{j}" for j in range(50)], space=a, image_weight=0.25), tmp_path / "v1")
     meta = meta_of(folder)
     assert meta["space"] == a.to_dict() and meta["image_weight"] == 0.25 and meta["format"] == 3
     again = load_index(folder, space=a)
@@ -409,15 +409,15 @@ def test_queries_of_another_space_are_refused(other):
 
 def test_saving_needs_a_space(tmp_path):
     with pytest.raises(InvalidArgumentError, match="space=model.space"):
-        ExactIndex(vectors(5), list("abcde")).save(tmp_path / "x")
+        save_index(ExactIndex(vectors(5), list("abcde")), tmp_path / "x")
     with pytest.raises(SpaceMismatchError, match="dimension 16"):
         ExactIndex(vectors(5), list("abcde"), space=space(dim=8))
 
 
 def test_replacing_a_saved_index_of_another_kind(tmp_path):
     x, ids = vectors(3000), [f"p{j}" for j in range(3000)]
-    build_index(x[:10], ids[:10], space=space()).save(tmp_path / "v")
-    build_index(x, ids, "ivf", space=space()).save(tmp_path / "v")
+    save_index(build_index(x[:10], ids[:10], space=space()), tmp_path / "v")
+    save_index(build_index(x, ids, "ivf", space=space()), tmp_path / "v")
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["faiss.index", "index.json"]
     assert isinstance(load_index(tmp_path / "v"), FaissIndex) and len(load_index(tmp_path / "v")) == 3000
 
@@ -433,7 +433,7 @@ def test_save_folder_refusals(tmp_path):
         with pytest.raises(InvalidArgumentError, match=says):
             check_save_folder(bad)
         with pytest.raises(InvalidArgumentError, match=says):
-            ExactIndex(vectors(3), list("abc"), space=space()).save(bad)
+            save_index(ExactIndex(vectors(3), list("abc"), space=space()), bad)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
     assert check_save_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
     (tmp_path / "empty").mkdir()
@@ -479,7 +479,7 @@ def test_searcher_refuses_an_index_of_another_space_before_embedding(tiny_model,
 
     cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
     s = Searcher.build(tiny_model, cat, EmbeddingStore(tmp_path / "a.sqlite"), progress=False)
-    folder = s.index.save(tmp_path / "v1")
+    folder = save_index(s.index, tmp_path / "v1")
     other = _perturbed(tiny_model)
     assert other.space != tiny_model.space
     store = EmbeddingStore(tmp_path / "b.sqlite")
@@ -515,7 +515,7 @@ def test_searcher_uses_the_saved_image_weight_and_refuses_another(tiny_model, sm
     cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
     store = EmbeddingStore(tmp_path / "a.sqlite")
     blended = Searcher.build(tiny_model, cat, store, image_weight=0.3, progress=False)
-    folder = blended.index.save(tmp_path / "w03")
+    folder = save_index(blended.index, tmp_path / "w03")
     again = Searcher.build(tiny_model, cat, store, index=load_index(folder), progress=False)
     assert again.image_weight == 0.3
     assert again.by_text("red shirt", k=12).item_id.tolist() == blended.by_text("red shirt", k=12).item_id.tolist()

@@ -113,7 +113,3 @@ def expected_calibration_error(probs: np.ndarray, y_true_idx: Sequence[int], n_b
     gap = np.abs(np.bincount(bins, correct, n_bins) - np.bincount(bins, conf, n_bins))  # per bin, summed
     return float(gap.sum() / len(y))
 
-
-# grounding maps against masks (pointing game, energy share, top-k IoU, deletion AUC, baselines)
-from fclip_workbench.grounding.metrics import (centre_map, deletion_auc, energy_share, grounding_scores,  # noqa: E402,F401
-                                pointing_game, topk_iou, uniform_map)

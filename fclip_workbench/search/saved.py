@@ -27,7 +27,7 @@ Example:
     >>> from fclip_workbench.search.index import build_index
     >>> from fclip_workbench.embedding.space import EmbeddingSpace
     >>> sp = EmbeddingSpace("a" * 32, "fp32", "b" * 16, 3, model="demo")
-    >>> folder = build_index(np.eye(3, dtype=np.float32), ["x", "y", "z"], space=sp).save(tempfile.mkdtemp() + "/v1")
+    >>> folder = save_index(build_index(np.eye(3, dtype=np.float32), ["x", "y", "z"], space=sp), tempfile.mkdtemp() + "/v1")
     >>> load_index(folder, space=sp).search(np.eye(3, dtype=np.float32)[:1], k=1)[1]
     [['x']]
 """
@@ -46,7 +46,8 @@ from typing import Any, Callable
 import numpy as np
 
 from fclip_workbench.errors import InvalidArgumentError, SavedIndexError, SpaceMismatchError
-from fclip_workbench.search.index import ADD_CHUNK, FAISS_METHODS, ExactIndex, FaissIndex, VectorIndex, _faiss, normalize
+from fclip_workbench.search.base import ADD_CHUNK, FAISS_METHODS, ExactIndex, VectorIndex
+from fclip_workbench.search.faiss_index import FaissIndex, _faiss
 from fclip_workbench.embedding.space import EmbeddingSpace, space_of
 
 INDEX_FORMAT = 3  # 1: no space, no checksums; 2: no content digests, ids unchecked (both refused: rebuild)
