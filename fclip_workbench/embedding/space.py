@@ -12,11 +12,11 @@ checks it on use; a mismatch is one `SpaceMismatchError` line naming both spaces
 fine-tune them in place and the space changes). The value itself is frozen.
 
 Example:
-    >>> a = EmbeddingSpace(weights="a" * 32, precision="fp32", image_pipeline="p" * 16, dim=256, model="fclip-mini@1")
+    >>> a = EmbeddingSpace(weights="a" * 32, precision="fp32", image_pipeline="c" * 16, dim=256, model="fclip-mini@1")
     >>> b = EmbeddingSpace.from_dict(a.to_dict())
     >>> a == b, a.key
-    (True, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa+fp32:pppppppppppppppp:256')
-    >>> c = EmbeddingSpace(weights="b" * 32, precision="fp32", image_pipeline="p" * 16, dim=256, model="fclip-mini@2")
+    (True, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa+fp32:cccccccccccccccc:256')
+    >>> c = EmbeddingSpace(weights="b" * 32, precision="fp32", image_pipeline="c" * 16, dim=256, model="fclip-mini@2")
     >>> a.check(c, "index 'v1'")
     Traceback (most recent call last):
     ...
