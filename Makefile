@@ -10,7 +10,7 @@ EXTRAS ?= dev
 PINS := $(VENV)/.torch-pins
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: setup lab test test-slow test-all bench docs screenshots clean FORCE
+.PHONY: setup lab test lint test-slow test-all bench docs screenshots clean FORCE
 
 $(PINS): FORCE
 	@mkdir -p $(VENV)
@@ -32,6 +32,10 @@ lab: setup
 # The CI suite: everything but the `slow` tests (pyproject.toml: addopts = -m 'not slow').
 test: setup
 	$(PYTEST) -q
+
+# Lint: errors, not style (pyproject.toml [tool.ruff]); CI runs it after the tests.
+lint: setup
+	$(VENV)/bin/ruff check fclip_workbench tests benchmarks notebooks
 
 # Only the slow tests (recipe reproductions on the real data sets): weekly and before shipping new weights.
 test-slow: setup

@@ -13,7 +13,7 @@ import pytest
 import fclip_workbench.analysis.evaluate as ev
 from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.errors import FclipError, LeakageError
-from fclip_workbench.analysis.evaluate import (ALL_PRODUCTS, EvalReport, EvalSplit, choose_split, default_fields, evaluate,
+from fclip_workbench.analysis.evaluate import (ALL_PRODUCTS, EvalSplit, choose_split, default_fields, evaluate,
                                       model_split, plan_eval, split_mask)
 from fclip_workbench.embedding.models import load_model
 from fclip_workbench.data.splits import ID_RULE, TITLE_RULE, TRAINING_FILE, SplitRecord, ids_digest, write_split

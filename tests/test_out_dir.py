@@ -1,7 +1,6 @@
 """The training output folder: never overwrites another run, the starting model or a file; one run at a time."""
 import multiprocessing as mp
 import os
-from dataclasses import replace
 
 import pytest
 

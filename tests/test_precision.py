@@ -1,6 +1,5 @@
 """Inference precisions: every path close to fp32, cached apart, reachable from load_model and the CLI."""
 import importlib.util
-import os
 import sys
 
 import numpy as np

@@ -29,7 +29,6 @@ import torch
 import fclip_workbench.embedding.graph_cache as graph_cache
 import fclip_workbench.embedding.precision as precision
 from fclip_workbench.data.catalog import Catalog
-from fclip_workbench.cli import main
 from fclip_workbench.embedding.embed import embed_images
 from fclip_workbench.errors import CacheError
 from fclip_workbench.embedding.graph_cache import ABSENT, record_of

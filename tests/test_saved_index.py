@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from fclip_workbench import cli
-from fclip_workbench.errors import FclipError, InvalidArgumentError, SavedIndexError, SpaceMismatchError
+from fclip_workbench.errors import InvalidArgumentError, SavedIndexError, SpaceMismatchError
 from fclip_workbench.search.index import ExactIndex, FaissIndex, build_index, normalize
 from fclip_workbench.search.saved import _file_record, check_save_folder, load_index, save_index
 from fclip_workbench.embedding.space import EmbeddingSpace

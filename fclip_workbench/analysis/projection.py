@@ -330,7 +330,7 @@ def cluster_items(vectors, n_clusters: int = 8, random_state: int | None = 0) ->
     return km.fit_predict(X).astype(np.int32)  # (n_items,)
 
 
-def name_clusters(cluster_ids, label_proba, labels, top: int = 2) -> "pd.DataFrame":
+def name_clusters(cluster_ids, label_proba, labels, top: int = 2) -> "pandas.DataFrame":  # noqa: F821 (lazy)
     """One row per cluster: its size, its `top` most likely labels (mean zero-shot probability) and a name.
 
     `label_proba` (n_items, n_labels): e.g. `ZeroShotClassifier.predict_proba(vectors)`.

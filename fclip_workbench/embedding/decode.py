@@ -8,7 +8,7 @@ embedding engines (`engines.py`) and training (`training/data.py`) both decode t
 Example:
     >>> ds = DecodeDataset(["gone.jpg"], preprocess=lambda im: im)
     >>> ds[0][:3]
-    (0, None, 'file not found: gone.jpg')
+    (0, None, 'missing file gone.jpg')
 """
 from __future__ import annotations
 

@@ -14,12 +14,9 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from fclip_workbench.data.catalog import Catalog, Problem

@@ -18,7 +18,7 @@ Example:
     >>> engine = get_engine("ray", address="10.0.0.1:6379")             # doctest: +SKIP
     >>> for shard in engine.embed(model, ["a.jpg", "gone.jpg"], 64):     # doctest: +SKIP
     ...     print(shard.positions, shard.vectors.shape, shard.errors)
-    [0] (1, 256) [(1, 'file not found: gone.jpg')]
+    [0] (1, 256) [(1, 'missing file gone.jpg')]
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def embed_paths(model: EmbeddingModel, paths: Sequence[str]) -> ShardResult:
     """The pure function of both engines, for one batch in this process: decode + encode `paths`.
 
     >>> embed_paths(model, ["a.jpg", "gone.jpg"]).errors       # doctest: +SKIP
-    [(1, 'file not found: gone.jpg')]
+    [(1, 'missing file gone.jpg')]
     """
     ds = DecodeDataset(paths, model.preprocess)
     positions, pixels, bad, digests = collate_decoded(ds.__getitems__(range(len(ds))))  # the DataLoader's path

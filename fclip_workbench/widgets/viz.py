@@ -208,4 +208,4 @@ def grounding_html(image, maps: Mapping[str, object], captions: Mapping[str, str
         cap = html_text(title) + (f"<br>{html_text(captions[title])}" if captions and title in captions else "")
         cells.append(f'<figure style="margin:4px;text-align:center;font-size:11px"><img src="{uri}">'
                      f"<figcaption>{cap}</figcaption></figure>")
-    return f'<div class="fclip-grounding" style="display:flex;flex-wrap:wrap">' + "".join(cells) + "</div>"
+    return '<div class="fclip-grounding" style="display:flex;flex-wrap:wrap">' + "".join(cells) + "</div>"
