@@ -54,6 +54,7 @@ ANNOTATOR = ""         # your name (also typed in the annotator widget)
 # exact vectors and parameters: rerunning this notebook does not recompute it.
 
 # %%
+from IPython.display import display
 
 from fclip_workbench.data.datasets import catalog_kind  # what the rows are, not the catalog's name
 from fclip_workbench.analysis.projection import UMAPProjector

@@ -47,6 +47,7 @@ ANNOTATOR = ""       # your name (also typed in the widget); every label records
 # Rows that cannot be used are reported with the reason, never silently dropped.
 
 # %%
+from IPython.display import display
 
 from fclip_workbench.labelling.annotate import AnnotationSession
 from fclip_workbench.data.datasets import catalog_kind  # what the rows are, not the catalog's name
