@@ -182,6 +182,14 @@ class _SpaceMixin:
             raise SpaceMismatchError(f"{what or self._describe()} is {self.dim}-d, "  # type: ignore[attr-defined]
                                      f"not in {actual.describe()}")
 
+    def _search_args(self, queries: np.ndarray, k: object, space: object) -> tuple[np.ndarray, int]:
+        """(q, d) checked query rows and k capped at the index size (0: empty index); `space` refused unless
+        it is the index's. The shared start of every index's `search`."""
+        if space is not None:
+            self.check_space(space)
+        q = _check_queries(queries, self.dim)  # type: ignore[attr-defined]  # (q, d)
+        return q, min(check_k(k), len(self.ids))  # type: ignore[attr-defined]
+
 
 def _ids_bytes(ids: list[str]) -> int:
     """Python memory of the id list (list slots + str objects, a sample when large)."""
@@ -241,10 +249,7 @@ class ExactIndex(_SpaceMixin):
 
         `space`: the queries' embedding space (or their model): refused unless it is the index's.
         """
-        if space is not None:
-            self.check_space(space)
-        q = _check_queries(queries, self.dim)  # (q, d)
-        k = min(check_k(k), len(self.ids))
+        q, k = self._search_args(queries, k, space)  # (q, d)
         if k == 0:  # empty index
             return np.zeros((len(q), 0), np.float32), [[] for _ in range(len(q))]
         sims = q @ self.vectors.T  # (q, n)

@@ -355,10 +355,7 @@ class FaissIndex(_SpaceMixin):
 
         `space`: the queries' embedding space (or their model): refused unless it is the index's.
         """
-        if space is not None:
-            self.check_space(space)
-        q = _check_queries(queries, self.dim)  # (q, d)
-        k = min(check_k(k), len(self.ids))
+        q, k = self._search_args(queries, k, space)  # (q, d)
         if k == 0:  # empty index: FAISS would abort on k=0
             return np.zeros((len(q), 0), np.float32), [[] for _ in range(len(q))]
         scores, idx = self._search_rows(q, k)  # (q, k) each; -1 where fewer than k were found
