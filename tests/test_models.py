@@ -120,7 +120,7 @@ def test_fingerprint_still_accepted_by_the_constructor(tiny_model):
 
 def test_reading_an_unchanged_fingerprint_of_a_vit_b_32_does_not_hash(monkeypatch):
     import open_clip
-    from fclip_workbench.embedding import models
+    from fclip_workbench.embedding import embedding_model
     from fclip_workbench.embedding.models import EmbeddingModel
 
     cfg = open_clip.get_model_config("ViT-B-32")
@@ -128,7 +128,7 @@ def test_reading_an_unchanged_fingerprint_of_a_vit_b_32_does_not_hash(monkeypatc
         net = open_clip.CLIP(**cfg)
     m = EmbeddingModel(net, None, None, "vit-b-32", "given", torch.device("cpu"), cfg, {})
     calls = []
-    monkeypatch.setattr(models, "weights_fingerprint", lambda *a: calls.append(a) or "rehashed")
+    monkeypatch.setattr(embedding_model, "weights_fingerprint", lambda *a: calls.append(a) or "rehashed")
     t = time.perf_counter()
     for _ in range(20):
         assert m.fingerprint == "given"
