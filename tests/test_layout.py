@@ -16,7 +16,6 @@ MAX_LINES = 600
 # shrink, never grow; each is to be split by responsibility and removed from here.
 OVER_MAX_LINES = {
     "fclip_workbench.analysis.probes": 606, "fclip_workbench.cli": 672, "fclip_workbench.data.catalog": 640,
-    "fclip_workbench.widgets.annotator": 722,
 }
 
 

@@ -52,63 +52,30 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable
 
 import ipywidgets as w
 import traitlets
 
 from fclip_workbench.labelling.annotate import QUEUE_ORDERS, AnnotationSession, Candidate, Decision, audit_item_ids
-from fclip_workbench.errors import ConflictError, FclipError, LabelValueError, UndoConflictError
+from fclip_workbench.errors import LabelValueError
 from fclip_workbench.labelling.labels import check_annotator_name
 from fclip_workbench.widgets.viz import html_text, image_bytes
 from fclip_workbench.widgets.keys import KeyShortcuts
+from fclip_workbench.widgets.annotator_selection import THUMB_PX, SelectionBatchMixin
+from fclip_workbench.widgets.ui import css, guarded
 
 log = logging.getLogger(__name__)
 
 IMAGE_PX = 360  # width of the large product image
-THUMB_PX = 112  # batch thumbnails
-SELECTION_PAGE = 120  # products on one page of a selection batch
-TILE_BORDER = {"in": "2px solid #2e7d32", "change": "3px solid #e65100", "out": "2px dashed #bdbdbd"}
 ORDER_NAMES = {"uncertainty": "most useful first (uncertainty)", "query": "similar to a text query",
                "cluster": "by cluster", "random": "random"}
 TEXT_INPUTS = ("INPUT", "TEXTAREA", "SELECT")  # key presses typed into these are not shortcuts
 NOT_TEXT_INPUTS = ("checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image")
 
 
-def _guarded(method: Callable) -> Callable:
-    """Run a UI handler; show any error in the status line (FclipError as is, others named)."""
-    @functools.wraps(method)
-    def run(self: "Annotator", *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except (ConflictError, UndoConflictError) as e:  # someone else changed it since: nothing was written
-            self.show_conflict(str(e))
-        except FclipError as e:
-            self.show_error(str(e))
-        except Exception as e:  # noqa: BLE001 - a bug: still shown to the annotator, traceback in the log
-            log.exception("annotator: %s failed", method.__name__)
-            self.show_error(f"{type(e).__name__}: {e} (details in the log)")
-        return None
-    return run
 
 
-def _click_events():
-    """ipyevents' Event (clicks on thumbnails), or None when it is not installed (the checkboxes still work)."""
-    try:
-        from ipyevents import Event
-    except ImportError:
-        log.warning("ipyevents is not installed: clicks on batch thumbnails are off (pip install ipyevents)")
-        return None
-    return Event
-
-
-def _css(widget: w.Widget, *classes: str) -> w.Widget:
-    for c in classes:
-        widget.add_class(c)
-    return widget
-
-
-class Annotator(w.VBox):
+class Annotator(SelectionBatchMixin, w.VBox):
     """The annotator widget over an `AnnotationSession`.
 
     Traits: `item_id` (the product shown), `mode` ("single" | "batch"), `status` (the status line text).
@@ -126,41 +93,41 @@ class Annotator(w.VBox):
         self._page: list[Candidate] = []
         self._page_value = ""
         # ---- header: name, mode, progress, status
-        self.name_input = _css(w.Text(value=session.annotator, placeholder="your name", description="Annotator"),
+        self.name_input = css(w.Text(value=session.annotator, placeholder="your name", description="Annotator"),
                                "fclip-annotator-name")
-        self.mode_toggle = _css(w.ToggleButtons(options=["single", "batch"], value="single"),
+        self.mode_toggle = css(w.ToggleButtons(options=["single", "batch"], value="single"),
                                 "fclip-mode")
-        self.progress_html = _css(w.HTML(), "fclip-progress")
-        self.status_html = _css(w.HTML(), "fclip-status")
-        self.reload_button = _css(w.Button(description="Reload", icon="refresh", button_style="warning",
+        self.progress_html = css(w.HTML(), "fclip-progress")
+        self.status_html = css(w.HTML(), "fclip-status")
+        self.reload_button = css(w.Button(description="Reload", icon="refresh", button_style="warning",
                                            tooltip="read the labels shown again from the label store",
                                            layout=w.Layout(display="none", width="auto")), "fclip-reload")
         self._name_error = False  # the status line shows a refused annotator name
         # ---- single item
-        self.image = _css(w.Image(format="png", layout=w.Layout(width=f"{IMAGE_PX}px", object_fit="contain")),
+        self.image = css(w.Image(format="png", layout=w.Layout(width=f"{IMAGE_PX}px", object_fit="contain")),
                           "fclip-annotator-image")
-        self.item_html = _css(w.HTML(), "fclip-annotator-item")
-        self.title_html = _css(w.HTML(), "fclip-annotator-title")
+        self.item_html = css(w.HTML(), "fclip-annotator-item")
+        self.title_html = css(w.HTML(), "fclip-annotator-title")
         self.attrs_html = w.HTML()
         self.current_html = w.HTML()
-        self.suggestion_buttons = [_css(w.Button(tooltip=f"key {k}", layout=w.Layout(width="220px")),
+        self.suggestion_buttons = [css(w.Button(tooltip=f"key {k}", layout=w.Layout(width="220px")),
                                         "fclip-suggestion") for k in (1, 2, 3)]
         self.suggestion_bars = [w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="160px")) for _ in range(3)]
         self.suggestion_pct = [w.HTML() for _ in range(3)]
         self.suggestion_rows = [w.HBox([w.HTML(f"<b>{k}</b>"), b, bar, pct]) for k, b, bar, pct in
                                 zip((1, 2, 3), self.suggestion_buttons, self.suggestion_bars, self.suggestion_pct)]
-        self.correct_input = _css(w.Combobox(placeholder="type the right label", ensure_option=False,
+        self.correct_input = css(w.Combobox(placeholder="type the right label", ensure_option=False,
                                              description="Correct"), "fclip-correct-input")
-        self.correct_save = _css(w.Button(description="Save", button_style="primary"), "fclip-correct-save")
-        self.taxonomy_add = _css(w.Button(description="Add to taxonomy", button_style="warning",
+        self.correct_save = css(w.Button(description="Save", button_style="primary"), "fclip-correct-save")
+        self.taxonomy_add = css(w.Button(description="Add to taxonomy", button_style="warning",
                                           layout=w.Layout(display="none")), "fclip-taxonomy-add")
-        self.skip_button = _css(w.Button(description="Skip", icon="forward"), "fclip-skip")
-        self.undo_button = _css(w.Button(description="Undo", icon="undo"), "fclip-undo")
-        self.order_dropdown = _css(w.Dropdown(options=[(ORDER_NAMES[o], o) for o in QUEUE_ORDERS],
+        self.skip_button = css(w.Button(description="Skip", icon="forward"), "fclip-skip")
+        self.undo_button = css(w.Button(description="Undo", icon="undo"), "fclip-undo")
+        self.order_dropdown = css(w.Dropdown(options=[(ORDER_NAMES[o], o) for o in QUEUE_ORDERS],
                                               value=session.order, description="Queue"), "fclip-queue-order")
-        self.order_query = _css(w.Text(placeholder="text query, Enter", continuous_update=False,
+        self.order_query = css(w.Text(placeholder="text query, Enter", continuous_update=False,
                                        layout=w.Layout(display="none")), "fclip-queue-query")
-        self.order_cluster = _css(w.Dropdown(options=[], layout=w.Layout(display="none")), "fclip-queue-cluster")
+        self.order_cluster = css(w.Dropdown(options=[], layout=w.Layout(display="none")), "fclip-queue-cluster")
         details = w.VBox([self.item_html, self.title_html, self.attrs_html, self.current_html,
                           w.HTML("<b>Suggestions</b> (keys 1-3)"), *self.suggestion_rows,
                           w.HBox([self.correct_input, self.correct_save]), self.taxonomy_add,
@@ -168,28 +135,28 @@ class Annotator(w.VBox):
         self.single_pane = w.VBox([w.HBox([self.image, details]),
                                    w.HBox([self.order_dropdown, self.order_query, self.order_cluster])])
         # ---- batch
-        self.batch_label = _css(w.Dropdown(options=session.classes, description="Label"), "fclip-batch-label")
-        self.batch_query = _css(w.Text(placeholder="or a text query, Enter", continuous_update=False),
+        self.batch_label = css(w.Dropdown(options=session.classes, description="Label"), "fclip-batch-label")
+        self.batch_query = css(w.Text(placeholder="or a text query, Enter", continuous_update=False),
                                 "fclip-batch-query")
-        self.batch_grid = _css(w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(6, {THUMB_PX + 24}px)")),
+        self.batch_grid = css(w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(6, {THUMB_PX + 24}px)")),
                                "fclip-batch")
         self.batch_boxes: list[w.Checkbox] = []  # the shown page's checkboxes
         self._cells: list[tuple[w.VBox, w.Image, w.HTML, w.Checkbox]] = []
-        self.batch_confirm = _css(w.Button(description="Confirm 0", button_style="success"), "fclip-batch-confirm")
+        self.batch_confirm = css(w.Button(description="Confirm 0", button_style="success"), "fclip-batch-confirm")
         self.model_batch = w.VBox([w.HBox([self.batch_label, self.batch_query]), self.batch_grid, self.batch_confirm])
         # ---- selection batch: given products (a map selection), one value for all
-        self.sel_head = _css(w.HTML(), "fclip-selection-head")
-        self.sel_value = _css(w.Dropdown(options=self._values(), value=None, description="Apply"),
+        self.sel_head = css(w.HTML(), "fclip-selection-head")
+        self.sel_value = css(w.Dropdown(options=self._values(), value=None, description="Apply"),
                               "fclip-selection-value")
-        self.sel_grid = _css(w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(6, {THUMB_PX + 28}px)")),
+        self.sel_grid = css(w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(6, {THUMB_PX + 28}px)")),
                              "fclip-selection-grid")
-        self.sel_apply = _css(w.Button(description="Apply", button_style="success", disabled=True,
+        self.sel_apply = css(w.Button(description="Apply", button_style="success", disabled=True,
                                        layout=w.Layout(width="auto")), "fclip-selection-apply")
-        self.sel_undo = _css(w.Button(description="Undo last batch", icon="undo"), "fclip-selection-undo")
+        self.sel_undo = css(w.Button(description="Undo last batch", icon="undo"), "fclip-selection-undo")
         self.sel_prev = w.Button(description="Previous page", layout=w.Layout(display="none"))
         self.sel_next = w.Button(description="Next page", layout=w.Layout(display="none"))
-        self.sel_close = _css(w.Button(description="Back to the model's batches"), "fclip-selection-close")
-        self.selection_pane = _css(w.VBox([self.sel_head, self.sel_value, self.sel_grid,
+        self.sel_close = css(w.Button(description="Back to the model's batches"), "fclip-selection-close")
+        self.selection_pane = css(w.VBox([self.sel_head, self.sel_value, self.sel_grid,
                                            w.HBox([self.sel_apply, self.sel_undo, self.sel_prev, self.sel_next,
                                                    self.sel_close])], layout=w.Layout(display="none")),
                                    "fclip-selection")
@@ -267,7 +234,7 @@ class Annotator(w.VBox):
             self.show_error(message)
             self.reload_button.layout.display = "flex"
 
-    @_guarded
+    @guarded
     def reload(self) -> None:
         """Read what is shown again from the label store: the product, the batch page or the selection grid."""
         self.reload_button.layout.display = "none"
@@ -347,11 +314,11 @@ class Annotator(w.VBox):
         self.show_status(decision.status + note)
 
     # ------------------------------------------------------------------ single-item actions
-    @_guarded
+    @guarded
     def accept(self, k: int) -> None:
         self._after(self.session.accept(k))
 
-    @_guarded
+    @guarded
     def correct(self, value: str | None = None) -> None:
         value = self.correct_input.value if value is None else value
         try:
@@ -364,7 +331,7 @@ class Annotator(w.VBox):
             raise
         self._after(decision)
 
-    @_guarded
+    @guarded
     def add_and_save(self) -> None:
         """Add the refused value to the taxonomy (the annotator asked for it), then save it."""
         value = self._last_bad_value
@@ -372,14 +339,14 @@ class Annotator(w.VBox):
         self._refresh_taxonomy()
         self._after(self.session.correct(value))
 
-    @_guarded
+    @guarded
     def skip(self) -> None:
         skipped = self.item_id
         self.session.skip()
         self.show_item()
         self.show_status(f"skipped: {skipped}")
 
-    @_guarded
+    @guarded
     def undo(self) -> None:
         decision = self.session.undo()
         if decision is None:
@@ -422,7 +389,7 @@ class Annotator(w.VBox):
         """Enter in the correction box saves it."""
         self.on_key({**event, "box": "fclip-correct-input"})
 
-    @_guarded
+    @guarded
     def _on_name(self, change) -> None:
         """The name box: the one rule for names (`labels.check_annotator_name`); a refused name is said in the
         status line at once, and the session refuses to write under it (same line)."""
@@ -436,7 +403,7 @@ class Annotator(w.VBox):
         if was_refused:
             self.show_status(f"annotator: {self.session.annotator}")
 
-    @_guarded
+    @guarded
     def _on_order(self) -> None:
         if self._quiet:
             return
@@ -463,7 +430,7 @@ class Annotator(w.VBox):
         self.show_item()
         self.show_status(f"queue: {ORDER_NAMES[order]}")
 
-    @_guarded
+    @guarded
     def review(self, items, ids=None, flagged_only: bool = False, limit: int | None = None) -> None:
         """Label exactly these products next, in this order: item ids (a map selection:
         `explorer.on_send(annotator.review)`) or an audit table, most suspicious first
@@ -480,7 +447,7 @@ class Annotator(w.VBox):
         self.show_status(f"queue: review of {len(self.session.queue())} products")
 
     # ------------------------------------------------------------------ batch mode
-    @_guarded
+    @guarded
     def set_mode(self, mode: str) -> None:
         """Show the single-item pane ("single") or the batch grid ("batch")."""
         if mode not in ("single", "batch"):
@@ -499,7 +466,7 @@ class Annotator(w.VBox):
         else:
             self.show_item()
 
-    @_guarded
+    @guarded
     def load_batch(self) -> None:
         """Fill the grid with the next page for the chosen label (or the text query)."""
         if self.mode != "batch" or self._sel_ids:
@@ -514,7 +481,7 @@ class Annotator(w.VBox):
         self._page, self._page_value = page, self.batch_label.value
         while len(self._cells) < len(page):  # cells are reused from page to page (cheaper than new widgets)
             img = w.Image(layout=w.Layout(width=f"{THUMB_PX}px", height=f"{THUMB_PX}px", object_fit="contain"))
-            box = _css(w.Checkbox(value=True, indent=False), "fclip-batch-item")
+            box = css(w.Checkbox(value=True, indent=False), "fclip-batch-item")
             box.observe(lambda _: self._count_ticks(), names="value")
             cap = w.HTML()
             self._cells.append((w.VBox([img, cap, box]), img, cap, box))
@@ -536,7 +503,7 @@ class Annotator(w.VBox):
         target = self.batch_label.value
         self.batch_confirm.tooltip = f"save {self.session.field} = {target} for the {n} ticked products"
 
-    @_guarded
+    @guarded
     def confirm_batch(self) -> None:
         """Save the ticked products (one set_many), show "saved: N labels", load the next page."""
         ticked = [c for c, b in zip(self._page, self.batch_boxes) if b.value]  # with the events the page showed
@@ -544,179 +511,3 @@ class Annotator(w.VBox):
         self.show_progress()
         self.load_batch()
         self.show_status(decision.status)
-
-    # ------------------------------------------------------------------ selection batch (e.g. from the explorer)
-    @_guarded
-    def batch(self, item_ids) -> None:
-        """Show these products as a batch grid (`explorer.on_send(annotator.batch, mode="batch")`): each tile
-        with its thumbnail, title, current label and the model's suggestion; pick one value, click tiles to
-        exclude products, "Apply" saves the value for the included ones in one transaction (source batch)."""
-        if isinstance(item_ids, str):
-            item_ids = [item_ids]
-        ids = self.session.check_ids(item_ids, "show in a batch")  # unknown / no ids: refused, nothing changes
-        self._sel_ids, self._sel_start = ids, 0
-        self._excluded, self._confirmed = set(), set()
-        self._quiet = True
-        try:
-            self.sel_value.value = None  # the annotator picks the value: nothing is preselected
-        finally:
-            self._quiet = False
-        if self.mode_toggle.value != "batch":
-            self.mode_toggle.value = "batch"  # observed: set_mode shows the selection pane
-        else:
-            self.set_mode("batch")
-        self._load_selection()
-        self.show_status(f"batch: {len(ids)} products from the selection; pick a value to apply")
-
-    def close_selection(self) -> None:
-        """Leave the selection batch: back to the model's batches."""
-        self._sel_ids, self._sel = [], []
-        self.sel_grid.children = ()
-        self.set_mode("batch")
-
-    @property
-    def selection_ids(self) -> list[str]:
-        """The products of the selection batch (every page)."""
-        return list(self._sel_ids)
-
-    def _is_change(self, c: Candidate) -> bool:
-        value = self.sel_value.value
-        return value is not None and c.current is not None and c.current != value
-
-    def _included(self, c: Candidate) -> bool:
-        return c.item_id not in self._excluded and (not self._is_change(c) or c.item_id in self._confirmed)
-
-    @_guarded
-    def _load_selection(self) -> None:
-        """Read the shown page's products (current labels from the store) and draw the tiles."""
-        page_ids = self._sel_ids[self._sel_start:self._sel_start + SELECTION_PAGE]
-        self._sel = self.session.selection_batch(page_ids) if page_ids else []
-        while len(self._sel_tiles) < len(self._sel):  # tiles are reused (cheaper than new widgets)
-            img = _css(w.Image(layout=w.Layout(width=f"{THUMB_PX}px", height=f"{THUMB_PX}px", object_fit="contain")),
-                       "fclip-selection-image")
-            box = _css(w.Checkbox(value=True, indent=False), "fclip-selection-item")
-            k = len(self._sel_tiles)
-            box.observe(functools.partial(self._on_tick, k), names="value")
-            cap = w.HTML()
-            tile = _css(w.VBox([img, cap, box], layout=w.Layout(padding="3px")), "fclip-selection-tile")
-            self._sel_tiles.append((tile, img, cap, box))
-            Event = _click_events()
-            if Event is not None:  # a click on the thumbnail includes / excludes the product
-                ev = Event(source=img, watched_events=["click"])
-                ev.on_dom_event(functools.partial(self._on_tile_click, k))
-                self._tile_events = [*getattr(self, "_tile_events", []), ev]
-        for c, (_, img, _, _) in zip(self._sel, self._sel_tiles):
-            pic = image_bytes(c.image, size=THUMB_PX)
-            img.format, img.value = (pic[1], pic[0]) if pic else ("png", b"")
-        n, start = len(self._sel_ids), self._sel_start
-        paged = n > SELECTION_PAGE
-        self.sel_head.value = (f"<b>{n} products from the selection</b>"
-                               + (f" &middot; showing {start + 1}-{start + len(self._sel)}" if paged else "")
-                               + f" &middot; click a picture to exclude or include it; set {html_text(self.session.field)}:")
-        self.sel_prev.layout.display = "flex" if paged else "none"
-        self.sel_next.layout.display = "flex" if paged else "none"
-        self.sel_prev.disabled, self.sel_next.disabled = start == 0, start + SELECTION_PAGE >= n
-        self._draw_tiles()  # captions and ticks first: the tiles reach the page complete
-        self.sel_grid.children = [tile for tile, *_ in self._sel_tiles[:len(self._sel)]]
-
-    def _draw_tiles(self) -> None:
-        """Captions, borders and ticks from the state (value, exclusions, confirmed changes); the apply button."""
-        value = self.sel_value.value
-        self._quiet = True
-        try:
-            for c, (tile, _, cap, box) in zip(self._sel, self._sel_tiles):
-                change, included = self._is_change(c), self._included(c)
-                now = (f"now <b>{html_text(c.current)}</b>" if c.current else "<i>unlabelled</i>")
-                if change:
-                    now += (f" &rarr; <b style='color:#e65100'>{html_text(value)}</b>" if included
-                            else " <span style='color:#e65100'>(keeps its label: click to change it)</span>")
-                elif value is not None and c.current == value:
-                    now += " (already)"
-                sugg = (f"model: {html_text(c.suggestion[0])} {c.suggestion[1]:.0%}" if c.suggestion else "")
-                cap.value = (f"<small>{html_text(c.title)}<br>{now}<br>{sugg}"
-                             f"{'' if included else '<br><b>excluded</b>'}</small>")
-                box.description, box.value = c.item_id, included
-                tile.layout.border = TILE_BORDER["change" if change and included else "in" if included else "out"]
-        finally:
-            self._quiet = False
-        chosen = [c for c in self._sel if self._included(c)]
-        changes = sum(self._is_change(c) for c in chosen)
-        if value is None:
-            self.sel_apply.description, self.sel_apply.disabled = "Pick a value to apply", True
-            return
-        text = f"Apply '{value}' to {len(chosen)}"
-        if changes:
-            text += f" ({changes} change another label)"
-        self.sel_apply.description, self.sel_apply.disabled = text, not chosen
-        self.sel_apply.tooltip = f"save {self.session.field} = {value} for the {len(chosen)} included products"
-
-    def toggle(self, item_id: str) -> None:
-        """Exclude an included product, or include an excluded one (for one labelled otherwise: confirm the change)."""
-        c = next((c for c in self._sel if c.item_id == str(item_id)), None)
-        if c is None:
-            raise LabelValueError(f"{item_id!r} is not on the shown page of the batch")
-        if self._included(c):
-            self._excluded.add(c.item_id)
-            self._confirmed.discard(c.item_id)
-        else:
-            self._excluded.discard(c.item_id)
-            if self._is_change(c):
-                self._confirmed.add(c.item_id)
-        self._draw_tiles()
-
-    @_guarded
-    def _on_tile_click(self, k: int, event: dict) -> None:
-        if k < len(self._sel) and not self._is_repeat_delivery(event):
-            self.toggle(self._sel[k].item_id)
-
-    @_guarded
-    def _on_tick(self, k: int, change) -> None:
-        if self._quiet or k >= len(self._sel):
-            return
-        if bool(change["new"]) != self._included(self._sel[k]):
-            self.toggle(self._sel[k].item_id)
-
-    @_guarded
-    def _on_sel_value(self) -> None:
-        if self._quiet:
-            return
-        self._confirmed.clear()  # a change was confirmed for the previous value, not this one
-        self._draw_tiles()
-
-    @_guarded
-    def _sel_page(self, step: int) -> None:
-        start = self._sel_start + step * SELECTION_PAGE
-        if 0 <= start < len(self._sel_ids):
-            self._sel_start = start
-            self._load_selection()
-
-    @_guarded
-    def apply_selection(self) -> None:
-        """Save the chosen value for the included products of the shown page (one set_many, source batch);
-        the tiles then show the labels as stored."""
-        value = self.sel_value.value
-        if value is None:
-            raise LabelValueError(f"pick the {self.session.field} to apply")
-        chosen = [c for c in self._sel if self._included(c)]
-        if not chosen:
-            raise LabelValueError("every product is excluded: click a picture to include it")
-        try:
-            decision = self.session.apply_batch(chosen, value,  # the Candidates: conditional on what this grid showed
-                                                replace=[c.item_id for c in chosen if self._is_change(c)],
-                                                expected={c.item_id: c.current for c in chosen})
-        except LabelValueError:
-            self._load_selection()  # show the labels as they are now
-            raise
-        self._confirmed.clear()
-        self._load_selection()
-        self.show_progress()
-        self.show_status(decision.status)
-
-    @_guarded
-    def undo_batch(self) -> None:
-        """Undo this annotator's last decision (a batch as a whole) and redraw the tiles."""
-        decision = self.session.undo()
-        if self._sel_ids:
-            self._load_selection()
-        self.show_progress()
-        self.show_status("nothing to undo" if decision is None else decision.status)
