@@ -16,79 +16,30 @@ Example:
 """
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import logging
 import os
-import re
 import string
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from fclip_workbench.errors import CatalogError, MissingExtraError
+from fclip_workbench.errors import CatalogError
 from fclip_workbench.embedding.images import ImageLoadError, image_file_problem, load_rgb
+from fclip_workbench.data.table_files import (Problem, RawTable, check_unique_columns, read_csv_reporting,
+                                             read_parquet_checked, replace_undecodable)
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Catalog", "Problem", "RawTable", "read_csv_reporting", "read_parquet_checked", "IMAGE_SUFFIXES",
+           "CORE_COLUMNS"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CORE_COLUMNS = ("item_id", "image", "text")
 # what each core column is called in messages about its values
 _CORE_WHAT = {"item_id": "item id", "image": "image path", "text": "text"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem found in a catalog.
-
-    `row` is the 0-based row in `Catalog.table` (None for a line that never
-    became a row); `line` the 1-based line in the source file when known.
-    `str(problem)` names the source line when known, else the 1-based row:
-
-    >>> str(Problem("a7", "text", "empty text", row=4))
-    "row 5 of the table (id 'a7') text: empty text"
-    >>> str(Problem("a7", "text", "empty text", row=4, line=6))
-    "line 6 (id 'a7') text: empty text"
-    """
-
-    item_id: str | None
-    field: str  # "image", "text", "item_id", "line", "encoding"
-    reason: str
-    row: int | None = None
-    line: int | None = None
-
-    @property
-    def where(self) -> str:
-        """Where it is: `line L` of the source file when known, else `row R of the table` (R 1-based)."""
-        if self.line is not None:
-            return f"line {self.line}"
-        if self.row is not None:
-            return f"row {self.row + 1} of the table"
-        return "catalog"
-
-    def __str__(self) -> str:
-        who = f" (id {self.item_id!r})" if self.item_id is not None else ""
-        return f"{self.where}{who} {self.field}: {self.reason}"
-
-
-@dataclass
-class RawTable:
-    """What `read_csv_reporting` returns: well-formed rows, their source lines, and problems.
-
-    `table` holds str values only; `lines[i]` is the 1-based source line of row i;
-    `problems` are lines that never became rows; `row_notes` are (row, field,
-    reason) for rows that were kept but altered (undecodable bytes replaced).
-    """
-
-    table: pd.DataFrame
-    lines: list[int]
-    problems: list[Problem] = field(default_factory=list)
-    row_notes: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 class Catalog:
@@ -126,7 +77,7 @@ class Catalog:
         check_images: bool = True,
         lines: Sequence[int] | None = None,
     ) -> None:
-        _check_unique_columns(list(table.columns), "catalog table")
+        check_unique_columns(list(table.columns), "catalog table")
         missing = [c for c in CORE_COLUMNS if c not in table.columns]
         if missing:
             raise CatalogError(f"Catalog table lacks columns {missing}; it has {list(table.columns)}")
@@ -209,7 +160,7 @@ class Catalog:
                   check_images: bool = True, lines: Sequence[int] | None = None,
                   row_notes: Sequence[tuple[int, str, str]] = ()) -> "Catalog":
         cols = list(table.columns)
-        _check_unique_columns(cols, str(source))
+        check_unique_columns(cols, str(source))
         for col, what in ((id_col, "id_col"), (text_col, "text_col")):
             if col not in cols:
                 raise CatalogError(f"{source}: no column {col!r} ({what}); columns are {cols}")
@@ -389,19 +340,6 @@ class Catalog:
         return "\n".join(lines)
 
 
-# ---- cell and column helpers ---------------------------------------------
-def _check_unique_columns(columns: Sequence[object], source: str) -> None:
-    """CatalogError naming each repeated column name and its 1-based positions."""
-    positions: dict[object, list[int]] = {}
-    for i, c in enumerate(columns, start=1):
-        positions.setdefault(c, []).append(i)
-    repeated = {c: pos for c, pos in positions.items() if len(pos) > 1}
-    if repeated:
-        named = "; ".join(f"{c!r} at columns {', '.join(map(str, pos))}" for c, pos in repeated.items())
-        raise CatalogError(f"{source}: repeated column name(s) in the header: {named}; "
-                           "rename them so every column name is unique")
-
-
 _NOT_SCALAR = (list, tuple, dict, set, frozenset, np.ndarray, bytes, bytearray)
 
 
@@ -416,7 +354,7 @@ def _refusal(what: str, v: object) -> str:
     else:
         kind, advice = "a list", "give one string per product"
     shown = repr(v.tolist() if isinstance(v, np.ndarray) else v)
-    shown = _clean(shown[:80] + ("..." if len(shown) > 80 else ""))
+    shown = replace_undecodable(shown[:80] + ("..." if len(shown) > 80 else ""))
     return f"{what} is {kind}, not a string: {advice} ({shown})"
 
 
@@ -487,154 +425,3 @@ def _format_template(template: str, table: pd.DataFrame, id_col: str, cols: list
             raise CatalogError(f"image_template {template!r} cannot be filled for row {i + 1} of the table "
                                f"({fields}): {e}") from e
     return out
-
-
-# ---- reading files ---------------------------------------------------------
-def _check_file(path: Path, kind: str) -> None:
-    """CatalogError for a missing path, a folder, or an empty file (before any parsing)."""
-    if path.is_dir():
-        raise CatalogError(f"{path} is a folder, not a {kind} file: give the {kind} file itself "
-                           "(open_catalog(folder) reads data folders)")
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as e:
-        raise CatalogError(f"Catalog file not found: {path}") from e
-    if size == 0:
-        raise CatalogError(f"{path} is empty (0 bytes): a {kind} catalog needs at least a header row")
-
-
-def read_parquet_checked(path: str | Path) -> pd.DataFrame:
-    """A Parquet file as a DataFrame; CatalogError (one line) for anything unreadable.
-
-    Integer columns with nulls come back as Python ints and None (not floats).
-    """
-    path = Path(path)
-    _check_file(path, "Parquet")
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise MissingExtraError("Reading Parquet needs pyarrow: pip install pyarrow") from e
-    try:
-        pf = pq.ParquetFile(path)
-        _check_unique_columns(pf.schema_arrow.names, str(path))
-        return pf.read().to_pandas(integer_object_nulls=True)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        if isinstance(e, CatalogError):
-            raise
-        raise CatalogError(f"{path} is not a readable Parquet file: {e}") from e
-
-
-def _mark_undecodable(e: UnicodeError) -> tuple[str, int]:
-    """Codec error handler: one lone surrogate per undecodable byte (found and replaced later)."""
-    return "\udcff" * (e.end - e.start), e.end
-
-
-codecs.register_error("fclip-mark", _mark_undecodable)
-
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-
-
-def _decode(raw: bytes, path: Path) -> str:
-    """Text of a CSV file: encoding from its byte-order mark, else UTF-8.
-
-    Undecodable bytes become lone surrogates (U+DC80..U+DCFF) for the caller to
-    report and replace. A file that is not text at all raises CatalogError.
-    """
-    for bom, encoding in _BOMS:
-        if raw.startswith(bom):
-            return raw.decode(encoding, "fclip-mark")
-    if raw.startswith(b"PAR1"):
-        raise CatalogError(f"{path} is a Parquet file, not a CSV: name it .parquet or use Catalog.from_parquet")
-    head = raw[:4096]
-    nuls = head.count(0)
-    if nuls > len(head) // 8:
-        on_one_side = max(head[0::2].count(0), head[1::2].count(0)) >= 0.9 * nuls
-        if on_one_side:
-            raise CatalogError(f"{path} looks like UTF-16 without a byte-order mark; save as UTF-8 "
-                               "(or as UTF-16 with a BOM)")
-        raise CatalogError(f"{path} is binary data ({nuls} NUL bytes in its first {len(head)}), not CSV text")
-    return raw.decode("utf-8", "surrogateescape")
-
-
-_SURROGATE = re.compile("[\udc80-\udcff]")
-
-
-def _has_surrogates(s: str) -> bool:
-    """True where undecodable bytes were smuggled in by the decoder."""
-    return not s.isascii() and _SURROGATE.search(s) is not None
-
-
-def _clean(s: str) -> str:
-    """`s` with each undecodable byte replaced by U+FFFD: always valid UTF-8."""
-    return _SURROGATE.sub("\ufffd", s) if _has_surrogates(s) else s
-
-
-def read_csv_reporting(path: str | Path, id_col: str | None = None) -> RawTable:
-    """Parse a CSV, reporting (not dropping silently) malformed and non-UTF-8 lines.
-
-    Every string it returns is valid UTF-8 (undecodable bytes become U+FFFD).
-    The delimiter is a tab when the header has tabs and no comma, else a comma.
-    `id_col` names the column whose value identifies a malformed line (else the
-    first field).
-
-    >>> raw = read_csv_reporting("catalog.csv")       # doctest: +SKIP
-    >>> raw.table.shape, raw.lines[:2], raw.problems  # doctest: +SKIP
-    ((3, 3), [2, 3], [])
-    """
-    path = Path(path)
-    _check_file(path, "CSV")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CatalogError(f"Cannot read catalog file {path}: {e}") from e
-    text = _decode(raw, path)
-    dirty = _has_surrogates(text)  # any undecodable byte at all? (checked once, per field only if so)
-    first = text.split("\n", 1)[0]
-    delimiter = "\t" if "\t" in first and "," not in first else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration as e:
-        raise CatalogError(f"{path} is empty: no header row") from e
-    except csv.Error as e:
-        raise CatalogError(f"{path}: the header row cannot be parsed as CSV: {e}") from e
-    problems: list[Problem] = []
-    if dirty and any(_has_surrogates(h) for h in header):
-        header = [_clean(h) for h in header]
-        problems.append(Problem(None, "encoding", "not valid UTF-8 in the header; undecodable bytes replaced by "
-                                "U+FFFD", line=1))
-    _check_unique_columns(header, str(path))
-    id_at = header.index(id_col) if id_col in header else 0
-    notes: list[tuple[int, str, str]] = []
-    rows, lines = [], []
-    start = reader.line_num + 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            problems.append(Problem(None, "line", f"unparseable CSV: {_clean(str(e))}", line=start))
-            start = reader.line_num + 1
-            continue
-        line, start = start, reader.line_num + 1
-        if not fields or all(not f.strip() for f in fields):
-            continue  # blank line: nothing to report
-        if len(fields) != len(header):
-            fields = [_clean(f) for f in fields] if dirty else fields
-            problems.append(Problem(fields[id_at] if id_at < len(fields) else None, "line",
-                                    f"malformed CSV line: {len(fields)} fields, header has {len(header)}: "
-                                    f"{delimiter.join(fields)[:120]!r}", line=line))
-            continue
-        if dirty:
-            bad_cols = [h for h, f in zip(header, fields) if _has_surrogates(f)]
-            if bad_cols:
-                notes.append((len(rows), "encoding", f"not valid UTF-8 in column(s) {bad_cols}; "
-                              "undecodable bytes replaced by U+FFFD (row kept)"))
-                fields = [_clean(f) for f in fields]
-        rows.append(fields)
-        lines.append(line)
-    table = pd.DataFrame(rows, columns=header, dtype=str)
-    return RawTable(table, lines, problems, notes)
