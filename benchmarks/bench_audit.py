@@ -36,7 +36,7 @@ from fclip_workbench.embedding.embed import embed_images
 from bench_probes import cached
 from fclip_workbench.embedding.models import load_model
 from fclip_workbench.paths import find_dataset
-from fclip_workbench.analysis.probes import heldout_rows, labelled, out_of_fold
+from fclip_workbench.analysis.probe_eval import heldout_rows, labelled, out_of_fold
 from fclip_workbench.embedding.store import EmbeddingStore
 
 

@@ -30,7 +30,7 @@ from fclip_workbench.data.datasets.kagl import load_kagl
 from fclip_workbench.embedding.embed import embed_images, image_model_key
 from fclip_workbench.embedding.models import load_model
 from fclip_workbench.paths import find_dataset
-from fclip_workbench.analysis.probes import few_shot_curve, heldout_rows, labelled, probe_vs_zero_shot
+from fclip_workbench.analysis.probe_eval import few_shot_curve, heldout_rows, labelled, probe_vs_zero_shot
 from fclip_workbench.embedding.store import EmbeddingStore
 
 FIELDS = ("articleType", "subCategory", "baseColour")

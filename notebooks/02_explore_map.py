@@ -146,7 +146,7 @@ explorer.selection.head(10)
 import numpy as np
 
 from fclip_workbench.analysis.audit import find_label_issues, knn_graph, near_duplicates, outliers
-from fclip_workbench.analysis.probes import labelled
+from fclip_workbench.analysis.probe_eval import labelled
 
 ids = explorer.table["item_id"].tolist()
 given = catalog.table[COLOR_BY].astype(str).str.strip().to_numpy()[[catalog.row_of(i) for i in ids]]

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -50,8 +50,8 @@ from fclip_workbench.analysis.audit import find_label_issues
 from fclip_workbench.embedding.embed import embed_images
 from fclip_workbench.analysis.evaluate import default_fields
 from fclip_workbench.paths import cache_dir
-from fclip_workbench.analysis.probes import (LinearProbe, catalog_labels, few_shot_curve, heldout_rows,
-                                    probe_vs_zero_shot)
+from fclip_workbench.analysis.probes import LinearProbe
+from fclip_workbench.analysis.probe_eval import catalog_labels, few_shot_curve, heldout_rows, probe_vs_zero_shot
 from fclip_workbench.widgets.viz import few_shot_figure, image_grid_html
 from fclip_workbench.workshop import resolve_data, resolve_model
 

@@ -15,7 +15,7 @@ MAX_LINES = 600
 # Modules still over MAX_LINES when the layout was introduced (issue 18), capped at their size then: they may
 # shrink, never grow; each is to be split by responsibility and removed from here.
 OVER_MAX_LINES = {
-    "fclip_workbench.analysis.probes": 606, "fclip_workbench.cli": 672,
+    "fclip_workbench.cli": 672,
 }
 
 

@@ -10,8 +10,9 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fclip_workbench.errors import FclipError, InvalidArgumentError, ModelMismatchError, SpaceMismatchError
-from fclip_workbench.analysis.probes import (DEFAULT_CS, FALLBACK_C, LinearProbe, check_vectors_labels, cross_val_f1,
-                                    few_shot_curve, out_of_fold, probe_vs_zero_shot)
+from fclip_workbench.analysis.probes import DEFAULT_CS, FALLBACK_C, LinearProbe
+from fclip_workbench.analysis.probe_eval import (check_vectors_labels, cross_val_f1, few_shot_curve, out_of_fold,
+                                                probe_vs_zero_shot)
 from fclip_workbench.embedding.space import EmbeddingSpace
 
 

@@ -33,7 +33,8 @@ import pandas as pd
 from fclip_workbench.errors import InvalidArgumentError
 from fclip_workbench.search.base import normalize
 from fclip_workbench.search.faiss_index import _faiss
-from fclip_workbench.analysis.probes import LinearProbe, _as_matrix, check_vectors_labels, out_of_fold
+from fclip_workbench.analysis.probes import LinearProbe
+from fclip_workbench.analysis.probe_eval import _as_matrix, check_vectors_labels, out_of_fold
 from fclip_workbench.embedding.space import EmbeddingSpace, space_of
 
 log = logging.getLogger(__name__)

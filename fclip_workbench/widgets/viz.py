@@ -132,7 +132,7 @@ def metrics_by_model(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def few_shot_figure(curve: pd.DataFrame, zero_shot: float | None = None, title: str = "few-shot linear probe"):
-    """Plotly chart of `probes.few_shot_curve` output: mean weighted F1 per k (error bars: std over seeds),
+    """Plotly chart of `probe_eval.few_shot_curve` output: mean weighted F1 per k (error bars: std over seeds),
     with the zero-shot figure as a dashed line when given."""
     import plotly.graph_objects as go
 
