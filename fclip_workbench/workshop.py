@@ -70,12 +70,14 @@ def teaching_model(progress: bool = False, device=None) -> EmbeddingModel:
     return load_model(out, device=device)
 
 
-def resolve_model(spec: str = "auto", catalog: Catalog | None = None, device=None) -> EmbeddingModel:
-    """A loaded model: "auto" picks by catalog (see module docstring), anything else goes to `load_model`."""
+def resolve_model(spec: str = "auto", catalog: Catalog | None = None, device=None,
+                  progress: bool = True) -> EmbeddingModel:
+    """A loaded model: "auto" picks by catalog (see module docstring), anything else goes to `load_model`
+    (`progress=False`: its download and loading progress bars stay quiet)."""
     if spec == "auto":
         if catalog is not None and catalog_kind(catalog) == "teaching":  # by its rows, not its name
             return teaching_model(device=device)
         spec = "fclip-mini"
     if spec == "tiny-teaching":
         return teaching_model(device=device)
-    return load_model(spec, device=device)
+    return load_model(spec, device=device, progress=progress)
