@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fclip_workbench.cli_args import (Parser, add_data_args, model_from_args, nonnegative_int, one_line, open_from_args,
                                       open_unit_float, positive_float, positive_int, quiet_loading, store_from_args,
@@ -413,7 +414,7 @@ def cmd_ground(args) -> int:
     methods = args.method or [GroundingExplainer.DEFAULT]
     panels, titles, stack = [img], ["photo"], []
     for method in methods:
-        opts = {"multiscale": True} if args.multiscale and method == "grad_eclip" else {}
+        opts: dict[str, Any] = {"multiscale": True} if args.multiscale and method == "grad_eclip" else {}
         ex = GroundingExplainer(model, method=method, **opts)
         maps = ex.attribute(img, texts)  # (n_queries, h, w): the display-size photo's pixels
         stack.append(maps)

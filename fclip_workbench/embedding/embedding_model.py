@@ -16,14 +16,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from fclip_workbench.embedding.space import EmbeddingSpace
 
 log = logging.getLogger(__name__)
-
 
 
 def default_device() -> torch.device:
@@ -66,8 +67,16 @@ class EmbeddingModel:
     precision: str = "fp32"  # inference path (precision.py); not fp32: the fingerprint ends in "+<precision>"
     runner: object | None = None  # that path's encode_image/encode_text (precision.py); None: `model` itself
 
+    if TYPE_CHECKING:  # properties set below the class (`fingerprint` stays a dataclass field for the constructor)
+        @property
+        def base_fingerprint(self) -> str: ...
+
+        @property
+        def space(self) -> EmbeddingSpace: ...
+
     def __post_init__(self) -> None:
-        self._fp_signature = self._signature()  # the given fingerprint describes the weights as they are now
+        self._fp_signature: tuple | None = self._signature()  # the given fingerprint describes the weights now
+        self._space_cache: EmbeddingSpace | None = None
 
     def _signature(self) -> tuple:
         """Cheap identity of the current weights and configs (no tensor data is read)."""
@@ -145,10 +154,11 @@ def _set_fingerprint(self: EmbeddingModel, value: str) -> None:
 
 
 # A property over the dataclass field, so EmbeddingModel(..., fingerprint=...) still works.
-EmbeddingModel.fingerprint = property(_get_fingerprint, _set_fingerprint,
-                                      doc="Hash of weights + configs (+ the precision when not fp32); "
-                                          "recomputed when the weights change.")
-EmbeddingModel.base_fingerprint = property(_get_base_fingerprint, doc="The fingerprint of the fp32 weights.")
+EmbeddingModel.fingerprint = property(  # type: ignore[assignment]
+    _get_fingerprint, _set_fingerprint,
+    doc="Hash of weights + configs (+ the precision when not fp32); recomputed when the weights change.")
+EmbeddingModel.base_fingerprint = property(  # type: ignore[method-assign, assignment]
+    _get_base_fingerprint, doc="The fingerprint of the fp32 weights.")
 
 
 def _get_space(self: EmbeddingModel):
@@ -166,8 +176,9 @@ def _get_space(self: EmbeddingModel):
     return space
 
 
-EmbeddingModel.space = property(_get_space, doc="The embedding space of this model's vectors (space.EmbeddingSpace); "
-                                                "follows the weights, cannot be set.")
+EmbeddingModel.space = property(  # type: ignore[method-assign, assignment]
+    _get_space, doc="The embedding space of this model's vectors (space.EmbeddingSpace); follows the weights, "
+                    "cannot be set.")
 
 
 # ---------------------------------------------------------------- fingerprint

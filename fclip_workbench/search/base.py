@@ -205,6 +205,8 @@ class VectorIndex(Protocol):
     space: EmbeddingSpace | None
     image_weight: float
     build_info: dict
+    source: Path | None
+    content: dict[str, str] | None
 
     def __len__(self) -> int: ...
 

@@ -21,7 +21,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ def build_index(vectors: np.ndarray, ids: Sequence[str], kind: str = "exact", ex
         if kwargs:
             raise InvalidArgumentError(f"an exact index takes no parameters, got {', '.join(sorted(kwargs))}")
         return ExactIndex(vectors, ids, space=space, image_weight=image_weight)
-    common = {"space": space, "image_weight": image_weight, "text_queries": text_queries}
+    common: dict[str, Any] = {"space": space, "image_weight": image_weight, "text_queries": text_queries}
     if kind == "faiss":
         return FaissIndex(vectors, ids, **common, **kwargs)
     if kind in ("ivf", "ivfpq", "hnsw"):
