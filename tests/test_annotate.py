@@ -201,14 +201,34 @@ def test_undo_only_undoes_ones_own_decision(catalog, store, embeddings):
 
 
 # ------------------------------------------------------------------ queue orders
-def test_uncertainty_order_is_by_uncertainty(catalog, store, embeddings):
+def test_uncertainty_order_is_by_uncertainty_with_one_calibration_item_in_five(catalog, store, embeddings):
+    from fclip_workbench.labelling.suggest import CAL_EVERY, calibration_items
+
     s = make_session(catalog, store, embeddings)
-    sugg = s.suggester
-    unc = 1 - sugg.predict_proba(embeddings.vectors).max(axis=1)
-    expected = [embeddings.ids[i] for i in np.argsort(-unc, kind="stable")]
-    assert s.queue() == expected
-    assert s.current.item_id == expected[0]
-    assert unc[embeddings.ids.index(expected[0])] == unc.max()
+    unc = 1 - s.suggester.predict_proba(embeddings.vectors).max(axis=1)
+    cal = calibration_items(embeddings.ids)
+    assert 0 < cal.sum() < len(cal)
+    queue = s.queue()
+    assert sorted(queue) == sorted(embeddings.ids)  # every product, once
+    slots = [i for i in queue[CAL_EVERY - 1::CAL_EVERY][:int(cal.sum())]]
+    assert all(cal[embeddings.ids.index(i)] for i in slots)  # every 5th product: a calibration item
+    rest = [i for i in queue if not cal[embeddings.ids.index(i)]]
+    assert rest == [embeddings.ids[i] for i in np.argsort(-unc, kind="stable") if not cal[i]]  # the others: by uncertainty
+    assert s.current.item_id == queue[0]
+    assert unc[embeddings.ids.index(queue[0])] == unc[~cal].max()
+
+
+def test_refits_fit_the_temperature_on_the_calibration_items(catalog, store, embeddings):
+    from fclip_workbench.labelling.suggest import Suggester, calibration_items
+
+    sugg = Suggester(labels=COLOURS, text_weights=np.eye(3, embeddings.vectors.shape[1], dtype=np.float32))
+    s = make_session(catalog, store, embeddings, suggester=sugg)
+    for item_id in embeddings.ids:
+        store.set(item_id, "colour", catalog.table.set_index("item_id").loc[item_id, "colour"], annotator="ana")
+    s.refit(wait=True)
+    state = s.suggester.snapshot()
+    labelled = list(store.labels("colour")["item_id"])
+    assert state.held is not None and state.held.tolist() == calibration_items(labelled).tolist()
 
 
 def test_query_order_is_by_similarity(catalog, store, embeddings):

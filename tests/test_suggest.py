@@ -251,3 +251,41 @@ def test_fit_temperature_undoes_a_known_scaling():
     z = rng.normal(size=(5000, 4)) * 2.0  # (n, 4) true logits
     y = np.array([rng.choice(4, p=np.exp(r) / np.exp(r).sum()) for r in z])
     assert fit_temperature(z * 3.0, y) == pytest.approx(3.0, rel=0.1)
+
+
+def test_a_random_calibration_slice_keeps_a_queue_picked_set_calibrated():
+    """Labels picked by uncertainty (as the annotator's queue does) are the hard products: a temperature
+    fitted on them states too little confidence for the catalog. Fitted on the random share that the
+    queue interleaves (`calibration=`), it holds on random held-out products."""
+    rng = np.random.default_rng(0)
+    text = unit(rng.normal(size=(len(LABELS), DIM))).astype(np.float32)  # (6, 16)
+
+    def sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:  # classes that overlap: hard products exist
+        r = np.random.default_rng(seed)
+        y = r.integers(0, len(LABELS), n)
+        return unit(text[y] + 0.4 * r.normal(size=(n, DIM))).astype(np.float32), y
+
+    pool_x, pool_y = sample(4000, 5)
+    x_test, y_test = sample(2000, 6)
+    first = Suggester(text_weights=text, labels=LABELS).fit(pool_x[:100], names(pool_y[:100]))
+    hard = np.argsort(-first.uncertainty(pool_x[100:]))[:800] + 100  # (800,) the least confident
+    rest = np.setdiff1d(np.arange(100, 4000), hard)
+    rand = np.random.default_rng(7).choice(rest, 200, replace=False)  # (200,) the random share
+    rows = np.r_[hard, rand]
+    order = np.random.default_rng(8).permutation(len(rows))  # labelled in an interleaved order
+    rows, is_rand = rows[order], np.r_[np.zeros(800, bool), np.ones(200, bool)][order]
+    by_position = Suggester(text_weights=text, labels=LABELS).fit(pool_x[rows], names(pool_y[rows]))
+    by_random = Suggester(text_weights=text, labels=LABELS).fit(pool_x[rows], names(pool_y[rows]),
+                                                                calibration=is_rand)
+    ece_position = expected_calibration_error(by_position.predict_proba(x_test), y_test)  # 0.051 when written
+    ece_random = expected_calibration_error(by_random.predict_proba(x_test), y_test)  # 0.021
+    assert by_random.snapshot().held.tolist() == is_rand.tolist()
+    assert ece_random < 0.8 * ece_position, (ece_random, ece_position)
+
+
+@pytest.mark.parametrize("bad", [np.ones(3, bool), np.ones(10, int), np.zeros((10, 1), bool)])
+def test_a_calibration_mask_of_the_wrong_kind_is_refused(world, bad):
+    text, sample = world
+    x, y = sample(10, 9)
+    with pytest.raises(InvalidArgumentError, match="calibration must be 10 booleans"):
+        Suggester(text_weights=text, labels=LABELS).fit(x, names(y), calibration=bad)

@@ -1,6 +1,7 @@
 """The session's queue: which product comes next (a part of `AnnotationSession`; see annotate.py).
 
-Orders (`QUEUE_ORDERS`): "uncertainty" (least confident first), "query" (most similar to a text
+Orders (`QUEUE_ORDERS`): "uncertainty" (least confident first; one product in `CAL_EVERY` is drawn at
+random from the calibration items instead, see `interleave_calibration`), "query" (most similar to a text
 query), "cluster" (one KMeans cluster, most typical first), "random" (seeded), and "review" (given
 ids, in their order). Only products without a label are shown; skipped ones come back after the
 rest. Each view keeps the store's last event on what it showed (the current item in `Item.event_id`,
@@ -20,7 +21,34 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from fclip_workbench.labelling.annotate_items import QUEUE_ORDERS, Item
+from fclip_workbench.labelling.suggest_state import CAL_EVERY, calibration_items
 from fclip_workbench.errors import InvalidArgumentError
+
+
+def interleave_calibration(order: np.ndarray, calibration: np.ndarray, labelled: np.ndarray,
+                           seed: int | None) -> np.ndarray:
+    """`order` (rows, most useful first) with every `CAL_EVERY`-th unlabelled product drawn at random from
+    the unlabelled `calibration` rows (bool (n,), `calibration_items`); labelled rows come last.
+
+    The labels of those products are a random sample of the catalog: the suggester fits its temperature on
+    them, so the probabilities it states hold for the catalog, not only for the hard products that
+    uncertainty picks (docs/results/labelling.md measures both).
+
+    >>> cal = np.array([False, False, True, False, False, False, True, False])
+    >>> interleave_calibration(np.arange(8), cal, np.zeros(8, bool), seed=0).tolist()
+    [0, 1, 3, 4, 2, 5, 7, 6]
+    """
+    open_ = ~labelled
+    main = order[open_[order] & ~calibration[order]]  # unlabelled, not set aside: in the given order
+    cal = np.random.default_rng(seed).permutation(np.flatnonzero(open_ & calibration))
+    total = len(main) + len(cal)
+    c = min(len(cal), total // CAL_EVERY)  # calibration slots: positions CAL_EVERY-1, 2*CAL_EVERY-1, ...
+    slots = np.zeros(total, dtype=bool)
+    slots[np.arange(c) * CAL_EVERY + CAL_EVERY - 1] = True
+    out = np.empty(total, dtype=np.int64)
+    out[slots] = cal[:c]
+    out[~slots] = np.concatenate([main, cal[c:]])
+    return np.concatenate([out, order[labelled[order]]])
 
 
 class QueueMixin:
@@ -54,7 +82,10 @@ class QueueMixin:
         """Rows in the order of `self.order` (labelled ones are passed over when read)."""
         n = len(self.ids)
         if self.order == "uncertainty":
-            return np.argsort(-self._view.uncertainty, kind="stable")
+            if self._calibration is None:
+                self._calibration = calibration_items(self.ids)  # (n,) decided by the ids alone: computed once
+            return interleave_calibration(np.argsort(-self._view.uncertainty, kind="stable"), self._calibration,
+                                          self._labelled, self.seed)
         if self.order == "query":
             if self._query_scores is None:
                 return np.arange(n)

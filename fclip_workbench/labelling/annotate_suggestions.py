@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from fclip_workbench.labelling.annotate_items import SuggestionView
+from fclip_workbench.labelling.suggest import Suggester, calibration_items
 from fclip_workbench.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,12 @@ class SuggestionsMixin:
         if len(keep) < len(values):
             log.info("refit: %d labels outside the suggester's label set not used", len(values) - len(keep))
         if keep:
-            self.suggester.fit(self.vectors[rows[keep]], [values[i] for i in keep])
+            fit_rows = rows[keep]
+            X, y = self.vectors[fit_rows], [values[i] for i in keep]
+            if isinstance(self.suggester, Suggester):  # its temperature is fitted on the queue's random share
+                self.suggester.fit(X, y, calibration=calibration_items([self.ids[r] for r in fit_rows]))
+            else:
+                self.suggester.fit(X, y)
         try:
             view = view_of(self.suggester, self.vectors)
         except Exception as e:  # an unfitted suggester: fit it zero-shot (no labels)

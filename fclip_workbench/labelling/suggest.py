@@ -24,8 +24,11 @@ How a probability is made, for an image x and label c:
    points over zero-shot, where blending a separate probe by n_c / (n_c + 5)
    gained +4.3 (benchmarks/bench_suggest.py);
 4. calibrate: softmax(logit / T), T fitted by minimising the negative log
-   likelihood on a held-out slice of the labels (every `CAL_EVERY`-th labelled
-   item, scored by a probe trained on the others).
+   likelihood on a held-out slice of the labels, scored by a probe trained on the
+   others: the labelled `calibration_items` (a random 1 in `CAL_EVERY` of the
+   catalog, by id, which the annotator's queue serves in every `CAL_EVERY`
+   products) when `fit(..., calibration=...)` is given them, else every
+   `CAL_EVERY`-th labelled item.
 
 Refits are warm-started from the previous coefficients, so `partial_fit` after
 each new label is cheap.
@@ -64,16 +67,17 @@ from fclip_workbench.embedding.models import EmbeddingModel
 from fclip_workbench.data.prompts import ZERO_SHOT_PROMPTS, check_prompts
 from fclip_workbench.embedding.space import EmbeddingSpace
 from fclip_workbench.labelling.suggest_probe import OFFSET_INTERCEPT_PENALTY, SoftmaxProbe, fit_temperature, unit_rows
-from fclip_workbench.labelling.suggest_state import (CAL_EVERY, MIN_CALIBRATION, RECALIBRATE_GROWTH, UNCERTAINTY_KINDS, ZERO_SHOT_SCALE,
-                            SuggesterState, build_state, check_vectors)
+from fclip_workbench.labelling.suggest_state import (CAL_EVERY, MIN_CALIBRATION, RECALIBRATE_GROWTH, UNCERTAINTY_KINDS,
+                                                     ZERO_SHOT_SCALE, SuggesterState, build_state, calibration_items,
+                                                     check_vectors)
 from fclip_workbench.analysis.zeroshot import check_labels, class_weights
 
 log = logging.getLogger(__name__)
 
 TEXT_WEIGHT_TRIES = 3  # the model's space moved while its prompts were embedded: embed again, at most this often
 
-__all__ = ["Suggester", "SuggesterState", "SoftmaxProbe", "NotFittedError", "fit_temperature", "UNCERTAINTY_KINDS",
-           "ZERO_SHOT_SCALE", "CAL_EVERY", "MIN_CALIBRATION", "RECALIBRATE_GROWTH", "OFFSET_INTERCEPT_PENALTY"]
+__all__ = ["Suggester", "SuggesterState", "SoftmaxProbe", "NotFittedError", "fit_temperature", "calibration_items",
+           "UNCERTAINTY_KINDS", "ZERO_SHOT_SCALE", "CAL_EVERY", "MIN_CALIBRATION", "RECALIBRATE_GROWTH", "OFFSET_INTERCEPT_PENALTY"]
 
 _LOCKS_GUARD = threading.Lock()
 
@@ -282,15 +286,31 @@ class Suggester(ClassifierMixin, BaseEstimator):
                                        np.zeros(0, np.int64), previous=None))
         return self
 
-    def _build(self, labels, weights, space, key, X, y, previous, incremental: bool = False) -> SuggesterState:
+    def _build(self, labels, weights, space, key, X, y, previous, incremental: bool = False,
+               held: np.ndarray | None = None) -> SuggesterState:
         return build_state(labels=labels, text_weights=weights, space=space, text_key=key, X=X, y=y, C=self.C,
                            max_iter=self.max_iter, min_per_class=self.min_per_class, calibrate=self.calibrate,
                            unsure_below=self.unsure_below,
-                           previous=previous if self.warm_start else None, incremental=incremental)
+                           previous=previous if self.warm_start else None, incremental=incremental, held=held)
+
+    @staticmethod
+    def _check_calibration(calibration: object, n: int) -> np.ndarray | None:
+        """(n,) bool mask of the calibration items, or None; anything else is one line."""
+        if calibration is None:
+            return None
+        mask = np.asarray(calibration)
+        if mask.dtype != bool or mask.shape != (n,):
+            raise InvalidArgumentError(f"calibration must be {n} booleans (one per labelled item, e.g. "
+                                       f"calibration_items(ids)), got {mask.dtype} of shape {mask.shape}")
+        return mask
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: np.ndarray | None = None, y: Sequence[str] | None = None) -> "Suggester":
+    def fit(self, X: np.ndarray | None = None, y: Sequence[str] | None = None,
+            calibration: np.ndarray | None = None) -> "Suggester":
         """Fit on labelled vectors X (n, dim) with labels y (n,) from the label set; no X/y: pure zero-shot.
+
+        `calibration` (n,) bool marks the items the temperature is fitted on: `calibration_items(ids)`,
+        the random sample the annotator's queue serves (default: every `CAL_EVERY`-th item by position).
 
         The new state is built off to the side and swapped in at the end (readers never wait)."""
         with self._lock():
@@ -302,37 +322,43 @@ class Suggester(ClassifierMixin, BaseEstimator):
                     if self.text_weights is not None else None
                 X = check_vectors(X, known)
                 y_idx = self._label_indices(labels, y, len(X))
+                calibration = self._check_calibration(calibration, len(X))
             weights, space, key = self._text(labels)
             dim = weights.shape[1]
             if X is None:
                 X, y_idx = np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
             else:
                 X = check_vectors(X, dim)
-            self._swap(self._build(labels, weights, space, key, X, y_idx, previous=self.__dict__.get("_state")))
+            self._swap(self._build(labels, weights, space, key, X, y_idx, previous=self.__dict__.get("_state"),
+                                   held=calibration))
         return self
 
-    def partial_fit(self, X: np.ndarray, y: Sequence[str]) -> "Suggester":
+    def partial_fit(self, X: np.ndarray, y: Sequence[str], calibration: np.ndarray | None = None) -> "Suggester":
         """Add labelled items (n_new, dim) and refit the probe, warm-started; the first call is `fit`.
 
         The zero-shot scale and the temperature are refitted once the labels grew by
         `RECALIBRATE_GROWTH` (10%) since they were last fitted; `fit` always refits them. When the label
-        set or the model's space changed since the last fit, this is a full `fit` on all the labels."""
+        set or the model's space changed since the last fit, this is a full `fit` on all the labels.
+        `calibration` as in `fit`, for the new items (kept only while every fit so far gave one)."""
         with self._lock():
             current = self.__dict__.get("_state")
             if current is None:
-                return self.fit(X, y)
+                return self.fit(X, y, calibration)
             labels = self._check_params(self.labels)
             X = check_vectors(X, current.dim)
             y_idx = self._label_indices(labels, y, len(X))
+            calibration = self._check_calibration(calibration, len(X))
+            held = None if calibration is None or (current.held is None and len(current.y)) \
+                else np.concatenate([current.held if current.held is not None else np.zeros(0, bool), calibration])
             weights, space, key = self._text(labels)
             if key != current.text_key:  # other labels or another space: everything is refitted, not recalibrated
                 old_y = [current.labels[i] for i in current.y]
                 X_all = check_vectors(np.concatenate([current.X, X]), weights.shape[1])
                 y_all = np.concatenate([self._label_indices(labels, old_y, len(old_y)), y_idx])
-                self._swap(self._build(labels, weights, space, key, X_all, y_all, previous=current))
+                self._swap(self._build(labels, weights, space, key, X_all, y_all, previous=current, held=held))
                 return self
             self._swap(self._build(labels, weights, space, key, np.concatenate([current.X, X]),
-                                   np.concatenate([current.y, y_idx]), previous=current, incremental=True))
+                                   np.concatenate([current.y, y_idx]), previous=current, incremental=True, held=held))
         return self
 
     # ------------------------------------------------------------------ predicting (one state per call)

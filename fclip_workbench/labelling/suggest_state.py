@@ -15,9 +15,10 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
@@ -29,7 +30,7 @@ from fclip_workbench.labelling.suggest_probe import SoftmaxProbe, fit_temperatur
 log = logging.getLogger(__name__)
 
 ZERO_SHOT_SCALE = 100.0  # CLIP's logit scale (ZeroShotClassifier's temperature): used until labels fit one
-CAL_EVERY = 5  # every 5th labelled item (by position) is held out to fit the temperature
+CAL_EVERY = 5  # 1 labelled item in 5 is held out to fit the temperature (`calibration_items`, else by position)
 MIN_CALIBRATION = 10  # fewer labelled items than this: no scale or temperature is fitted
 RECALIBRATE_GROWTH = 0.1  # partial_fit refits scale and temperature once labels grew 10% since the last fit
 UNCERTAINTY_KINDS = ("least-confident", "margin", "entropy")
@@ -77,6 +78,7 @@ class SuggesterState:
     probe: SoftmaxProbe | None
     calibration_probe: SoftmaxProbe | None
     unsure_below: float = 0.5
+    held: np.ndarray | None = None  # (n,) bool: the labelled items the temperature is fitted on (None: by position)
 
     @property
     def classes(self) -> np.ndarray:
@@ -129,6 +131,23 @@ class SuggesterState:
         return ent / np.log(p.shape[1]) if p.shape[1] > 1 else np.zeros(len(p))
 
 
+def calibration_items(item_ids: Sequence[str]) -> np.ndarray:
+    """(n,) bool: the products set aside for calibration, about 1 in `CAL_EVERY`, decided by each id alone.
+
+    A hash of the id, not of its position or its uncertainty: the set is the same for every annotator and
+    session, and it is a random sample of the catalog. The annotator's uncertainty queue serves one of
+    these in every `CAL_EVERY` products, and the suggester fits its temperature on the labelled ones, so
+    the stated probabilities are calibrated on products like the whole catalog, not only on the hard
+    ones the queue picks (docs/concepts/calibration.md).
+
+    >>> calibration_items(["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"]).tolist()
+    [True, False, False, False, False, True, False, False]
+    """
+    digests = (hashlib.blake2b(str(i).encode(), digest_size=8).digest() for i in item_ids)
+    return np.fromiter((int.from_bytes(d, "little") % CAL_EVERY == 0 for d in digests), dtype=bool,
+                       count=len(item_ids))
+
+
 def _logits(text_weights: np.ndarray, X: np.ndarray, scale: float, probe: SoftmaxProbe | None) -> np.ndarray:
     z = scale * (X @ text_weights.T)  # (n, L)
     logp0 = log_softmax(z, axis=1)  # (n, L)
@@ -158,10 +177,13 @@ def _fit_probe(text_weights: np.ndarray, X: np.ndarray, y: np.ndarray, scale: fl
 def build_state(*, labels: tuple[str, ...], text_weights: np.ndarray, space: EmbeddingSpace | None, text_key: tuple,
                 X: np.ndarray, y: np.ndarray, C: float = 1.0, max_iter: int = 300, min_per_class: int = 1,
                 calibrate: bool = True, unsure_below: float = 0.5, previous: SuggesterState | None = None,
-                incremental: bool = False) -> SuggesterState:
+                incremental: bool = False, held: np.ndarray | None = None) -> SuggesterState:
     """A new state fitted on (X (n, dim), y (n,) indices into `labels`); `previous` warm-starts the probes
     (when its labels are a prefix of `labels`); `incremental` keeps its scale and temperature until the
-    labels grew by `RECALIBRATE_GROWTH`. Nothing is shared with `previous` that either could change."""
+    labels grew by `RECALIBRATE_GROWTH`. `held` (n,) bool marks the items the temperature is fitted on
+    (`calibration_items`); None: every `CAL_EVERY`-th by position. When it marks fewer than
+    `MIN_CALIBRATION` // 2 items, the positional slice is used. Nothing is shared with `previous` that
+    either could change."""
     L = len(labels)
     if text_weights.shape[0] != L:  # a guard: the caller took labels and weights from one snapshot
         raise InvalidArgumentError(f"{L} labels but {text_weights.shape[0]} text weight rows")
@@ -179,10 +201,11 @@ def build_state(*, labels: tuple[str, ...], text_weights: np.ndarray, space: Emb
         else:
             cos = X @ text_weights.T  # (n, L)
             scale = ZERO_SHOT_SCALE / fit_temperature(ZERO_SHOT_SCALE * cos, y)
-            held = np.arange(len(y)) % CAL_EVERY == CAL_EVERY - 1  # (n,) calibration slice
-            cal_probe = _fit_probe(text_weights, X[~held], y[~held], scale,
+            cal = held if held is not None and held.sum() >= MIN_CALIBRATION // 2 and (~held).any() \
+                else np.arange(len(y)) % CAL_EVERY == CAL_EVERY - 1  # (n,) calibration slice
+            cal_probe = _fit_probe(text_weights, X[~cal], y[~cal], scale,
                                    previous.calibration_probe if previous is not None else None, **fit)
-            temperature = fit_temperature(_logits(text_weights, X[held], scale, cal_probe), y[held])
+            temperature = fit_temperature(_logits(text_weights, X[cal], scale, cal_probe), y[cal])
             calibrated_on = len(y)
     probe = _fit_probe(text_weights, X, y, scale, previous.probe if previous is not None else None, **fit)
     log.debug("Suggester fit: %d labels over %d labels seen, scale %.1f, T %.2f", len(y),
@@ -190,4 +213,5 @@ def build_state(*, labels: tuple[str, ...], text_weights: np.ndarray, space: Emb
     return SuggesterState(labels=tuple(labels), text_weights=_frozen(text_weights), space=space, text_key=text_key,
                           X=_frozen(X), y=_frozen(y), class_counts=_frozen(class_counts), zero_shot_scale=float(scale),
                           temperature=float(temperature), calibrated_on=int(calibrated_on), probe=probe,
-                          calibration_probe=cal_probe, unsure_below=float(unsure_below))
+                          calibration_probe=cal_probe, unsure_below=float(unsure_below),
+                          held=None if held is None else _frozen(held))
