@@ -84,22 +84,25 @@ class StoreConnection:
             from fclip_workbench.paths import default_labels_path
 
             url_or_path = default_labels_path()
-        self.backend, self.url, self.path, url_ro = self._parse(url_or_path)
+        self.backend, where, url_ro = self._parse(url_or_path)
+        # a SQLite store has a file path, a PostgreSQL one a server URL
+        self.path: Path | None = where if isinstance(where, Path) else None
+        self.url: sa.engine.URL | None = None if isinstance(where, Path) else where
         self.read_only = bool(read_only) or url_ro
-        self.name = str(self.path) if self.path is not None else self.url.render_as_string(hide_password=True)
-        if self.backend == "sqlite":
+        self.name = str(where) if isinstance(where, Path) else where.render_as_string(hide_password=True)
+        if isinstance(where, Path):
             if self.read_only:
-                self._check_sqlite_readable()
+                self._check_sqlite_readable(where)
             else:
-                self._check_sqlite_path()
-            uri = f"file:{quote(str(self.path))}?mode=ro" if self.read_only else str(self.path)
+                self._check_sqlite_path(where)
+            uri = f"file:{quote(str(where))}?mode=ro" if self.read_only else str(where)
             self.engine = sa.create_engine(
                 sa.engine.URL.create("sqlite", database=uri, query={"uri": "true"} if self.read_only else {}),
                 connect_args={"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False})
             sa_event.listen(self.engine, "connect", _sqlite_connect_ro if self.read_only else _sqlite_connect)
             sa_event.listen(self.engine, "begin", _sqlite_begin)
         else:
-            self.engine = sa.create_engine(self.url, pool_pre_ping=True,
+            self.engine = sa.create_engine(where, pool_pre_ping=True,
                                            connect_args={"connect_timeout": max(1, math.ceil(self.timeout))})
         self._writer = self.engine.execution_options(fclip_write=True)
         try:
@@ -110,11 +113,11 @@ class StoreConnection:
 
     # ---- opening -------------------------------------------------------
     @staticmethod
-    def _parse(url_or_path: str | os.PathLike) -> tuple[str, sa.engine.URL | None, Path | None, bool]:
-        """(backend, server URL, SQLite path, read-only asked by the URL)."""
+    def _parse(url_or_path: str | os.PathLike) -> tuple[str, sa.engine.URL | Path, bool]:
+        """(backend, SQLite path or server URL, read-only asked by the URL)."""
         text = os.fspath(url_or_path)
         if "://" not in text:
-            return "sqlite", None, Path(text).expanduser().resolve(), False
+            return "sqlite", Path(text).expanduser().resolve(), False
         try:
             url = make_url(text)
         except Exception as e:
@@ -130,14 +133,13 @@ class StoreConnection:
             if mode not in ("ro", "rw", "rwc") or query:
                 raise LabelStoreError(f"label store URL {text!r}: only the query ?mode=ro (open to read) is "
                                       f"understood, not ?{'&'.join(f'{k}={v}' for k, v in url.query.items())}")
-            return "sqlite", None, Path(url.database).expanduser().resolve(), mode == "ro"
+            return "sqlite", Path(url.database).expanduser().resolve(), mode == "ro"
         if driver in ("postgresql", "postgres", "postgresql+psycopg"):
-            return "postgresql", url.set(drivername="postgresql+psycopg"), None, False
+            return "postgresql", url.set(drivername="postgresql+psycopg"), False
         raise LabelStoreError(f"label store URL scheme {driver!r} is not supported; use a file path, "
                               "sqlite:///PATH, postgresql://... or postgresql+psycopg://...")
 
-    def _check_sqlite_path(self) -> None:
-        path = self.path
+    def _check_sqlite_path(self, path: Path) -> None:
         if path.is_dir():
             raise LabelStoreError(f"label store {path} is a folder; give a file path such as {path / 'labels.sqlite'}")
         folder = path.parent
@@ -159,8 +161,7 @@ class StoreConnection:
                 "make it writable (chmod u+w), open it with read_only=True to read it, or open a store at "
                 "another path")
 
-    def _check_sqlite_readable(self) -> None:
-        path = self.path
+    def _check_sqlite_readable(self, path: Path) -> None:
         if not path.is_file():
             what = "is a folder" if path.is_dir() else "does not exist"
             raise LabelStoreError(f"label store {path} {what}: a store opened read-only must be an existing file")

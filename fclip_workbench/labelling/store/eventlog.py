@@ -22,21 +22,20 @@ Example:
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
 from fclip_workbench.errors import ConflictError, InvalidArgumentError, UndoConflictError, UnknownItemError
 from fclip_workbench.labelling.taxonomy import Taxonomy
 from fclip_workbench.labelling.store import canon
+from fclip_workbench.labelling.store.parts import StoreParts
 from fclip_workbench.labelling.store.records import ANY_EVENT, GROUP_SOURCES, SOURCES, LabelEvent, _AnyEvent
 from fclip_workbench.labelling.store.schema import chunks, current_t, events_t, now as utc_now, to_event
 
 
-class EventLog:
+class EventLog(StoreParts):
     """`LabelStore`'s writing methods (needs `StoreConnection` and `TaxonomyStorage`)."""
-
-    known_ids: frozenset[str] | None
 
     def _check_item(self, item_id: object, known: frozenset[str] | None = None) -> str:
         item = canon.item_id(item_id)
@@ -116,7 +115,7 @@ class EventLog:
         for item_id, value in items:
             item = self._check_item(item_id)
             good, add = self._check_value(None, field, value, taxonomy, add_to_taxonomy)
-            if add:
+            if add and good is not None:  # add: a new value (never None, which removes the label)
                 good = taxonomy.add(good) if taxonomy is not None else good
                 added.append(good)
             if item in rows and rows[item] != good:
@@ -202,7 +201,7 @@ class EventLog:
         self._lock_keys(conn, [self._item_key(i, field) for i, _ in pairs])
         old = self._current(conn, field, [i for i, _ in pairs])
         now = utc_now()
-        params = [{"time": now, "annotator": annotator, "item_id": item, "field": field, "old_value": old.get(item),
+        params: list[dict[str, Any]] = [{"time": now, "annotator": annotator, "item_id": item, "field": field, "old_value": old.get(item),
                    "new_value": value, "source": source, "batch_id": batch_id,
                    "undoes": undoes[k] if undoes else None} for k, (item, value) in enumerate(pairs)]
         if len(params) == 1:
@@ -210,7 +209,8 @@ class EventLog:
         else:
             res = conn.execute(events_t.insert().returning(events_t.c.id, sort_by_parameter_order=True), params)
             ids = [r[0] for r in res]
-        updates, inserts = [], []
+        updates: list[dict[str, Any]] = []
+        inserts: list[dict[str, Any]] = []
         for p, eid in zip(params, ids):
             row = {"k_item": p["item_id"], "k_field": field, "value": p["new_value"], "annotator": annotator,
                    "time": now, "event_id": eid}
@@ -271,10 +271,10 @@ class EventLog:
                                           events_t.c.id.not_in(undone))
             if field is not None:
                 q = q.where(events_t.c.field == field)
-            last = conn.execute(q.order_by(events_t.c.id.desc()).limit(1)).first()
-            if last is None:
+            row = conn.execute(q.order_by(events_t.c.id.desc()).limit(1)).first()
+            if row is None:
                 return None
-            last = to_event(last)
+            last = to_event(row)
             group = [last]
             if last.source in GROUP_SOURCES and last.batch_id is not None:
                 group = [to_event(r) for r in conn.execute(

@@ -17,11 +17,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from fclip_workbench.labelling.store import canon
+from fclip_workbench.labelling.store.parts import StoreParts
 from fclip_workbench.labelling.store.records import DECISION_SOURCES, EVENT_COLUMNS, LABEL_COLUMNS, LabelStats
 from fclip_workbench.labelling.store.schema import current_t, events_t, raw_time, times
 
 
-class Reading:
+class Reading(StoreParts):
     """`LabelStore`'s reading methods (needs `StoreConnection._read`)."""
 
     def get(self, item_id: object, field: str) -> str | None:
@@ -78,6 +79,6 @@ class Reading:
         if field is not None:
             q = q.where(current_t.c.field == field)
         with self._read() as conn:
-            labelled = int(conn.execute(q).scalar())
+            labelled = int(conn.execute(q).scalar_one())
         return LabelStats(counts=counts, decisions=decisions, accepted=accepted, undone=len(undone_ids),
                           labelled=labelled, acceptance_rate=accepted / decisions if decisions else None)

@@ -70,7 +70,7 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def utc(t: object) -> datetime:
+def utc(t: datetime | str) -> datetime:
     """Times read back: SQLite gives naive datetimes (stored as UTC), PostgreSQL aware ones."""
     if isinstance(t, str):
         t = datetime.fromisoformat(t)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from fclip_workbench.errors import InvalidArgumentError, LabelValueError, TaxonomyError
 from fclip_workbench.labelling.taxonomy import Taxonomy, lookup_key
 from fclip_workbench.labelling.store import canon
+from fclip_workbench.labelling.store.parts import StoreParts
 from fclip_workbench.labelling.store.records import SHOW_VALUES
 from fclip_workbench.labelling.store.schema import now, taxonomies_t
 
@@ -34,10 +35,8 @@ def refusal(field: str, value: str, tx: Taxonomy) -> str:
             "(or add it with add_to_taxonomy=True)")
 
 
-class TaxonomyStorage:
+class TaxonomyStorage(StoreParts):
     """`LabelStore`'s taxonomy methods (needs `StoreConnection`'s `_read`, `_write`, `_lock_keys`)."""
-
-    _taxonomies: dict[str, tuple[Taxonomy | None, float]]  # field -> (stored taxonomy, when read)
 
     def set_taxonomy(self, field: str, taxonomy: Taxonomy, annotator: str | None = None) -> Taxonomy:
         """Attach `taxonomy` to `field` (stored, seen by every process): its values are merged with those
@@ -61,7 +60,10 @@ class TaxonomyStorage:
         def work(conn: sa.Connection) -> Taxonomy:
             self._lock_keys(conn, [f"taxonomy\x1f{field}"])
             self._add_values(conn, field, taxonomy.values, taxonomy.source, who)
-            return self._load_taxonomy(conn, field)
+            stored = self._load_taxonomy(conn, field)
+            if stored is None:  # cannot happen: the values were just written in this transaction
+                raise TaxonomyError(f"taxonomy for {field!r} was not stored; retry")
+            return stored
 
         return self._write(work)
 
@@ -95,8 +97,9 @@ class TaxonomyStorage:
                     annotator: str | None) -> None:
         have = {r.key for r in conn.execute(sa.select(taxonomies_t.c.key).where(taxonomies_t.c.field == field))}
         start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(taxonomies_t.c.position), -1))
-                             .where(taxonomies_t.c.field == field)).scalar() + 1
-        when, rows = now(), []
+                             .where(taxonomies_t.c.field == field)).scalar_one() + 1
+        when = now()
+        rows: list[dict[str, object]] = []
         for v in values:
             key = lookup_key(v)
             if key in have:
@@ -118,8 +121,9 @@ class TaxonomyStorage:
             return value, False
         found = tx.canonical(value)
         if found is None and taxonomy is None:
-            tx = self.taxonomy(field, conn=conn, refresh=True)  # another process may have added it
-            found = tx.canonical(value) if tx is not None else None
+            fresh = self.taxonomy(field, conn=conn, refresh=True)  # another process may have added it
+            if fresh is not None:
+                tx, found = fresh, fresh.canonical(value)
         if found is not None:
             return found, False
         if not add:

@@ -37,12 +37,13 @@ from fclip_workbench.labelling.taxonomy import Taxonomy
 from fclip_workbench.labelling.textrules import csv_safe_frame, csv_unescape
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.connection import _first_line
+from fclip_workbench.labelling.store.parts import StoreParts
 from fclip_workbench.labelling.store.records import LABEL_COLUMNS, ImportReport, LabelEvent, RowProblem
 
 log = logging.getLogger("fclip_workbench.labelling.labels")
 
 
-class Transfer:
+class Transfer(StoreParts):
     """`LabelStore`'s export and import (needs the connection, the taxonomies, the event log and reading)."""
 
     def export(self, path: str | os.PathLike, field: str | None = None, history: bool = False) -> Path:
