@@ -21,7 +21,7 @@ import os
 import string
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import AbstractSet, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -205,7 +205,7 @@ class Catalog:
             return p.line if p.line is not None else (p.row + 1 if p.row is not None else 0)
         self.problems.sort(key=key)
 
-    def _check_rows(self, check_images: bool, refused: set[tuple[int, str]] = frozenset()) -> None:
+    def _check_rows(self, check_images: bool, refused: AbstractSet[tuple[int, str]] = frozenset()) -> None:
         """Flag empty/duplicate ids, empty texts, bad image paths; `refused` cells are already reported."""
         ids = self._ids
         seen: dict[str, int] = {}

@@ -129,6 +129,8 @@ def read_parquet_checked(path: str | Path) -> pd.DataFrame:
 
 def _mark_undecodable(e: UnicodeError) -> tuple[str, int]:
     """Codec error handler: one lone surrogate per undecodable byte (found and replaced later)."""
+    if not isinstance(e, UnicodeDecodeError):  # registered for decoding only
+        raise e
     return "\udcff" * (e.end - e.start), e.end
 
 
@@ -210,7 +212,8 @@ def read_csv_reporting(path: str | Path, id_col: str | None = None) -> RawTable:
     check_unique_columns(header, str(path))
     id_at = header.index(id_col) if id_col in header else 0
     notes: list[tuple[int, str, str]] = []
-    rows, lines = [], []
+    rows: list[list[str]] = []
+    lines: list[int] = []
     start = reader.line_num + 1
     while True:
         try:

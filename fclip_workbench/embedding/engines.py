@@ -288,7 +288,8 @@ def _shard_of(out: dict[str, np.ndarray]) -> ShardResult:
 
 def _unwrap(e: BaseException) -> BaseException:
     """The user-facing error inside Ray's task/actor error wrappers, if any."""
-    seen, x = set(), e
+    seen: set[int] = set()
+    x: BaseException | None = e
     while x is not None and id(x) not in seen:
         seen.add(id(x))
         if isinstance(x, EngineError):

@@ -114,8 +114,7 @@ def decode_rgb(data: bytes, path: str | Path = "<bytes>") -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # decode now: truncated files fail here, not later
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            return to_rgb(ImageOps.exif_transpose(img))
     except UnidentifiedImageError as e:
         raise ImageLoadError(f"not an image PIL can read: {path}") from e
     except Image.DecompressionBombError as e:  # a pixel count past Pillow's limit: refused, not decoded

@@ -24,6 +24,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -157,9 +158,10 @@ def _load_hub_hf_clip(repo_id: str, name: str, device, progress: bool = True) ->
     return _load_hf_clip(config.parent, name, device, progress)
 
 
-def _factory_error(e: BaseException, spec: str, repo: str, what: str) -> Exception:
+def _factory_error(e: Exception, spec: str, repo: str, what: str) -> Exception:
     """The `FclipError` for an exception of open_clip's factory, or `e` itself when it is a bug."""
-    chain, x = [], e
+    chain: list[BaseException] = []
+    x: BaseException | None = e
     while x is not None and len(chain) < 10:
         chain.append(x)
         x = x.__cause__ or x.__context__
@@ -185,6 +187,7 @@ def _load_open_clip_factory(model_name: str, pretrained: str | None, name: str, 
     import open_clip
 
     device = torch.device(device) if device is not None else default_device()
+    pcfg: dict[str, Any]  # open_clip's pretrained config of the tag
     if model_name.startswith("hf-hub:"):
         repo, what, pcfg = model_name.removeprefix("hf-hub:"), "open_clip_config.json + weights", {}
     else:

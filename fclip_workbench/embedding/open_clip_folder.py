@@ -278,7 +278,7 @@ def save_model_folder(model: torch.nn.Module, model_cfg: dict, preprocess_cfg: d
     os.replace(tmp, folder / WEIGHTS_FILE)
     pp = {k: list(v) if isinstance(v, tuple) else v for k, v in preprocess_cfg.items()}
     (folder / CONFIG_FILE).write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": pp}, indent=2))
-    if hasattr(tokenizer, "save_pretrained") and not model_cfg.get("text_cfg", {}).get("hf_tokenizer_name"):
+    if tokenizer is not None and hasattr(tokenizer, "save_pretrained") and not model_cfg.get("text_cfg", {}).get("hf_tokenizer_name"):
         tokenizer.save_pretrained(str(folder))
     return folder
 
@@ -316,7 +316,8 @@ def _load_open_clip_folder(folder: Path, name: str, device, progress: bool = Tru
     if weights is None:
         raise WeightsNotFoundError(f"{folder} has {CONFIG_FILE} but no weights file "
                                    f"({WEIGHTS_FILE}, open_clip_pytorch_model.bin, ...)")
-    tok, tok_cfg = None, {}
+    tok: Callable | None = None
+    tok_cfg: dict = {}
     if not model_cfg.get("text_cfg", {}).get("hf_tokenizer_name"):
         tok, tok_cfg = folder_tokenizer(folder, model_cfg.get("text_cfg", {}).get("context_length", 77))
     model = build_model(model_cfg, read_state_dict(weights), pp, name, device, progress=progress,

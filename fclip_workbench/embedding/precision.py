@@ -42,7 +42,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -157,6 +157,7 @@ def apply_precision(model: EmbeddingModel, name: str) -> EmbeddingModel:
     """
     check_precision(name, model.device)
     base = model.base_fingerprint
+    runner: AutocastRunner | OpenVinoRunner | OnnxRunner | None
     if name == "fp32":
         runner = None
     elif name in ("bf16", "fp16"):
@@ -178,7 +179,8 @@ class AutocastRunner:
     """encode_image / encode_text under `torch.autocast(dtype)`; vectors normalised in float32."""
 
     def __init__(self, model: torch.nn.Module, device_type: str, dtype: torch.dtype) -> None:
-        self.model, self.device_type, self.dtype = model, device_type, dtype
+        self.model: Any = model  # a CLIP module: encode_image/encode_text, untyped on nn.Module
+        self.device_type, self.dtype = device_type, dtype
 
     def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         with torch.autocast(self.device_type, dtype=self.dtype):
@@ -196,7 +198,8 @@ class _Tower(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, tower: str) -> None:
         super().__init__()
-        self.model, self.tower = model, tower
+        self.model: Any = model  # a CLIP module: encode_image/encode_text, untyped on nn.Module
+        self.tower = tower
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tower == "image":
@@ -216,8 +219,9 @@ def _dim(emb: EmbeddingModel) -> int:
     """Width of `emb`'s vectors, from its config or else from the fp32 module itself (not a runner)."""
     dim = emb.model_cfg.get("embed_dim") if isinstance(emb.model_cfg, dict) else None
     if not dim:
+        clip: Any = emb.model  # encode_text: untyped on nn.Module
         with torch.inference_mode():
-            dim = emb.model.encode_text(emb.tokenizer(["x"]).to(emb.device)).shape[-1]
+            dim = clip.encode_text(emb.tokenizer(["x"]).to(emb.device)).shape[-1]
     return int(dim)
 
 
@@ -263,6 +267,9 @@ class _ExportedRunner:
             return self.loaded[tower]
 
     def _load(self, tower: str):
+        raise NotImplementedError
+
+    def _run(self, tower: str, x: torch.Tensor, normalize: bool) -> torch.Tensor:
         raise NotImplementedError
 
     def _module(self, tower: str) -> torch.nn.Module:

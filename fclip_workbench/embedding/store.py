@@ -34,7 +34,7 @@ import stat
 import sqlite3
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from fclip_workbench.embedding.images import file_digest
 from fclip_workbench.paths import default_store_path  # noqa: F401  (re-exported: the one default lives in paths.py)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STORE_FILE = "embeddings.sqlite"  # the file used when `path` is a folder
 SCHEMA_VERSION = 2  # PRAGMA user_version; 0/1: the layout without checksums (its rows are dropped)
@@ -155,11 +156,13 @@ class EmbeddingStore:
             except OSError as e:  # the folder cannot be created: nothing to read either
                 log.debug("cannot create %s: %s", self.path, e)
             except sqlite3.Error as e:
-                db is not None and db.close()
+                if db is not None:
+                    db.close()
                 if not _is_readonly(e):
                     raise self._error(e) from e
             except BaseException:
-                db is not None and db.close()
+                if db is not None:
+                    db.close()
                 raise
         self.readonly = True
         return self._open_readonly()
@@ -264,7 +267,7 @@ class EmbeddingStore:
             msg = f"cache {self.path}: {e}; pass --cache elsewhere"
         return CacheError(msg)
 
-    def _retry(self, fn: Callable[[], object]) -> object:
+    def _retry(self, fn: Callable[[], T]) -> T:
         """Run `fn`, retrying with backoff while SQLite reports the file busy (up to `timeout` s)."""
         deadline, delay = time.monotonic() + self.timeout, 0.01
         while True:
@@ -398,7 +401,8 @@ class EmbeddingStore:
         """Number of stored rows (intact or not), optionally of one model and kind."""
         if self._legacy:
             return 0
-        q, args = "SELECT COUNT(*) FROM vectors WHERE 1=1", []
+        q = "SELECT COUNT(*) FROM vectors WHERE 1=1"
+        args: list[object] = []
         if model is not None:
             q, args = q + " AND model=?", args + [model]
         if kind is not None:
@@ -417,7 +421,7 @@ class EmbeddingStore:
             except OSError:
                 st = None
             stats.append(st if st is not None and stat.S_ISREG(st.st_mode) else None)  # a FIFO would block
-        known: dict[str, tuple] = {}
+        known: dict[str, list[Any]] = {}  # path -> [size, mtime_ns, inode, ctime_ns, digest]
         if not self._legacy:
             present = sorted({k for k, st in zip(keys, stats) if st is not None})  # sorted: b-tree locality
             known = {p: rest for p, *rest in self._chunked(

@@ -126,7 +126,8 @@ class FaissIndex(_SpaceMixin):
             if not len(text_queries):
                 text_queries = None
         t0 = time.perf_counter()
-        self.ids, self.method, self._row = ids, method, None
+        self.ids, self.method = ids, method
+        self._row: dict[str, int] | None = None  # id -> row, built on the first add()
         self.nprobe, self.k_factor = 1, 1
         self.ef_search = check_k(ef_search) if ef_search is not None else HNSW_EF_SEARCH
         self.build_info: dict = {"method": method, "n": n, "dim": d}

@@ -170,7 +170,8 @@ class _Meta:
     """Typed reads of index.json; any bad value is one `SavedIndexError` line naming the folder."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.data = folder, {}
+        self.folder = folder
+        self.data: dict[str, Any] = {}
 
     def parse(self, text: str) -> "_Meta":
         try:
