@@ -133,6 +133,8 @@ def build() -> None:
     for parts, path in modules():
         doc = Path("reference", *parts[1:], "index.md") if path.name == "__init__.py" and len(parts) > 1 else \
             Path("reference", "index.md") if len(parts) == 1 else Path("reference", *parts[1:]).with_suffix(".md")
+        if path.name == "index.py":  # search/index.py: its page must not take the package page's name (index.md)
+            doc = doc.with_name("index-module.md")
         nav[parts[1:] if len(parts) > 1 else (PACKAGE,)] = doc.relative_to("reference").as_posix()
         with mkdocs_gen_files.open(doc, "w") as f:
             f.write(f"::: {'.'.join(parts)}\n")

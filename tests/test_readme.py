@@ -26,7 +26,7 @@ def test_the_readme_starts_with_the_two_commands():
 def test_ci_runs_the_readmes_test_command_and_builds_the_docs():
     ci = (ROOT / ".ci" / "run").read_text()
     lines = [line.split("#")[0].strip() for line in ci.splitlines()]
-    assert "make test" in lines and "make lint" in lines and "make docs" in lines
+    assert "make test" in lines and "make lint" in lines and any(line.endswith("make docs") for line in lines)
 
 
 def test_the_readmes_links_into_the_repository_exist():
