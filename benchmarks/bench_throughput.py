@@ -223,7 +223,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--batch", type=int, default=None, help="default 32 on cpu, 256 on cuda")
     ap.add_argument("--precisions", nargs="+", default=None,
-                    help="default: fp32 onnx onnx-int8 openvino (cpu; openvino when installed), fp32 bf16 fp16 (cuda)")
+                    help="default: fp32 onnx onnx-int8 openvino bf16 (cpu; openvino when installed, bf16 on CPUs with "
+                         "AMX-BF16/AVX512-BF16), fp32 bf16 fp16 (cuda)")
     ap.add_argument("--ref-python", default="/tmp/ref/bin/python")
     ap.add_argument("--rounds", type=int, default=2,
                     help="CPU: slices of the N images, each embedded by all (more: fairer under changing load, "
@@ -236,7 +237,12 @@ def main() -> None:
     if not args.precisions and not cuda:
         import importlib.util
 
-        args.precisions = ["fp32", "onnx", "onnx-int8", "openvino"]
+        from fclip_workbench.embedding.precision import BF16_FLAGS, cpu_flags, cpu_has_bf16
+
+        flags = cpu_flags()
+        print("cpu flags: " + " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") + BF16_FLAGS
+                                         if f in flags), flush=True)
+        args.precisions = ["fp32", "onnx", "onnx-int8", "openvino"] + (["bf16"] if cpu_has_bf16() else [])
         if importlib.util.find_spec("openvino") is None:
             print("openvino not installed (pip install 'fclip-workbench[fast]'): precision openvino left out")
             args.precisions.remove("openvino")

@@ -11,6 +11,7 @@ from fclip_workbench.cli import main
 from fclip_workbench.embedding.embed import embed_images, image_model_key
 from fclip_workbench.errors import InvalidArgumentError, MissingExtraError
 from fclip_workbench.embedding.models import load_model
+from fclip_workbench.embedding import precision
 from fclip_workbench.embedding.precision import PRECISIONS, OpenVinoRunner, check_precision
 from fclip_workbench.embedding.store import EmbeddingStore
 
@@ -29,9 +30,11 @@ def _needs(name: str) -> None:
 @pytest.fixture(autouse=True)
 def onnx_cache(tmp_path, monkeypatch):
     """Exported ONNX graphs go to this test's folder, not the user's cache; the int8 range is the CPU's
-    unless a test forces it."""
+    unless a test forces it. `bf16` runs on any CPU here (its numbers are tested everywhere; only the
+    speed needs the instructions): the refusal and the detection have their own tests below."""
     monkeypatch.setenv("FCLIP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FCLIP_INT8_RANGE", raising=False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda cpuinfo=None: True)
 
 
 def _pixels(n: int, seed: int = 0) -> torch.Tensor:
@@ -199,3 +202,50 @@ def test_cpu_flags_are_read_from_cpuinfo():
     assert cpu_has_vnni("processor\t: 0\nflags\t\t: fpu sse avx2 amx_int8\n")
     assert not cpu_has_vnni("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
     assert not cpu_has_vnni("")
+
+
+# ---------------------------------------------------------------- bf16 on CPUs
+def test_bf16_on_a_cpu_is_a_bfloat16_model_with_its_own_fingerprint(tiny_model):
+    fast = tiny_model.with_precision("bf16")
+    assert isinstance(fast.runner, precision.Bf16Runner) and fast.fingerprint.endswith("+bf16-native")
+    assert fast.space != tiny_model.space and fast.space.precision == "bf16-native"
+    img = fast.encode_images(_pixels(5))  # (5, 16)
+    assert img.dtype == np.float32 and np.allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
+    assert next(fast.runner._module().parameters()).dtype == torch.bfloat16
+    assert next(tiny_model.model.parameters()).dtype == torch.float32  # the fp32 model is not touched
+
+
+def test_bf16_follows_weights_changed_in_place(tiny_model_dir):
+    m = load_model(tiny_model_dir, device="cpu")
+    fast = m.with_precision("bf16")
+    before = fast.encode_images(_pixels(4))
+    with torch.no_grad():
+        for prm in m.model.visual.parameters():
+            prm.mul_(-1.0)  # fine-tuned in place
+    after, truth = fast.encode_images(_pixels(4)), m.encode_images(_pixels(4))
+    assert np.sum(after * truth, axis=1).min() >= 0.99  # the new weights' vectors, not the old copy's
+    assert np.sum(after * before, axis=1).min() < 0.99
+
+
+def test_bf16_is_refused_on_a_cpu_without_bf16_instructions(monkeypatch, tiny_model):
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda cpuinfo=None: False)
+    with pytest.raises(InvalidArgumentError, match=r"needs bfloat16 instructions \(amx_bf16 or avx512_bf16.*"
+                                                   r"Use onnx-int8"):
+        load_model("/no/such/model", device="cpu", precision="bf16")  # before loading anything
+    with pytest.raises(InvalidArgumentError, match="needs bfloat16 instructions"):
+        tiny_model.with_precision("bf16")
+    check_precision("bf16", "cuda")  # GPUs autocast: not refused by the CPU's flags
+
+
+def test_bf16_detection_reads_the_cpu_flags(monkeypatch):
+    monkeypatch.undo()
+    assert precision.cpu_has_bf16("flags\t: fpu avx2 amx_bf16 amx_int8")
+    assert precision.cpu_has_bf16("flags\t: fpu avx2 avx512_bf16")
+    assert not precision.cpu_has_bf16("flags\t: fpu avx2 avx512_vnni")
+    assert not precision.cpu_has_bf16("")
+    here = precision.cpu_has_bf16()  # this machine: bf16 runs exactly when its flags say so
+    if here:
+        check_precision("bf16", "cpu")
+    else:
+        with pytest.raises(InvalidArgumentError, match="needs bfloat16 instructions"):
+            check_precision("bf16", "cpu")
