@@ -183,8 +183,8 @@ def build_state(*, labels: tuple[str, ...], text_weights: np.ndarray, space: Emb
     (when its labels are a prefix of `labels`); `incremental` keeps its scale and temperature until the
     labels grew by `RECALIBRATE_GROWTH`. `held` (n,) bool marks the items the temperature is fitted on
     (`calibration_items`); None: every `CAL_EVERY`-th by position. When it marks fewer than
-    `MIN_CALIBRATION_ITEMS`, the positional slice is used (10 random items give a noisy temperature:
-    ECE 0.10 after 50 labels, against 0.04 by position; docs/results/labelling.md). Nothing is shared with `previous` that
+    `MIN_CALIBRATION_ITEMS`, the positional slice is used (in the annotator's queue, whose every 5th
+    product is a calibration item, the two are the same items). Nothing is shared with `previous` that
     either could change."""
     L = len(labels)
     if text_weights.shape[0] != L:  # a guard: the caller took labels and weights from one snapshot
