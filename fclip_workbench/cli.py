@@ -163,9 +163,10 @@ def cmd_index(args) -> int:
         recall = (f"Recall@10 against exact search {info['recall_at_10']} (image queries "
                   f"{info['recall_at_10_image']}, text queries {'n/a' if text is None else text}; "
                   f"target {info['target_recall']}, held-out queries)")
+    space = index.space.describe() if index.space is not None else "not recorded"
     print(f"{type(index).__name__} {getattr(index, 'method', index.kind)} over {len(index)} products of {cat.name} "
           f"in {took:.1f} s: {recall}, memory {index.memory_bytes() / 2**20:.1f} MiB; "
-          f"space {index.space.describe()}, image weight {index.image_weight:g}; saved to {path}")
+          f"space {space}, image weight {index.image_weight:g}; saved to {path}")
     return 0
 
 

@@ -27,7 +27,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -73,12 +73,19 @@ class EvalSplit:
             return "all products"
         return f"held-out products ({self.rule}, seed {self.seed}, fraction {self.val_fraction:g})"
 
+    def seed_fraction(self) -> tuple[int, float]:
+        """(seed, val_fraction) of a held-out split."""
+        if self.seed is None or self.val_fraction is None:
+            raise FclipError(f"split {self.rule!r} needs a seed and a val_fraction, got {self.seed!r}, "
+                             f"{self.val_fraction!r}")
+        return self.seed, self.val_fraction
+
     def rows(self, catalog: Catalog) -> np.ndarray:
         """(n_scored,) row indices of `catalog` to score; rows the catalog flags as duplicate/empty ids are left out."""
         bad_id = {p.row for p in catalog.problems if p.field == "item_id" and p.row is not None}
         keep = np.array([i not in bad_id for i in range(len(catalog))], dtype=bool)
         if self.heldout:
-            keep &= split_mask(catalog, self.rule, self.seed, self.val_fraction)
+            keep &= split_mask(catalog, self.rule, *self.seed_fraction())
         return np.flatnonzero(keep)
 
 
@@ -123,7 +130,7 @@ def choose_split(record: SplitRecord | None, heldout: bool = True, rule: str | N
 def same_split(split: EvalSplit, record: SplitRecord) -> bool:
     """True when `split` holds out exactly what `record` held out from training."""
     return (split.heldout and split.rule == record.rule and split.seed == int(record.seed)
-            and math.isclose(split.val_fraction, float(record.val_fraction)))
+            and split.val_fraction is not None and math.isclose(split.val_fraction, float(record.val_fraction)))
 
 
 def trained_ids_in(catalog: Catalog, record: SplitRecord, train_ids: set[str] | None) -> set[str] | None:
@@ -335,7 +342,7 @@ def evaluate(model: EmbeddingModel, catalog: Catalog, label_fields: Sequence[str
     images = embed_images(model, sub, store, progress=progress)
     img_row = images.row_of()
     data = f"{catalog.name} ({'held-out' if split.heldout else 'all'} products)"
-    records = []
+    records: list[dict[str, Any]] = []
 
     def add(task: str, n: int, metrics: dict) -> None:
         records.extend({"model": model.name, "fingerprint": model.fingerprint[:12], "data": data,

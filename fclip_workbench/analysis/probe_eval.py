@@ -93,9 +93,9 @@ def check_vectors_labels(vectors, labels, what: str = "vectors", min_classes: in
 
 
 def _check_cv(cv: object, y: np.ndarray) -> int:
-    if isinstance(cv, bool) or not isinstance(cv, Integral) or cv < 2:
+    if isinstance(cv, bool) or not isinstance(cv, Integral) or int(cv) < 2:
         raise InvalidArgumentError(f"cv must be a whole number >= 2, got {cv!r}")
-    if cv > len(y):
+    if int(cv) > len(y):
         raise InvalidArgumentError(f"cv={cv} folds but only {len(y)} items; use cv <= {len(y)}")
     return int(cv)
 
@@ -182,7 +182,7 @@ def few_shot_curve(vectors, labels, ks: Sequence[int] = (1, 5, 10, 50), seeds: S
     return pd.DataFrame.from_records(records)
 
 
-def labelled(values: Sequence[object]) -> np.ndarray:
+def labelled(values: Sequence[object] | np.ndarray) -> np.ndarray:
     """(n,) bool: True where a catalog label value is present (not empty / nan / none)."""
     return np.array([str(v).strip().lower() not in MISSING_LABELS for v in values], dtype=bool)
 
@@ -246,7 +246,7 @@ def heldout_rows(model, catalog, ids: Sequence[str]) -> np.ndarray:
 
     found = model_split(model)
     split = choose_split(found[0] if found else None)
-    held = split_mask(catalog, split.rule, split.seed, split.val_fraction)  # (len(catalog),)
+    held = split_mask(catalog, split.rule, *split.seed_fraction())  # (len(catalog),)
     held_of = dict(zip(catalog.ids, held))
     missing = [i for i in ids if i not in held_of]
     if missing:

@@ -84,7 +84,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     # ---- checks ---------------------------------------------------------
     def _check_params(self) -> list[float]:
         def positive(v: object) -> bool:
-            return isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+            return isinstance(v, Real) and not isinstance(v, bool) and bool(np.isfinite(float(v))) and float(v) > 0
 
         if self.C is not None and not positive(self.C):
             raise InvalidArgumentError(f"C must be a positive number or None (sweep Cs), got {self.C!r}")
@@ -173,6 +173,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                                        f"{classes.tolist()!r}")
         n_val = int(np.ceil(self.val_fraction * len(y)))
         can_validate = counts.min() >= 2 and n_val >= len(classes) and len(y) - n_val >= len(classes)
+        self.sweep_: dict[float, float]  # {C: validation score}
         if self.C is not None:
             self.C_, self.sweep_ = float(self.C), {}
         elif len(cs) == 1 or not can_validate:

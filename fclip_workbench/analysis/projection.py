@@ -30,6 +30,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -39,6 +40,9 @@ from sklearn.utils.validation import check_is_fitted
 from fclip_workbench.errors import InvalidArgumentError
 from fclip_workbench.paths import cache_dir as default_cache_dir
 from fclip_workbench.embedding.space import EmbeddingSpace, space_of
+
+if TYPE_CHECKING:
+    import pandas
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ def matrix_digest(X: np.ndarray) -> str:
     """
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{X.shape}:{X.dtype}".encode())
-    h.update(memoryview(np.ascontiguousarray(X)).cast("B"))
+    h.update(np.ascontiguousarray(X).data.cast("B"))
     return h.hexdigest()
 
 
@@ -226,7 +230,7 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
         self._X = X  # kept to fit the model lazily when a cache hit is followed by transform(new points)
         if found is None:
             self.seed_ = int(self.random_state) if self.random_state is not None \
-                else int(np.random.SeedSequence().entropy % (2 ** 31))  # recorded: the map can be rebuilt
+                else int(cast(int, np.random.SeedSequence().entropy) % (2 ** 31))  # drawn from the OS: an int  # recorded: the map can be rebuilt
             emb = self._compute(X)
             if self.use_cache:
                 self._write(path, emb)
@@ -255,11 +259,11 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
         k = min(int(self.n_neighbors), n - 1)
         if k < self.n_neighbors:
             log.info("n_neighbors %d > n_items - 1; using %d", self.n_neighbors, k)
-        self.umap_ = umap.UMAP(n_neighbors=k, min_dist=float(self.min_dist), metric=self.metric,
+        self.umap_ = reducer = umap.UMAP(n_neighbors=k, min_dist=float(self.min_dist), metric=self.metric,
                                n_components=int(self.n_components), random_state=self.seed_,
                                n_jobs=1,  # a seed means one thread (umap-learn); the seed makes the map rebuildable
                                init="spectral" if n > self.n_components + 1 else "random")
-        return np.asarray(self.umap_.fit_transform(Z), dtype=np.float32)
+        return np.asarray(reducer.fit_transform(Z), dtype=np.float32)
 
     def transform(self, X) -> np.ndarray:
         """Map coordinates (n, n_components): the fitted map for the fitted matrix, else new points placed on it.
@@ -330,7 +334,7 @@ def cluster_items(vectors, n_clusters: int = 8, random_state: int | None = 0) ->
     return km.fit_predict(X).astype(np.int32)  # (n_items,)
 
 
-def name_clusters(cluster_ids, label_proba, labels, top: int = 2) -> "pandas.DataFrame":  # noqa: F821 (lazy)
+def name_clusters(cluster_ids, label_proba, labels, top: int = 2) -> pandas.DataFrame:  # pandas imported lazily
     """One row per cluster: its size, its `top` most likely labels (mean zero-shot probability) and a name.
 
     `label_proba` (n_items, n_labels): e.g. `ZeroShotClassifier.predict_proba(vectors)`.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -81,8 +81,7 @@ def open_image(image, max_side: int | None = None) -> tuple[Image.Image, tuple[i
                 if im.format == "JPEG":
                     im.draft("RGB", (max_side, max_side))  # DCT scaling: at least max_side, up to 8x smaller
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                img = _bounded(to_rgb(im), max_side)
+                img = _bounded(to_rgb(ImageOps.exif_transpose(im)), max_side)
     except Image.DecompressionBombError as e:
         raise InvalidArgumentError(f"query image {path} is too large to decode safely: {e}") from e
     except UnidentifiedImageError as e:
@@ -183,7 +182,8 @@ class Preprocessor:
     @property
     def fill(self) -> tuple[int, int, int]:
         """The mean colour (uint8 RGB): normalised, it is 0 (the perturbation baseline)."""
-        return tuple(int(round(float(m) * 255)) for m in self.mean.flatten())
+        r, g, b = (int(round(float(m) * 255)) for m in self.mean.flatten())
+        return r, g, b
 
     def normalise(self, img: Image.Image) -> torch.Tensor:
         arr = torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)  # (3, S, S)
@@ -207,9 +207,11 @@ class Preprocessor:
 class Similarity(torch.nn.Module):
     """pixels (n, 3, S, S) -> cosine similarity with each text (n, n_texts)."""
 
+    text_emb: torch.Tensor  # a buffer
+
     def __init__(self, clip: torch.nn.Module, text_emb: torch.Tensor) -> None:
         super().__init__()
-        self.clip = clip
+        self.clip: Any = clip  # a CLIP module: encode_image, visual, ... are untyped on nn.Module
         self.register_buffer("text_emb", text_emb)  # (n_texts, dim), L2-normalised
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

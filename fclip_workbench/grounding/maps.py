@@ -131,7 +131,7 @@ class GroundingExplainer:
         pre = self.preprocessor()
         img, own = open_image(image, self.work_side())  # a huge JPEG is decoded reduced, never at full size
         out_size = own if max_side is None or max(own) <= max_side else \
-            tuple(max(1, round(v * max_side / max(own))) for v in own)
+            (max(1, round(own[0] * max_side / max(own))), max(1, round(own[1] * max_side / max(own))))
         t0 = time.perf_counter()
         prep = pre(img)
         sim = self.similarity_module(texts)

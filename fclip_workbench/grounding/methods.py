@@ -214,7 +214,7 @@ def _conv_stage(visual: torch.nn.Module, layer: str | None) -> torch.nn.Module:
             raise InvalidArgumentError(f"gradcam layer {layer!r} is not in the image tower; try 'layer4' or 'layer3'")
         return mod
     if hasattr(visual, "layer4"):  # open_clip ModifiedResNet, torchvision-style ResNets
-        return visual.layer4
+        return visual.get_submodule("layer4")
     raise InvalidArgumentError("method 'gradcam' needs a convolutional image tower (ResNet: visual.layer4); this "
                                "model's tower is a " + type(visual).__name__ + ": use 'grad_eclip' or 'occlusion'")
 

@@ -208,10 +208,10 @@ def grounding_table(model, catalog, rows, methods: Sequence[str], deletion_steps
             continue
         img = np.asarray(load_image(path))
         texts = [q for q, _ in queries]
-        maps = {}
-        for m, ex in explainers.items():
-            maps[m] = ex.attribute(img, texts)
-            secs[m].append(ex.last_seconds_ / len(texts))
+        maps: dict[str, np.ndarray] = {}
+        for meth, ex in explainers.items():
+            maps[meth] = ex.attribute(img, texts)
+            secs[meth].append(ex.last_seconds_ / len(texts))
         maps["centre"] = np.stack([centre_map(img.shape[:2])] * len(texts))
         maps["uniform"] = np.stack([uniform_map(img.shape[:2])] * len(texts))
         some = next(iter(explainers.values()))
@@ -219,7 +219,7 @@ def grounding_table(model, catalog, rows, methods: Sequence[str], deletion_steps
             scorer = some.scorer(text) if deletion_steps else None
             for name, m in maps.items():
                 row_scores = grounding_scores(m[j], mask, tolerance)
-                if deletion_steps:
+                if scorer is not None:  # deletion_steps asked
                     row_scores["deletion AUC"] = deletion_auc(m[j], img, scorer, some.fill, deletion_steps)
                 for k, v in row_scores.items():
                     scores[name].setdefault(k, []).append(v)
