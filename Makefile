@@ -10,7 +10,7 @@ EXTRAS ?= dev
 PINS := $(VENV)/.torch-pins
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: setup lab test lint test-slow test-all bench docs screenshots clean FORCE
+.PHONY: setup lab test lint typecheck test-slow test-all bench docs screenshots clean FORCE
 
 $(PINS): FORCE
 	@mkdir -p $(VENV)
@@ -33,9 +33,13 @@ lab: setup
 test: setup
 	$(PYTEST) -q
 
-# Lint: errors, not style (pyproject.toml [tool.ruff]); CI runs it after the tests.
-lint: setup
+# Lint: errors, not style (pyproject.toml [tool.ruff]), then the type check; CI runs it after the tests.
+lint: setup typecheck
 	$(VENV)/bin/ruff check fclip_workbench tests benchmarks notebooks
+
+# Type check of the package (pyproject.toml [tool.mypy]: which files, which modules are still left out).
+typecheck: setup
+	$(VENV)/bin/mypy
 
 # Only the slow tests (recipe reproductions on the real data sets): weekly and before shipping new weights.
 test-slow: setup

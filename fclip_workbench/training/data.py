@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Iterator, Sequence
+from typing import Generator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -180,7 +180,7 @@ class PixelSource:
         self.failures: dict[int, str] = {}  # position -> why it could not be decoded
         self.n_decoded = 0
 
-    def _stream(self, positions: Sequence[int]) -> Iterator[tuple[int, torch.Tensor | None, str | None]]:
+    def _stream(self, positions: Sequence[int]) -> Generator[tuple[int, torch.Tensor | None, str | None], None, None]:
         if not positions:
             return
         loader = make_loader(self.dataset, positions, self.chunk, self.num_workers, self.mp_context)
@@ -207,7 +207,7 @@ class PixelSource:
                  self.cache.nbytes / 2**20, len(self.failures))
         return {p: self.failures[p] for p in positions if p in self.failures}
 
-    def batches(self, order: Sequence[Sequence[int]]) -> Iterator[tuple[list[int], torch.Tensor]]:
+    def batches(self, order: Sequence[Sequence[int]]) -> Generator[tuple[list[int], torch.Tensor], None, None]:
         """For each batch of positions: (positions decoded, (b, 3, S, S) float32 pixels)."""
         from_stream = [p for batch in order for p in batch if self.keys[p] not in self.cache]
         pending = set(from_stream)
@@ -215,7 +215,8 @@ class PixelSource:
         buffer: dict[int, torch.Tensor | None] = {}
         try:
             for batch in order:
-                ok, xs = [], []
+                ok: list[int] = []
+                xs: list[torch.Tensor] = []
                 for p in batch:
                     if p in pending:
                         while p not in buffer:
@@ -227,7 +228,9 @@ class PixelSource:
                             log.warning("image of position %d failed to decode: %s", p, self.failures.get(p))
                             continue
                     else:
-                        x = self.cache.get(self.keys[p])
+                        x = self.cache.get(self.keys[p])  # cached when the batches were planned (never dropped)
+                        if x is None:
+                            raise RuntimeError(f"image of position {p} is no longer in the pixel cache")
                     ok.append(p)
                     xs.append(x)
                 pixels = torch.stack(xs).float() if xs else torch.zeros((0, 3, 1, 1))

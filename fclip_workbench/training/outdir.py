@@ -25,7 +25,7 @@ from fclip_workbench.training.recipes import ConfigError
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; the other checks still apply
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module is absent there: checked before each use
 
 LOCK_FILE = ".training.lock"
 # What a finished or interrupted run leaves in its folder (removed by overwrite=True).

@@ -46,5 +46,7 @@ def plan_run(catalog: Catalog, recipe: str | Recipe | None = None, model: str | 
     if recipe is not None:
         cfg = replace(get_recipe(recipe).train, **given)
         return new_model(recipe, device, cfg.seed), cfg
+    if model is None:  # not reached: exactly one of recipe and model is given (checked above)
+        raise ConfigError("Give exactly one of recipe (train from scratch) or model (fine-tune)")
     cfg = replace(TrainConfig(lr=1e-5, warmup_steps=50, captions=default_captions(catalog)), **given)
     return (load_model(model, device=device) if not isinstance(model, EmbeddingModel) else model), cfg

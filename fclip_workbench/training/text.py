@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,8 +84,9 @@ def is_hf_text(net: torch.nn.Module) -> bool:
 
 def text_cache_key(model: EmbeddingModel) -> str:
     """Store key ("trunk:<hash>") of a model's frozen text-trunk features; see module docstring."""
-    net = model.model
+    net: Any = model.model  # a CLIP module: its text tower's parts are untyped on nn.Module
     hf = is_hf_text(net)
+    parts: dict[str, Any]
     if hf:
         weights = list(net.text.transformer.state_dict().items())
         parts = {"pooler": type(net.text.pooler).__qualname__, "proj": type(net.text.proj).__qualname__,
@@ -107,16 +109,17 @@ class TextSide:
                  progress: bool = True) -> None:
         self.model, self.texts, self.locked = model, texts, locked
         self.is_hf = is_hf_text(model.model)
-        self.features = None
+        self.features: torch.Tensor | None = None
         if locked:
             self.features = self._trunk_features(store, progress)  # (n_texts, trunk_dim)
 
     def head(self) -> torch.nn.Module:
-        return self.model.model.text.proj if self.is_hf else torch.nn.Identity()
+        net: Any = self.model.model  # text.proj: untyped on nn.Module
+        return net.text.proj if self.is_hf else torch.nn.Identity()
 
     @torch.inference_mode()
     def _trunk(self, tokens: torch.Tensor) -> torch.Tensor:
-        net = self.model.model
+        net: Any = self.model.model  # text / encode_text: untyped on nn.Module
         if self.is_hf:
             attn_mask = (tokens != net.text.config.pad_token_id).long()
             out = net.text.transformer(input_ids=tokens, attention_mask=attn_mask)
@@ -142,7 +145,8 @@ class TextSide:
     def encode(self, text_ids: torch.Tensor) -> torch.Tensor:
         """(b,) text indices -> (b, dim) L2-normalised features, with gradients where trainable."""
         dev = self.model.device
-        if self.locked:
+        if self.locked and self.features is not None:  # locked: the features were cached in __init__
             return F.normalize(self.head()(self.features[text_ids].to(dev)), dim=-1)
         tokens = self.model.tokenizer([self.texts[i] for i in text_ids.tolist()]).to(dev)
-        return F.normalize(self.model.model.encode_text(tokens), dim=-1)
+        net: Any = self.model.model  # encode_text: untyped on nn.Module
+        return F.normalize(net.encode_text(tokens), dim=-1)

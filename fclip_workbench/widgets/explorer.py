@@ -43,7 +43,7 @@ LASSO_HINT = ("Select products on the map: hold Shift and drag around them (or p
               "or the lasso button), or type a query.")
 
 
-def _few(values: Sequence, n: int = 5) -> str:
+def _few(values: Sequence | np.ndarray, n: int = 5) -> str:
     values = list(values)
     return repr(values[:n])[:-1] + (f", ... ({len(values)} in all)]" if len(values) > n else "]")
 
@@ -188,6 +188,8 @@ class Explorer(w.VBox):
 
     # ------------------------------------------------------------ thumbnails on hover
     def _thumbnail(self, point: int) -> str:
+        if self._rows is None:  # no catalog images: no thumbnails (never asked then)
+            return ""
         if point not in self._thumbs:
             if len(self._thumbs) > 4096:
                 self._thumbs.clear()
