@@ -54,7 +54,7 @@ def _unrelated(tmp_path: Path, name: str, **cols) -> Catalog:
 def _model_choice(monkeypatch, catalog) -> str:
     """What `resolve_model("auto", catalog)` loads, without training or loading anything."""
     monkeypatch.setattr(workshop, "teaching_model", lambda device=None: "tiny-teaching")
-    monkeypatch.setattr(workshop, "load_model", lambda spec, device=None: spec)
+    monkeypatch.setattr(workshop, "load_model", lambda spec, device=None, progress=True: spec)
     return workshop.resolve_model("auto", catalog)
 
 
