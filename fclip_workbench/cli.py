@@ -408,6 +408,8 @@ def cmd_ground(args) -> int:
         if path is None:
             continue
         path = check_output_file(path, what)
+        if Path(args.image).exists() and path.resolve() == Path(args.image).resolve():
+            raise FclipError(f"{what} {path} is the input photo: give another file name (nothing was written)")
         if what == "--save-maps":
             maps_path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")  # as np.save names it
     img = load_image(args.image, max_side=DISPLAY_MAX_SIDE)  # 2. the photo, decoded at display size

@@ -186,3 +186,32 @@ def test_taxonomy_file_with_a_key_twice_is_refused(tmp_path, name, text):
     (tmp_path / name).write_text(text)
     with pytest.raises(TaxonomyError, match="has the key 'colour' twice"):
         Taxonomy.from_file(tmp_path / name)
+
+
+# ---------------------------------------------------------------- second hostile pass (2026-12-07)
+def test_grounding_a_fifo_is_one_line_and_never_blocks(tmp_path):
+    from fclip_workbench.grounding.maps import open_image
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidArgumentError, match=r"not a regular file \(a FIFO\)"):
+        open_image(fifo, max_side=512)  # before: blocked forever in open()
+
+
+def test_ground_refuses_to_write_over_its_input_photo(small_catalog_dir, tiny_model_dir, tmp_path, capsys):
+    from fclip_workbench.cli import main
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (60, 80), (200, 30, 30)).save(photo)
+    before = photo.read_bytes()
+    rc = main(["ground", str(photo), "shoes", "--model", str(tiny_model_dir), "-o", str(photo)])
+    assert rc == 2 and "is the input photo" in capsys.readouterr().err
+    assert photo.read_bytes() == before
+
+
+@pytest.mark.parametrize("uri", ["file:{p}?mode=ro", "file:{p}", "{p}?mode=ro"])
+def test_an_sqlite_uri_is_refused_not_created_as_a_file(tmp_path, monkeypatch, uri):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LabelStoreError, match="looks like a URI"):
+        LabelStore(uri.format(p=tmp_path / "labels.sqlite"))
+    assert list(tmp_path.iterdir()) == []

@@ -62,7 +62,7 @@ def open_image(image, max_side: int | None = None) -> tuple[Image.Image, tuple[i
 
     from PIL import ImageOps, UnidentifiedImageError
 
-    from fclip_workbench.embedding.images import to_rgb
+    from fclip_workbench.embedding.images import image_file_problem, to_rgb
 
     if not isinstance(image, (str, Path)) or max_side is None:
         img = load_image(image)
@@ -72,6 +72,9 @@ def open_image(image, max_side: int | None = None) -> tuple[Image.Image, tuple[i
         raise InvalidArgumentError(f"query image {path} does not exist")
     if path.is_dir():
         raise InvalidArgumentError(f"query image {path} is a folder; give an image file")
+    problem = image_file_problem(path)  # a FIFO or device would block the reader forever
+    if problem is not None:
+        raise InvalidArgumentError(f"query image {path}: {problem}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decoded reduced, below

@@ -116,6 +116,9 @@ class StoreConnection:
     def _parse(url_or_path: str | os.PathLike) -> tuple[str, sa.engine.URL | Path, bool]:
         """(backend, SQLite path or server URL, read-only asked by the URL)."""
         text = os.fspath(url_or_path)
+        if "://" not in text and (text.startswith("file:") or "?" in text):  # an SQLite URI, not a file name
+            raise LabelStoreError(f"label store {text!r} looks like a URI, not a file name: give the file's path, "
+                                  "or sqlite:///PATH?mode=ro to open it to read")
         if "://" not in text:
             return "sqlite", Path(text).expanduser().resolve(), False
         try:
