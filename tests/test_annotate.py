@@ -525,3 +525,33 @@ def test_audit_item_ids_maps_positions_and_item_ids():
         audit_item_ids(issues, ids[:3])
     with pytest.raises(InvalidArgumentError, match="'item_id' or a 'position'"):
         audit_item_ids(pd.DataFrame({"x": [1]}))
+
+
+def test_an_undo_during_a_background_refit_stays_undone(catalog, store, embeddings):
+    """The refit used to mark what was labelled when it STARTED: an undo meanwhile was marked again."""
+    import threading
+
+    class SlowSuggester(PrototypeSuggester):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.started, self.go = threading.Event(), threading.Event()
+
+        def fit(self, vectors, labels):
+            self.started.set()
+            assert self.go.wait(30)
+            return super().fit(vectors, labels)
+
+    sugg = SlowSuggester(COLOURS, embeddings.vectors.shape[1])
+    s = make_session(catalog, store, embeddings, suggester=sugg, refit_every=1, background=True)
+    try:
+        first = s.current.item_id
+        s.correct("red")  # starts a background refit, which waits in fit
+        assert sugg.started.wait(30)
+        s.undo()  # while the refit waits
+        sugg.go.set()
+        s.wait_refit()
+        assert store.get(first, "colour") is None
+        assert s.progress()["labelled"] == 0 and first in s.queue()
+    finally:
+        sugg.go.set()
+        s.wait_refit()

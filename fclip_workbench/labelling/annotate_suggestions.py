@@ -103,7 +103,8 @@ class SuggestionsMixin:
             view = view_of(self.suggester, self.vectors)
         with self._lock:
             self._view = view
-            self._labelled |= labelled  # labels this session wrote meanwhile stay marked
+            # read again now, not at the start: labels written and undone during the fit both count
+            self._labelled = self._fit_data()[2]
             self.n_refits += 1
             if self.order == "uncertainty" and hasattr(self, "_queue"):
                 self._queue, self._pos = self._make_queue(), 0
