@@ -195,7 +195,7 @@ class Suggester(ClassifierMixin, BaseEstimator):
         return st
 
     # ------------------------------------------------------------------ checks
-    def _check_params(self, labels: object) -> tuple[str, ...]:
+    def _check_params(self, labels: Sequence[str] | None) -> tuple[str, ...]:
         """The labels as one tuple (read once per fit), every other parameter checked."""
         if labels is None:
             raise InvalidArgumentError("Suggester needs labels=[...]: the label set to suggest from")
@@ -230,7 +230,7 @@ class Suggester(ClassifierMixin, BaseEstimator):
         return unit_rows(w)
 
     @staticmethod
-    def _label_indices(labels: tuple[str, ...], y: object, n: int) -> np.ndarray:
+    def _label_indices(labels: tuple[str, ...], y: Sequence[str], n: int) -> np.ndarray:
         """(n,) indices into `labels` of the annotated labels `y`; unknown ones are refused."""
         if isinstance(y, str):
             raise InvalidArgumentError(f"labels must be a list of strings (one per vector), not the string {y!r}")
@@ -255,6 +255,8 @@ class Suggester(ClassifierMixin, BaseEstimator):
             weights = self._check_weights(self.text_weights, len(labels))
             return weights, None, (labels, "given", hashlib.blake2b(weights.tobytes(), digest_size=16).hexdigest())
         model = self.model
+        if model is None:  # _check_params refuses a Suggester with neither
+            raise InvalidArgumentError("Suggester needs a model (to embed the label prompts) or text_weights")
         current = self.__dict__.get("_state")
         for _ in range(TEXT_WEIGHT_TRIES):
             space = _model_space(model)  # recorded first: weights changing during the embedding are caught below
@@ -317,7 +319,7 @@ class Suggester(ClassifierMixin, BaseEstimator):
             labels = self._check_params(self.labels)  # read once: a label set replaced meanwhile waits for the next fit
             if (X is None) != (y is None):
                 raise InvalidArgumentError("Give both vectors and labels to fit, or neither (pure zero-shot)")
-            if X is not None:  # checked before the text model runs
+            if X is not None and y is not None:  # checked before the text model runs
                 known = self._check_weights(self.text_weights, len(labels)).shape[1] \
                     if self.text_weights is not None else None
                 X = check_vectors(X, known)

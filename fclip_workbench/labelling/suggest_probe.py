@@ -64,6 +64,10 @@ class SoftmaxProbe:
     (3, 2)
     """
 
+    classes_: np.ndarray  # (S,) the label indices seen, set by `fit`
+    coef_: np.ndarray  # (S, dim)
+    intercept_: np.ndarray  # (S,)
+
     def __init__(self, C: float = 10.0, max_iter: int = 300, tol: float = 1e-4) -> None:
         self.C = C
         self.max_iter = max_iter

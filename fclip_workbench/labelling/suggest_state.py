@@ -191,13 +191,13 @@ def build_state(*, labels: tuple[str, ...], text_weights: np.ndarray, space: Emb
         raise InvalidArgumentError(f"{L} labels but {text_weights.shape[0]} text weight rows")
     if previous is not None and tuple(previous.labels) != tuple(labels[:len(previous.labels)]):
         previous = None  # other label indices: start cold
-    fit = dict(n_labels=L, min_per_class=min_per_class, C=C, max_iter=max_iter)
+    fit: dict[str, Any] = dict(n_labels=L, min_per_class=min_per_class, C=C, max_iter=max_iter)
     class_counts = np.bincount(y, minlength=L)  # (L,)
     scale, temperature, calibrated_on = ZERO_SHOT_SCALE, 1.0, 0
     cal_probe = None
     last = previous.calibrated_on if (incremental and previous is not None) else 0
     if calibrate and len(y) >= MIN_CALIBRATION:
-        if last >= MIN_CALIBRATION and len(y) < last * (1 + RECALIBRATE_GROWTH):
+        if previous is not None and last >= MIN_CALIBRATION and len(y) < last * (1 + RECALIBRATE_GROWTH):
             scale, temperature, calibrated_on = previous.zero_shot_scale, previous.temperature, last
             cal_probe = previous.calibration_probe
         else:
