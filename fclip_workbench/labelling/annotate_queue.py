@@ -78,14 +78,18 @@ class QueueMixin:
                 self._shown[view].update(events)
 
     # ------------------------------------------------------------------ orders
+    def _calibration_rows(self) -> np.ndarray:
+        """(n,) bool: the session's calibration items (`calibration_items`), hashed once, on first use."""
+        if self._calibration is None:
+            self._calibration = calibration_items(self.ids)
+        return self._calibration
+
     def _make_queue(self) -> np.ndarray:
         """Rows in the order of `self.order` (labelled ones are passed over when read)."""
         n = len(self.ids)
         if self.order == "uncertainty":
-            if self._calibration is None:
-                self._calibration = calibration_items(self.ids)  # (n,) decided by the ids alone: computed once
-            return interleave_calibration(np.argsort(-self._view.uncertainty, kind="stable"), self._calibration,
-                                          self._labelled, self.seed)
+            return interleave_calibration(np.argsort(-self._view.uncertainty, kind="stable"),
+                                          self._calibration_rows(), self._labelled, self.seed)
         if self.order == "query":
             if self._query_scores is None:
                 return np.arange(n)

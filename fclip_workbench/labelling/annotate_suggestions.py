@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from fclip_workbench.labelling.annotate_items import SuggestionView
-from fclip_workbench.labelling.suggest import Suggester, calibration_items
+from fclip_workbench.labelling.suggest import Suggester
 from fclip_workbench.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class SuggestionsMixin:
             fit_rows = rows[keep]
             X, y = self.vectors[fit_rows], [values[i] for i in keep]
             if isinstance(self.suggester, Suggester):  # its temperature is fitted on the queue's random share
-                self.suggester.fit(X, y, calibration=calibration_items([self.ids[r] for r in fit_rows]))
+                self.suggester.fit(X, y, calibration=self._calibration_rows()[fit_rows])
             else:
                 self.suggester.fit(X, y)
         try:
