@@ -109,6 +109,25 @@ def test_fingerprint_follows_in_place_changes(tiny_model_dir):
     assert m.fingerprint == fp0 == m.refresh_fingerprint()
 
 
+def test_fingerprint_follows_writes_that_no_version_counter_sees(tiny_model_dir):
+    m = load_model(tiny_model_dir, device="cpu")
+    fp0 = m.fingerprint
+    proj = m.model.visual.proj
+    proj.data.add_(0.25)  # `.data` has its own version counter
+    fp1 = m.fingerprint
+    assert fp1 != fp0
+    proj.data.sub_(0.25)
+    assert m.fingerprint == m.refresh_fingerprint()
+    view = m.model.logit_scale.detach().numpy()  # a numpy view: no counter at all
+    view += 1.0
+    assert m.fingerprint not in (fp0, fp1)
+    assert m.fingerprint == m.refresh_fingerprint()
+    before = m.fingerprint
+    alias = torch.from_numpy(m.model.positional_embedding.detach().numpy())  # another tensor on the same memory
+    alias[0, 0] += 1.0
+    assert m.fingerprint != before
+
+
 def test_fingerprint_still_accepted_by_the_constructor(tiny_model):
     from fclip_workbench.embedding.models import EmbeddingModel
 
