@@ -84,6 +84,21 @@ def test_odd_image_modes_become_rgb(tmp_path, mode):
         assert np.asarray(img).max() == 255
 
 
+@pytest.mark.parametrize("levels, mode, grey", [
+    (np.full((16, 16), 65535, np.uint16), "I;16", 255),  # flat white stays white
+    (np.zeros((16, 16), np.uint16), "I;16", 0),
+    (np.full((16, 16), 32896, np.uint16), "I;16", 128),  # mid grey, not stretched
+    (np.full((16, 16), 1.0, np.float32), "F", 255),
+    (np.full((16, 16), 0.5, np.float32), "F", 128),
+])
+def test_deep_greyscale_keeps_its_levels(tmp_path, levels, mode, grey):
+    path = tmp_path / "x.tif"
+    Image.fromarray(levels).save(path)
+    img = load_rgb(path)
+    assert img.mode == "RGB"
+    assert set(np.unique(np.asarray(img))) == {grey}
+
+
 def test_unreadable_image_raises_clear_error(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"garbage")
     with pytest.raises(ImageLoadError, match="not an image"):

@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 WHITE = (255, 255, 255)
 # Bump whenever load_rgb / to_rgb change what pixels they produce: cached image vectors are then recomputed.
-IMAGE_PIPELINE_VERSION = 1
+IMAGE_PIPELINE_VERSION = 2  # 2: 16-bit and float greyscale scaled by bit depth, not stretched
 
 
 class ImageLoadError(Exception):
@@ -36,10 +36,7 @@ class ImageLoadError(Exception):
 def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
     """Convert any PIL image to 8-bit RGB; transparency is composited on `background`."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)  # (h, w)
-        lo, hi = float(arr.min()), float(arr.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        img = Image.fromarray(((arr - lo) * scale).astype(np.uint8), mode="L")
+        img = Image.fromarray(_grey_to_8bit(np.asarray(img, dtype=np.float64), img.mode), mode="L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -48,6 +45,31 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.
         base.paste(rgba, mask=rgba.getchannel("A"))
         return base
     return img.convert("RGB")
+
+
+def _grey_to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """(h, w) 16-bit, 32-bit or float grey levels -> uint8, by the range the mode stands for.
+
+    A flat white 16-bit image stays white (never stretched to black): "I;16*" and "I" in
+    [0, 65535] are 16-bit levels; "F" in [0, 1] is a fraction of white, in [0, 255] 8-bit levels.
+    Only values no such range holds (negative, over 65535) are stretched to their own min..max.
+
+    >>> _grey_to_8bit(np.full((1, 2), 65535.0), "I;16").tolist()
+    [[255, 255]]
+    >>> _grey_to_8bit(np.array([[0.0, 0.5, 1.0]]), "F").tolist()
+    [[0, 128, 255]]
+    """
+    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if mode == "F" and lo >= 0 and hi <= 1:
+        scaled = arr * 255.0
+    elif mode == "F" and lo >= 0 and hi <= 255:
+        scaled = arr
+    elif lo >= 0 and hi <= 65535:
+        scaled = arr / 257.0
+    else:
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def image_file_problem(path: str | Path) -> str | None:
