@@ -6,6 +6,7 @@ estimator whose refits are counted; the label store is the real SQLite `LabelSto
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fclip_workbench.labelling.annotate import ACCEPTED, BATCH, CORRECTED, AnnotationSession
@@ -555,3 +556,27 @@ def test_an_undo_during_a_background_refit_stays_undone(catalog, store, embeddin
     finally:
         sugg.go.set()
         s.wait_refit()
+
+
+# ------------------------------------------------------------------ ids in one canonical form
+def test_ids_that_differ_only_by_spaces_or_composition_are_one_product(small_catalog_dir, tmp_path):
+    table = pd.read_csv(small_catalog_dir / "products.csv")
+    table.loc[0, "item_id"], table.loc[1, "item_id"] = "Café", "Cafe\u0301"  # NFC and NFD spellings
+    table.loc[2, "item_id"], table.loc[3, "item_id"] = "p2", " p2 "
+    table.to_csv(tmp_path / "odd.csv", index=False)
+    cat = Catalog.from_csv(tmp_path / "odd.csv", image_root=small_catalog_dir / "images")
+    dups = {p.row: p.reason for p in cat.problems if p.field == "item_id"}
+    assert set(dups) == {1, 3} and all("duplicate id" in r for r in dups.values())
+    assert cat.ids[1] == "Café" and cat.ids[3] == "p2"  # stored as the label store spells them
+    usable = [cat.ids[r] for r in cat.usable_rows("text")]
+    assert len(usable) == len(set(usable)) == 10
+    rng = np.random.default_rng(0)
+    emb = EmbeddingResult(usable, (rng.normal(size=(10, 6)) / 3).astype(np.float32))
+    with LabelStore(tmp_path / "labels.sqlite", catalog=cat) as store:
+        s = make_session(cat, store, emb)
+        while s.current.item_id != "Café":
+            s.skip()
+        s.correct("red")
+        assert store.get("Cafe\u0301", "colour") == "red"  # the NFD spelling names the same product
+        assert len(store.history(field="colour")) == 1
+        assert s.progress()["labelled"] == 1

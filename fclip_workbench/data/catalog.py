@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from fclip_workbench.errors import CatalogError
+from fclip_workbench.labelling.textrules import canonical_text
 from fclip_workbench.embedding.images import ImageLoadError, image_file_problem, load_rgb
 from fclip_workbench.data.table_files import (Problem, RawTable, check_unique_columns, read_csv_reporting,
                                              read_parquet_checked, replace_undecodable)
@@ -87,6 +88,8 @@ class Catalog:
         notes: list[tuple[int, str, str]] = []
         for col in CORE_COLUMNS:
             values, bad = _core_strings(self.table[col], _CORE_WHAT[col])
+            if col == "item_id":
+                bad += _canonical_ids(values, {i for i, _ in bad})
             self.table[col] = values
             notes += [(i, col, reason) for i, reason in bad]
         self.image_root = Path(image_root).resolve() if image_root is not None else None
@@ -388,6 +391,28 @@ def _core_strings(col: pd.Series, what: str) -> tuple[list[str], list[tuple[int,
         else:
             out.append(str(v))
     return out, bad
+
+
+def _canonical_ids(ids: list[str], skip: AbstractSet[int]) -> list[tuple[int, str]]:
+    """Put every id in the label store's canonical form, in place; (row, reason) for ids it refuses.
+
+    The same rule as the label store's (textrules.canonical_text: NFC, surrounding spaces stripped),
+    so two rows whose ids differ only by spaces or Unicode composition are duplicates here too,
+    and a label stored for an id names exactly one product.
+
+    >>> ids = [" 42 ", "Cafe\u0301", "a\u200bb", ""]
+    >>> [(row, why.split(" contains ")[1][:36]) for row, why in _canonical_ids(ids, set())], ids[:2]
+    ([(2, 'an invisible or control character U+')], ['42', 'Café'])
+    """
+    bad = []
+    for i, item_id in enumerate(ids):
+        if i in skip or not item_id.strip():
+            continue  # refused already, or reported as an empty id
+        try:
+            ids[i] = canonical_text(item_id, "item id", CatalogError)
+        except CatalogError as e:
+            bad.append((i, str(e)))
+    return bad
 
 
 def _template_values(col: pd.Series) -> list[object]:
