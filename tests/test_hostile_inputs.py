@@ -215,3 +215,19 @@ def test_an_sqlite_uri_is_refused_not_created_as_a_file(tmp_path, monkeypatch, u
     with pytest.raises(LabelStoreError, match="looks like a URI"):
         LabelStore(uri.format(p=tmp_path / "labels.sqlite"))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("text, bad_rows", [
+    ('item_id,field,value\np1,colour,"red\np2,colour,blue\np3,colour,green\n', [1]),  # unclosed quote
+    ('item_id,field,value\np1,colour,"blue"x\np2,colour,blue\np3,colour,green\n', [1]),  # text after a quote
+    ('item_id,field,value\np2,colour,blue\np3,colour,green\np1,colour,"red', [3]),  # unclosed at the end
+])
+def test_a_broken_csv_row_costs_only_itself(store, tmp_path, text, bad_rows):
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    assert not store.import_(path, annotator="ana").applied  # a bad row stops the whole import by default
+    report = store.import_(path, annotator="ana", partial=True)
+    assert [p.row for p in report.problems] == bad_rows and report.rows == 3
+    assert all("malformed row" in p.reason for p in report.problems)
+    assert {e.item_id: e.new_value for e in report.applied} == {"p2": "blue", "p3": "green"}
+    assert store.get("p1", "colour") is None  # never 'bluex', never a value swallowing later rows

@@ -20,8 +20,6 @@ Example:
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
@@ -37,6 +35,7 @@ from fclip_workbench.labelling.taxonomy import Taxonomy
 from fclip_workbench.labelling.textrules import csv_safe_frame, csv_unescape
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.connection import _first_line
+from fclip_workbench.labelling.store.csv_rows import csv_records
 from fclip_workbench.labelling.store.parts import StoreParts
 from fclip_workbench.labelling.store.records import LABEL_COLUMNS, ImportReport, LabelEvent, RowProblem
 
@@ -184,25 +183,25 @@ def read_label_file(path: Path, field: str | None) -> tuple[list[tuple[int, str,
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             raise LabelImportError(f"label file {path} cannot be read as UTF-8 text ({e}); save it as UTF-8 CSV") from e
-        csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # any cell of this file reads
-        reader = csv.reader(io.StringIO(text, newline=""))
-        try:
-            table = list(reader)
-        except csv.Error as e:
-            raise LabelImportError(f"label file {path} is not valid CSV ({e})") from e
-        if not table:
-            raise LabelImportError(f"label file {path} is empty; it needs a header row with item_id and value")
-        header = [h.strip() for h in table[0]]
         records = []
-        for n, row in enumerate(table[1:], start=1):
-            if not any(c.strip() for c in row):
+        header: list[str] | None = None
+        for line, row, why in csv_records(text):
+            n = line - 1  # data row: the header is line 1
+            if header is None:
+                if row is None:
+                    raise LabelImportError(f"label file {path} has an unreadable header line ({why})")
+                header = [h.strip() for h in row]
+            elif row is None:
+                problems.append(RowProblem(n, "", field or "", "", f"malformed row: {why}"))
+            elif not any(c.strip() for c in row):
                 problems.append(RowProblem(n, "", field or "", "", "malformed row: empty line"))
-                continue
-            if len(row) != len(header):
+            elif len(row) != len(header):
                 problems.append(RowProblem(n, row[0].strip() if row else "", field or "", "",
                                            f"malformed row: {len(row)} fields, the header has {len(header)}"))
-                continue
-            records.append((n, dict(zip(header, (csv_unescape(c) for c in row)))))  # export's quoting undone
+            else:
+                records.append((n, dict(zip(header, (csv_unescape(c) for c in row)))))  # export's quoting undone
+        if header is None:
+            raise LabelImportError(f"label file {path} is empty; it needs a header row with item_id and value")
     elif fmt == ".parquet":
         try:
             df = pd.read_parquet(path)
