@@ -279,3 +279,14 @@ def test_problem_locations_name_the_line_or_the_1_based_row(tmp_path):
     assert [str(p) for p in cat.problems if p.field == "item_id"] == [
         "row 2 of the table (id 'a') item_id: duplicate id (first at row 1 of the table); this row is not used"]
     assert str(cat.problem(0, "image", "corrupt")) == "row 1 of the table (id 'a') image: corrupt"
+
+
+def test_a_stray_quote_costs_its_own_line_never_the_rows_after_it(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('item_id,text,image\np1,"red dress,a.jpg\np2,blue,b.jpg\np3,"blue"x,c.jpg\np4,ok,d.jpg\n'
+                    'p5,"soft cotton.\nmachine wash, tumble dry",e.jpg\n')
+    cat = Catalog.from_csv(path, check_images=False)
+    assert cat.ids == ["p2", "p4", "p5"]  # p2 was swallowed into p1's text before
+    assert cat.texts[2] == "soft cotton.\nmachine wash, tumble dry"  # a quoted line break is still a description
+    broken = sorted(p.line for p in cat.problems if p.field == "line")
+    assert broken == [2, 4]

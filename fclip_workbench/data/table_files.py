@@ -13,8 +13,6 @@ Example:
 from __future__ import annotations
 
 import codecs
-import csv
-import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from fclip_workbench.data.csv_rows import csv_records
 from fclip_workbench.errors import CatalogError, MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -197,13 +196,12 @@ def read_csv_reporting(path: str | Path, id_col: str | None = None) -> RawTable:
     dirty = _has_surrogates(text)  # any undecodable byte at all? (checked once, per field only if so)
     first = text.split("\n", 1)[0]
     delimiter = "\t" if "\t" in first and "," not in first else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration as e:
-        raise CatalogError(f"{path} is empty: no header row") from e
-    except csv.Error as e:
-        raise CatalogError(f"{path}: the header row cannot be parsed as CSV: {e}") from e
+    records = csv_records(text, delimiter, multiline=True)  # a description may hold line breaks
+    line, header, why = next(records, (0, None, None))
+    if header is None:
+        if why is not None:
+            raise CatalogError(f"{path}: the header row cannot be parsed as CSV: {why}")
+        raise CatalogError(f"{path} is empty: no header row")
     problems: list[Problem] = []
     if dirty and any(_has_surrogates(h) for h in header):
         header = [replace_undecodable(h) for h in header]
@@ -214,17 +212,11 @@ def read_csv_reporting(path: str | Path, id_col: str | None = None) -> RawTable:
     notes: list[tuple[int, str, str]] = []
     rows: list[list[str]] = []
     lines: list[int] = []
-    start = reader.line_num + 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            problems.append(Problem(None, "line", f"unparseable CSV: {replace_undecodable(str(e))}", line=start))
-            start = reader.line_num + 1
+    for line, fields, why in records:
+        if fields is None:
+            problems.append(Problem(None, "line", f"unparseable CSV: {replace_undecodable(str(why))}; "
+                                    "this line is not used", line=line))
             continue
-        line, start = start, reader.line_num + 1
         if not fields or all(not f.strip() for f in fields):
             continue  # blank line: nothing to report
         if len(fields) != len(header):

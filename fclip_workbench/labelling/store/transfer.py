@@ -35,7 +35,7 @@ from fclip_workbench.labelling.taxonomy import Taxonomy
 from fclip_workbench.labelling.textrules import csv_safe_frame, csv_unescape
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.connection import _first_line
-from fclip_workbench.labelling.store.csv_rows import csv_records
+from fclip_workbench.data.csv_rows import csv_records
 from fclip_workbench.labelling.store.parts import StoreParts
 from fclip_workbench.labelling.store.records import LABEL_COLUMNS, ImportReport, LabelEvent, RowProblem
 
