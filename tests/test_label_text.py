@@ -17,12 +17,12 @@ from fclip_workbench.errors import (FclipError, InvalidArgumentError, LabelValue
                                     UnknownItemError)
 from fclip_workbench.labelling.labels import LabelStore, check_annotator_name
 from fclip_workbench.labelling.taxonomy import Taxonomy
-from fclip_workbench.labelling.textrules import MAX_CHARS, csv_escape, csv_unescape
+from fclip_workbench.labelling.textrules import MAX_CHARS, canonical_text, csv_escape, csv_unescape
 
 FORMULAS = ["=1+1", "+33 1 23", "-10%", "@SUM(A1:A9)", " =HYPERLINK(\"http://x\")", "'=already quoted", "''",
             "'", "'plain", "=", "-", "@", "+", "  -x", "''=x", "=cmd|' /C calc'!A0"]
 INVISIBLE = ["\u200b", "\u200d", "\u200e", "\u202e", "\u2066", "\ufeff", "\u00ad", "\x00", "\x07", "\x1b",
-             "\u2028", "\u3164", "\ue000"]
+             "\u2028", "\u3164", "\ue000", "\ufe0f", "\U000e0101", "\ufffc", "\ufffd"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -255,3 +255,10 @@ def test_huge_cell_in_an_import_file_is_one_row_problem(store, tmp_path):
     rep = store.import_(path, annotator="ana", partial=True)
     assert [p.row for p in rep.problems] == [1] and "at most" in rep.problems[0].reason
     assert len(str(rep).splitlines()[1]) < 400 and store.get("p2", "note") == "ok"
+
+
+@pytest.mark.parametrize("text", ["\u0301red", "red \u0301x"])
+def test_a_combining_mark_on_no_letter_is_refused(text):
+    with pytest.raises(LabelValueError, match="combining mark U\\+0301 .* on no letter"):
+        canonical_text(text, "label value", LabelValueError)
+    assert canonical_text("Cafe\u0301", "label value") == "Café"  # on its letter: composed, kept

@@ -3,7 +3,8 @@
 `canonical_text` is the one rule for label values, field names, item ids and annotator names (in the
 label store, its taxonomies, the annotator and the app): Unicode NFC, surrounding spaces stripped, other
 kinds of space turned into a plain space, and no invisible or control characters (zero-width, bidi
-controls, NUL, tabs, newlines: Unicode Cc/Cf/Cs/Co/Zl/Zp and blank fillers): those are refused with one
+controls, NUL, tabs, newlines: Unicode Cc/Cf/Cs/Co/Zl/Zp, blank fillers, variation selectors, U+FFFC/FFFD,
+and a combining mark on no letter): those are refused with one
 line naming the character, never stored (they make two values that look the same differ). Each kind of
 text has a length limit, so every value the store accepts also exports and imports back.
 
@@ -34,7 +35,9 @@ MAX_CHARS = {  # characters allowed per kind of text (after canonicalisation); t
 }
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula (CSV injection)
 _REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}  # control, format (zero-width, bidi), ...
-_BLANKS = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800", "\u034f", "\u180e"}  # fillers that draw nothing
+_BLANKS = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800", "\u034f", "\u180e",  # fillers that draw nothing
+           "\ufffc", "\ufffd"}  # an object placeholder; a replacement character (bytes lost in decoding)
+_VARIATION_SELECTORS = (("\ufe00", "\ufe0f"), ("\U000e0100", "\U000e01ef"), ("\u180b", "\u180d"))
 _SHOW = 40  # characters of a refused text shown in a message
 
 
@@ -49,7 +52,8 @@ def invisible_characters(text: str) -> list[tuple[int, str]]:
     [(3, '\\u200b')]
     """
     return [(i, ch) for i, ch in enumerate(text)
-            if ch in _BLANKS or unicodedata.category(ch) in _REFUSED_CATEGORIES]
+            if ch in _BLANKS or unicodedata.category(ch) in _REFUSED_CATEGORIES
+            or any(lo <= ch <= hi for lo, hi in _VARIATION_SELECTORS)]
 
 
 def canonical_text(value: object, what: str = "text", error: type[FclipError] = InvalidArgumentError,
@@ -83,6 +87,13 @@ def canonical_text(value: object, what: str = "text", error: type[FclipError] = 
                     f"at position {pos + 1}{more}; retype it without it")
     if any(ch != " " and ch.isspace() for ch in text):
         text = "".join(" " if ch.isspace() else ch for ch in text)
+    marks = [i for i, ch in enumerate(text) if unicodedata.category(ch).startswith("M")
+             and (i == 0 or text[i - 1] == " ")]
+    if marks:  # a combining mark on nothing (or on a space) draws as a stray accent
+        ch = text[marks[0]]
+        raise error(f"{what} {_shown(text)} has a combining mark U+{ord(ch):04X} "
+                    f"({unicodedata.name(ch, 'a combining mark')}) on no letter at position {marks[0] + 1}; "
+                    "retype it with the accent on its letter")
     most = limit if limit is not None else MAX_CHARS.get(what, MAX_CHARS["text"])
     if len(text) > most:
         raise error(f"{what} {_shown(text)} has {len(text)} characters; at most {most} are allowed")
