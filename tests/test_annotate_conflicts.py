@@ -175,6 +175,31 @@ def test_undo_refused_when_the_same_annotator_changed_it_in_another_session(open
     assert label(tab1, item) == "blue"
 
 
+def test_undo_in_one_tab_never_undoes_the_same_annotators_decision_in_another(open_session):
+    tab1 = open_session("ana")
+    before = tab1.current.item_id
+    tab1.correct("green")  # made before tab 2 opened
+    tab2 = open_session("ana")
+    tab1.review(["p3" if before != "p3" else "p4"])
+    mine = tab1.current.item_id
+    tab1.correct("red")
+    tab2.review(["p5"])
+    theirs = tab2.current.item_id
+    tab2.correct("blue")  # the same name's newest decision, in the other tab
+    d = tab1.undo()
+    assert d.item_ids == [mine] and label(tab1, mine) is None
+    assert label(tab1, theirs) == "blue"  # the other tab's decision stands
+    d = tab2.undo()  # its own decision
+    assert d.item_ids == [theirs] and label(tab2, theirs) is None
+    d = tab2.undo()  # then what was decided before it opened
+    assert d.item_ids == [before] and label(tab2, before) is None
+    assert tab2.undo() is None  # tab 1's red, made after tab 2 opened, is never tab 2's to undo (undone anyway)
+    fresh = open_session("ana")
+    tab1.review(["p6"])
+    tab1.correct("red")  # after `fresh` opened
+    assert fresh.undo() is None and label(tab1, "p6") == "red"
+
+
 def test_undo_of_a_batch_refused_when_one_of_its_products_changed(open_session):
     ana, bob = open_session("ana"), open_session("bob")
     page = [c.item_id for c in ana.batch_candidates(label="green", n=3)]

@@ -114,6 +114,9 @@ class AnnotationSession(QueueMixin, DecisionsMixin, BatchMixin, SuggestionsMixin
         self._rejected: dict[str, set[int]] = {}  # batch label -> rows unticked on one of its pages
         self._front: list[int] = []  # rows to show before the queue (an undone item)
         self._decisions: list[Decision] = []  # this session's, newest last
+        # the log's newest event when the session opened: with no decision of its own, undo reaches only
+        # decisions made before (never those of the same annotator in another tab since)
+        self._opened_at: int | None = store.last_event_id() if hasattr(store, "last_event_id") else None
         self.counts = {ACCEPTED: 0, CORRECTED: 0, BATCH: 0, "skipped": 0, "undo": 0}
         self._lock = threading.RLock()
         self._executor: ThreadPoolExecutor | None = None

@@ -158,12 +158,17 @@ class DecisionsMixin:
     def undo(self) -> Decision | None:
         """Undo this annotator's last decision in the store; its item is shown again. None if nothing to undo.
 
-        Refused (`UndoConflictError`, nothing written) once anyone else's event touched its item(s) since."""
+        Refused (`UndoConflictError`, nothing written) once anyone else's event touched its item(s) since.
+        It never reaches a decision the same annotator made in another session (another tab) after this one
+        opened: this session undoes its own decisions, then the ones from before it opened."""
         name = self._check_annotator()
         mine = self._last_undoable()
         if mine is not None:
             self._refuse_if_changed(name, mine)
-        event = self.store.undo(name, field=self.field)
+            own = [int(ev.id) for ev in mine.events if getattr(ev, "id", None) is not None]
+            event = self.store.undo(name, field=self.field, event_id=max(own) if own else None)
+        else:
+            event = self.store.undo(name, field=self.field, up_to=self._opened_at)
         if event is None:
             return None
         item_id = getattr(event, "item_id", None)
@@ -172,8 +177,6 @@ class DecisionsMixin:
         is_batch = getattr(event, "batch_id", None) is not None
         if mine is not None and getattr(event, "undoes", None) in {getattr(ev, "id", None) for ev in mine.events}:
             undone = list(mine.item_ids) if mine.source == BATCH else undone
-        elif mine is not None:
-            log.warning("undo reverted %s's decision %s, not this session's last one", name, event.undoes)
         if is_batch and len(undone) <= 1:  # a batch from before this session: name all of its products
             hist = self.store.history(field=self.field)
             undone = [str(i) for i in hist.loc[hist["batch_id"] == event.batch_id, "item_id"]] or undone

@@ -253,16 +253,35 @@ class EventLog(StoreParts):
                 f"cannot undo {annotator}'s label of item {r.item_id!r} ({field}): {r.annotator} {what} since "
                 "(their decision is kept); set the value you want instead")
 
-    def undo(self, annotator: str, field: str | None = None) -> LabelEvent | None:
+    def last_event_id(self) -> int:
+        """Id of the newest event in the log (0 when empty): what a session saw when it opened.
+
+        >>> import tempfile, os
+        >>> from fclip_workbench.labelling.labels import LabelStore
+        >>> s = LabelStore(os.path.join(tempfile.mkdtemp(), "l.sqlite"))
+        >>> s.last_event_id(), s.set("p1", "colour", "red", annotator="ana").id == s.last_event_id()
+        (0, True)
+        """
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events_t.c.id), 0))).scalar_one())
+
+    def undo(self, annotator: str, field: str | None = None, event_id: int | None = None,
+             up_to: int | None = None) -> LabelEvent | None:
         """Revert `annotator`'s own last decision not already undone (on `field`, or any field), as a new
         "undo" event restoring the old value; again reverts the decision before. A batch or an import is
         undone as a whole (the last of its undo events is returned). None when nothing is left to undo.
 
+        `event_id`: undo exactly the decision holding that event (a session undoing its own decision, never
+        one made by the same annotator in another tab); None when it is not theirs or is undone already.
+        `up_to`: only decisions with event ids up to it (what a session saw when it opened).
         Raises `UndoConflictError` when someone else changed the item since (their decision is kept).
         """
         annotator = canon.annotator(annotator)
         if field is not None:
             field = canon.field(field)
+        for name, v in (("event_id", event_id), ("up_to", up_to)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise InvalidArgumentError(f"{name} must be an event id (an integer), not {v!r}")
 
         def work(conn: sa.Connection) -> LabelEvent | None:
             self._lock_keys(conn, [f"undo\x1f{annotator}"])
@@ -271,7 +290,12 @@ class EventLog(StoreParts):
                                           events_t.c.id.not_in(undone))
             if field is not None:
                 q = q.where(events_t.c.field == field)
-            row = conn.execute(q.order_by(events_t.c.id.desc()).limit(1)).first()
+            pick = q
+            if event_id is not None:
+                pick = pick.where(events_t.c.id == event_id)
+            if up_to is not None:
+                pick = pick.where(events_t.c.id <= up_to)
+            row = conn.execute(pick.order_by(events_t.c.id.desc()).limit(1)).first()
             if row is None:
                 return None
             last = to_event(row)
