@@ -130,3 +130,10 @@ def test_docstring_examples_run():
 
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert res.attempted >= 8 and res.failed == 0
+
+
+def test_a_second_spelling_of_a_value_is_merged_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="fclip_workbench.labelling.taxonomy"):
+        tx = Taxonomy("street", ["Straße", "STRASSE", "Gasse"])
+    assert tx.values == ["Straße", "Gasse"]
+    assert "'STRASSE' is the value 'Straße' ignoring case" in caplog.text

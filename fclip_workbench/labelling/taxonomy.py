@@ -115,6 +115,8 @@ class Taxonomy:
     """
 
     def __init__(self, field: str, values: Iterable[object] = (), source: str = "typed") -> None:
+        """Values are one per spelling ignoring case: a second spelling of one value ("red" after "Red",
+        "STRASSE" after "Straße") is merged into the first, with a warning naming both."""
         if not isinstance(field, str) or not field.strip():
             raise TaxonomyError(f"taxonomy field name {field!r} is empty; name the label field (e.g. 'articleType')")
         self.field = canonical_text(field, "taxonomy field name", TaxonomyError, limit=MAX_CHARS["field"])
@@ -122,7 +124,10 @@ class Taxonomy:
         self._values: list[str] = []
         self._lookup: dict[str, str] = {}  # casefolded -> canonical spelling
         for v in values:
-            self.add(v)
+            text = _clean(v, self.field)
+            kept = self.add(text)
+            if kept != text:
+                log.warning("taxonomy %r: %r is the value %r ignoring case; kept as %r", self.field, text, kept, kept)
 
     # ---- lookups -------------------------------------------------------
     @property
