@@ -359,3 +359,13 @@ def test_progress_false_loads_fclip_mini_silently(capfd):
     assert (out, err) == ("", ""), err[-300:]
     assert m.encode_texts(["a red dress"]).shape == (1, 256)
     assert tlog.is_progress_bar_enabled()  # restored for everyone else
+
+
+@pytest.mark.parametrize("config, says", [('{"model_type": "bert"}', "describes a 'bert' model"),
+                                          ('{"hidden_size": 8}', "names no model_type"),
+                                          ('{"model_type": null}', "names no model_type")])
+def test_a_config_json_of_another_kind_is_named_in_one_line(tmp_path, config, says):
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(CheckpointError, match=says) as e:
+        load_model(tmp_path)
+    assert "\n" not in str(e.value) and "None" not in str(e.value)

@@ -284,7 +284,9 @@ def _load_model(spec: str | os.PathLike, device: str | torch.device | None, prog
             model_type = read_json_object(path / "config.json").get("model_type")
             if model_type == "clip":
                 return _load_hf_clip(path, path.name, device, progress)
-            raise CheckpointError(f"{path / 'config.json'} describes a {model_type!r} model; only transformers "
+            what = (f"describes a {model_type!r} model" if isinstance(model_type, str) and model_type
+                    else "names no model_type (it is not a transformers model config)")
+            raise CheckpointError(f"{path / 'config.json'} {what}; only transformers "
                                   f"CLIP folders (model_type 'clip') and open_clip folders ({CONFIG_FILE}) load.")
         raise CheckpointError(f"{path} holds neither {CONFIG_FILE} (open_clip format) nor a transformers "
                               "CLIP config.json (model_type 'clip').")
