@@ -102,11 +102,15 @@ class EmbeddingModel:
         return int(size[0] if isinstance(size, (tuple, list)) else size)
 
     def with_precision(self, precision: str) -> "EmbeddingModel":
-        """This model embedding through another inference path ("fp32", "onnx-int8", "bf16", ... see precision.py).
+        """This model embedding through another inference path ("fp32", "onnx-int8", "bf16", ... see precision.py;
+        "fast": the fastest faithful one measured on this machine, precision_fast.py).
 
         >>> load_model("fclip-mini").with_precision("onnx").fingerprint.endswith("+onnx")  # doctest: +SKIP
         True
         """
+        if precision == "fast":  # measured per machine: resolves to one of the others
+            from fclip_workbench.embedding.precision_fast import apply_fast
+            return apply_fast(self)
         from fclip_workbench.embedding.precision import apply_precision
         return apply_precision(self, precision)
 

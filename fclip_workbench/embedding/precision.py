@@ -15,7 +15,9 @@ paths never mix in the store:
   AVX512-BF16), a bfloat16 copy of the model fed bfloat16 pixels (`Bf16Runner`, fingerprint
   `+bf16-native`; ViT-B/32 on an AVX512-BF16 EPYC: 1.8x fp32 at worst cosine 0.99994). Refused
   in one line on CPUs without them, where it would run slower than fp32;
-- `fp16`: autocast to float16 (for GPUs; runs on a CPU too, slowly).
+- `fp16`: autocast to float16 (for GPUs; runs on a CPU too, slowly);
+- `fast`: whichever of these measures fastest on this machine at worst cosine >= 0.999 (configurable),
+  measured once per CPU and weights (precision_fast.py).
 
 ONNX graphs are exported once per weights and tower into `cache_dir()/onnx`
 (named by the fp32 fingerprint), then reused; the batch axis is dynamic. OpenVINO
@@ -33,7 +35,7 @@ Example:
     >>> check_precision("int4")
     Traceback (most recent call last):
     ...
-    fclip_workbench.errors.InvalidArgumentError: Unknown precision 'int4'. Valid precisions: fp32, onnx, onnx-int8, openvino, bf16, fp16
+    fclip_workbench.errors.InvalidArgumentError: Unknown precision 'int4'. Valid precisions: fp32, onnx, onnx-int8, openvino, bf16, fp16, fast
 """
 from __future__ import annotations
 
@@ -146,11 +148,18 @@ def int8_full_range(cpuinfo: str | None = None) -> bool:
                                f"or auto (8 on CPUs with VNNI/AMX)")
 
 
+FAST = Precision("fast", ("cpu", "cuda", "mps"),
+                 "the fastest path measured faithful on this machine (precision_fast.py)")
+
+
 def check_precision(name: str, device: str | torch.device | None = None) -> Precision:
     """The `Precision` called `name`; one-line `InvalidArgumentError` for an unknown name or device."""
+    if name == FAST.name:
+        return FAST
     p = PRECISIONS.get(name)
     if p is None:
-        raise InvalidArgumentError(f"Unknown precision {name!r}. Valid precisions: {', '.join(PRECISIONS)}")
+        raise InvalidArgumentError(f"Unknown precision {name!r}. Valid precisions: {', '.join(PRECISIONS)}, "
+                                   f"{FAST.name}")
     dev = torch.device(device).type if device is not None else None
     if dev is not None and dev not in p.devices:
         others = [q.name for q in PRECISIONS.values() if dev in q.devices]
