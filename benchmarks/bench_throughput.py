@@ -14,8 +14,12 @@ slices, each by the reference and then every precision, so a change of the
 shared machine's load hits all alike. ONNX export / OpenVINO conversion (once,
 cached) is not timed.
 
---recall: also text-to-image Recall@10 on 1,000 held-out KAGL products with
-fclip-mini (`evaluate`, the protocol of `fclip eval`) for every precision.
+--recall: also text-to-image Recall@10 on 1,000 held-out KAGL products and zero-shot
+weighted F1 on articleType (`evaluate`, the protocol of `fclip eval`) for every precision,
+with each model of --recall-models (default fclip-mini@1).
+
+`fast` (in the default list) is the path `--precision fast` picks on this CPU (measured once,
+precision_fast.py); its line shows that it runs no slower than fp32.
 
 --device cuda: fp32 vs bf16 vs fp16 at batch 256 on a GPU, naming the card; needs
 only an image folder (--images) and, when --model-dir has no model, builds a
@@ -156,25 +160,30 @@ def cpu_main(args) -> None:
 
 
 def recall_check(args) -> None:
-    """Text-to-image R@10 on 1,000 held-out KAGL products with fclip-mini, per precision (as `fclip eval`)."""
+    """Held-out text-to-image R@10 (1,000 KAGL products) and zero-shot weighted F1 (articleType) per precision
+    and per model of --recall-models, as `fclip eval` scores them; deltas in points against fp32."""
     from fclip_workbench.data.datasets.kagl import load_kagl
     from fclip_workbench.analysis.evaluate import evaluate
     from fclip_workbench.embedding.models import load_model
     from fclip_workbench.embedding.store import EmbeddingStore
 
     cat = load_kagl(Path(args.images).parent)
-    base = load_model("fclip-mini@1", device="cpu", progress=False)  # the README's R@10 column: v1
-    r10 = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for p in args.precisions:
-            t = time.perf_counter()
-            rep = evaluate(base.with_precision(p), cat, retrieval=True, n_retrieval=1000,
-                           store=EmbeddingStore(Path(tmp) / f"{p}.sqlite"), progress=False)
-            r10[p] = rep.value("text-to-image", "R@10")
-            n = int(rep.table[rep.table.task == "text-to-image"].n.iloc[0])
-            delta = f"{100 * (r10[p] - r10['fp32']):+.1f}" if "fp32" in r10 else "nan"
-            print(f"recall precision={p} model=fclip-mini n={n} R@10={r10[p]:.3f} delta_points={delta} "
-                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+    for spec in args.recall_models:
+        base = load_model(spec, device="cpu", progress=False)
+        scores: dict[str, tuple[float, float]] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for p in args.precisions:
+                t = time.perf_counter()
+                rep = evaluate(base.with_precision(p), cat, label_fields=["articleType"], retrieval=True,
+                               n_retrieval=1000, store=EmbeddingStore(Path(tmp) / f"{p}.sqlite"), progress=False)
+                zs = next(k for k in rep.table.task if k.startswith("zero-shot articleType") and "common" not in k)
+                scores[p] = (rep.value("text-to-image", "R@10"), rep.value(zs, "weighted F1"))
+                n = int(rep.table[rep.table.task == "text-to-image"].n.iloc[0])
+                d_r, d_f = ((f"{100 * (scores[p][k] - scores['fp32'][k]):+.1f}" for k in (0, 1)) if "fp32" in scores
+                            else ("nan", "nan"))
+                print(f"recall precision={p} model={spec} n={n} R@10={scores[p][0]:.3f} delta_points={d_r} "
+                      f"zero_shot_F1={scores[p][1]:.3f} delta_F1_points={d_f} ({time.perf_counter() - t:.0f} s)",
+                      flush=True)
 
 
 def cuda_main(args) -> None:
@@ -230,7 +239,10 @@ def main() -> None:
                     help="CPU: slices of the N images, each embedded by all (more: fairer under changing load, "
                          "but the reference pays its per-call set-up once per slice)")
     ap.add_argument("--model-dir", default=os.environ.get("REF_MODEL_DIR", "/tmp/ref-fclip-b32"))
-    ap.add_argument("--recall", action="store_true", help="also R@10 on held-out KAGL with fclip-mini")
+    ap.add_argument("--recall", action="store_true",
+                    help="also held-out R@10 and zero-shot F1 on KAGL per precision, for --recall-models")
+    ap.add_argument("--recall-models", nargs="+", default=["fclip-mini@1"],
+                    help="models scored by --recall (default: fclip-mini@1, the README's R@10 column)")
     args = ap.parse_args()
     cuda = args.device == "cuda"
     args.batch = args.batch or (256 if cuda else 32)
@@ -242,7 +254,7 @@ def main() -> None:
         flags = cpu_flags()
         print("cpu flags: " + " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") + BF16_FLAGS
                                          if f in flags), flush=True)
-        args.precisions = ["fp32", "onnx", "onnx-int8", "openvino"] + (["bf16"] if cpu_has_bf16() else [])
+        args.precisions = ["fp32", "onnx", "onnx-int8", "openvino"] + (["bf16"] if cpu_has_bf16() else []) + ["fast"]
         if importlib.util.find_spec("openvino") is None:
             print("openvino not installed (pip install 'fclip-workbench[fast]'): precision openvino left out")
             args.precisions.remove("openvino")
