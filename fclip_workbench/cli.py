@@ -59,7 +59,7 @@ def cmd_embed(args) -> int:
         from fclip_workbench.embedding.models import default_device
         from fclip_workbench.embedding.precision import check_precision
         check_precision(precision, args.device or default_device())
-    if args.out:
+    if args.out is not None:  # "" is refused, not ignored
         from fclip_workbench.paths import check_output_file
         check_output_file(args.out)  # a folder given here is refused (NumPy would write FOLDER.npz beside it)
         check_output_file(args.out if str(args.out).endswith(".npz") else f"{args.out}.npz")
@@ -81,7 +81,7 @@ def cmd_embed(args) -> int:
     if not args.no_text:
         tres = embed_texts(model, cat, store, progress=not args.quiet)
         print(f"texts: {tres.summary()} in {time.perf_counter() - t2:.1f} s")
-    if args.out:
+    if args.out is not None:
         import numpy as np
         out = Path(args.out).expanduser()
         out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # as np.savez names it
@@ -133,11 +133,13 @@ def cmd_index(args) -> int:
     """Build a search index over a catalog's (cached) product vectors, save it with its embedding space,
     print its recall (image and title queries) and memory."""
     from fclip_workbench.embedding.embed import embed_images
+    from fclip_workbench.paths import check_output_folder
     from fclip_workbench.search.index import build_index, choose_kind, is_approximate
     from fclip_workbench.search.saved import check_save_folder, save_index
     from fclip_workbench.search.searcher import _no_images, item_contents, product_vectors, require_images, title_queries
 
-    check_save_folder(args.out, "--out")  # a file, a folder of other files, read-only: before any slow work
+    check_output_folder(args.out, "--out")  # empty, a file, unwritable (probed): before any slow work
+    check_save_folder(args.out, "--out")  # a folder of other files than a saved index
     cat = open_from_args(args)
     require_images(cat)
     store = store_from_args(args)
@@ -176,10 +178,15 @@ def cmd_train(args) -> int:
 
     if args.recipe is not None and args.recipe not in RECIPES:
         raise FclipError(f"Unknown recipe {args.recipe!r}; known recipes: {', '.join(sorted(RECIPES))}")
-    from fclip_workbench.training.outdir import check_out_dir
+    from fclip_workbench.paths import check_not_empty, check_output_folder
+    from fclip_workbench.training.outdir import LOCK_FILE, check_out_dir, holds_run
 
+    check_not_empty(args.out, "--out")  # before any slow work: the folder's own refusals, then
     check_out_dir(args.out, args.resume, args.overwrite,
-                  args.model if args.model and Path(args.model).exists() else None)  # before any slow work
+                  args.model if args.model and Path(args.model).exists() else None)
+    # ... an unrelated folder's files never mixed with checkpoints, and a place that cannot be written
+    check_output_folder(args.out, "--out", reuse=holds_run, holds="a training run (training.json, checkpoints)",
+                        own=(LOCK_FILE, "ccp-data"))
     cat = open_from_args(args)
     store = EmbeddingStore(args.cache)
     model = model_from_args(args, cat, spec=args.model) if args.model else None
@@ -206,7 +213,7 @@ def cmd_eval(args) -> int:
     from fclip_workbench.analysis.evaluate import evaluate, plan_eval
     from fclip_workbench.embedding.store import EmbeddingStore
 
-    if args.out:
+    if args.out is not None:
         from fclip_workbench.paths import check_output_folder
         check_output_folder(args.out)
     cat = open_from_args(args)
@@ -219,7 +226,7 @@ def cmd_eval(args) -> int:
     report = evaluate(model, cat, **plan.kwargs(), n_retrieval=args.n_retrieval, val_fraction=args.val_fraction,
                       seed=args.seed, store=store, progress=not args.quiet)
     print(report.to_markdown())
-    if args.out:
+    if args.out is not None:
         csv_path, md_path = report.save(args.out)
         print(f"wrote {csv_path} and {md_path}")
     print(f"({time.perf_counter() - t0:.0f} s)")
@@ -237,8 +244,11 @@ def cmd_data_list(args) -> int:
 
 def cmd_data_fetch(args) -> int:
     from fclip_workbench.data.fetch import fetch_dataset
+    from fclip_workbench.paths import check_not_empty, check_output_folder, data_home, is_complete
 
-    dest = Path(args.dest).expanduser() if args.dest else None
+    dest = check_not_empty(args.dest, "--dest") if args.dest is not None else data_home() / args.name
+    if not is_complete(args.name, dest):  # a complete copy is kept as is (it may be read-only); else before download
+        check_output_folder(dest, "--dest" if args.dest is not None else "the data folder")
     path = fetch_dataset(args.name, dest=dest, progress=not args.quiet)
     print(f"{args.name}: {path}")
     return 0
@@ -395,12 +405,12 @@ def add_ground_parser(sub) -> None:
 
 def cmd_ground(args) -> int:
     from fclip_workbench.grounding.maps import DISPLAY_MAX_SIDE, GroundingExplainer, check_texts, load_image
-    from fclip_workbench.paths import check_output_file
+    from fclip_workbench.paths import check_not_empty, check_output_file
     from fclip_workbench.widgets.viz import grounding_overlay, side_by_side
     from fclip_workbench.workshop import resolve_model
 
     texts = check_texts(args.queries)  # 1. the queries and the output paths: no work yet
-    out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_grounding.png")
+    out = check_not_empty(args.out, "-o") if args.out is not None else Path(f"{Path(args.image).stem}_grounding.png")
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise FclipError(f"-o {out}: give a .png or .jpg file name")
     maps_path = None
@@ -408,10 +418,11 @@ def cmd_ground(args) -> int:
         if path is None:
             continue
         path = check_output_file(path, what)
+        if what == "--save-maps":
+            path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")  # as np.save names it
+            maps_path = check_output_file(path, what)
         if Path(args.image).exists() and path.resolve() == Path(args.image).resolve():
             raise FclipError(f"{what} {path} is the input photo: give another file name (nothing was written)")
-        if what == "--save-maps":
-            maps_path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")  # as np.save names it
     img = load_image(args.image, max_side=DISPLAY_MAX_SIDE)  # 2. the photo, decoded at display size
     model = resolve_model(args.model, None, device=args.device)  # 3. the model
     methods = args.method or [GroundingExplainer.DEFAULT]

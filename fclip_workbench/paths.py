@@ -20,6 +20,8 @@ Example:
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -101,46 +103,98 @@ def find_dataset(name: str) -> Path | None:
 
 
 # ------------------------------------------------------------------ output paths, checked before slow work
+# The one rule for every file or folder a command writes (fclip embed/index/train/eval/ground/data fetch, label
+# exports): refused in one line before any model is loaded or any image embedded, never after the slow work.
+PROBE_PREFIX = ".fclip-write-probe-"
+
+
 def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+    while not os.path.lexists(path) and path != path.parent:
         path = path.parent
     return path
 
 
-def _check_can_create(path: Path, what: str) -> None:
+def check_not_empty(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse an empty (or blank) path in one line, before it silently means the current folder.
+
+    >>> check_not_empty("", "--out")
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: --out is empty; give a path
+    """
     from fclip_workbench.errors import InvalidArgumentError
 
-    base = _nearest_existing(path.parent)
-    if base.exists() and not base.is_dir():
+    if not str(os.fspath(path)).strip():  # Path("") is ".": the current folder, silently
+        raise InvalidArgumentError(f"{what} is empty; give a path")
+    return Path(path).expanduser()
+
+
+def _probe_folder(folder: Path, path: Path, what: str) -> None:
+    """Create and remove a file in `folder`, or in its nearest existing parent when it is still to be made.
+
+    Permission bits lie (root passes `os.access` on /proc and on read-only folders), so the probe writes for real;
+    the folders still missing are not created here (a refused run leaves nothing behind)."""
+    from fclip_workbench.errors import InvalidArgumentError
+
+    base = _nearest_existing(folder)
+    if os.path.islink(base) and not base.exists():
+        raise InvalidArgumentError(f"{what} {path}: {base} is a link to nothing")
+    if not base.is_dir():
         raise InvalidArgumentError(f"{what} {path}: {base} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise InvalidArgumentError(f"{what} {path}: {base} is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InvalidArgumentError(f"{what} {path}: {base} is not writable ({e.strerror or e})") from None
+
+
+def _check_can_create(path: Path, what: str) -> None:
+    _probe_folder(path.parent, path, what)
 
 
 def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
     """Refuse, in one line, an output file that cannot be written: call before any slow work.
 
-    A folder in its place, a file in place of one of its folders, or a read-only folder is an
-    `InvalidArgumentError`; an existing file is replaced. Missing folders are created at write time.
+    An empty path, a folder in its place, something other than a regular file (a FIFO, a device), a file in place
+    of one of its folders, or a folder where no file can be created (probed for real: /proc, a read-only
+    file system) is an `InvalidArgumentError`; an existing file is replaced. Missing folders are created at write
+    time.
 
     >>> check_output_file("/", "--out")
     Traceback (most recent call last):
     ...
     fclip_workbench.errors.InvalidArgumentError: --out /: is a folder; give a file name
+    >>> check_output_file("", "--out")
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: --out is empty; give a path
     """
     from fclip_workbench.errors import InvalidArgumentError
 
-    path = Path(path).expanduser()
+    path = check_not_empty(path, what)
     if path.is_dir():
         raise InvalidArgumentError(f"{what} {path}: is a folder; give a file name")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InvalidArgumentError(f"{what} {path}: the file is not writable")
+    if path.exists():
+        if not path.is_file():
+            raise InvalidArgumentError(f"{what} {path}: is not a regular file; give a file name")
+        try:  # opened for appending and closed at once: its contents are untouched
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        except OSError as e:
+            raise InvalidArgumentError(f"{what} {path}: the file is not writable ({e.strerror or e})") from None
     _check_can_create(path, what)
     return path
 
 
-def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+def check_output_folder(path: str | os.PathLike, what: str = "--out", *,
+                        reuse: Callable[[Path], bool] | None = None, holds: str = "this command's output",
+                        own: Iterable[str] = ()) -> Path:
     """Refuse, in one line, an output folder that cannot be written: call before any slow work.
+
+    An empty path, a file in its place or in place of one of its folders, or a folder where nothing can be created
+    (probed for real) is an `InvalidArgumentError`. With `reuse`, a folder that holds other files is refused too
+    unless `reuse(folder)` says it is this command's earlier output (`holds` names that output in the message;
+    names in `own`, such as a lock file, do not count as other files): its files are never mixed with ours.
 
     >>> import tempfile
     >>> with tempfile.NamedTemporaryFile() as f:
@@ -148,11 +202,26 @@ def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
     Traceback (most recent call last):
     ...
     fclip_workbench.errors.InvalidArgumentError: --out ...: is a file, not a folder
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "notes.txt").write_text("mine")
+    ...     check_output_folder(d, reuse=lambda p: False, holds="a training run")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: --out ... holds 1 file(s) that are not a training run ...
     """
     from fclip_workbench.errors import InvalidArgumentError
 
-    path = Path(path).expanduser()
+    path = check_not_empty(path, what)
     if path.exists() and not path.is_dir():
         raise InvalidArgumentError(f"{what} {path}: is a file, not a folder")
-    _check_can_create(path / "x", what)
+    if reuse is not None and path.is_dir():
+        try:
+            others = [p.name for p in path.iterdir() if p.name not in set(own)]
+        except OSError as e:
+            raise InvalidArgumentError(f"{what} {path}: cannot be read ({e.strerror or e})") from None
+        if others and not reuse(path):
+            raise InvalidArgumentError(f"{what} {path} holds {len(others)} file(s) that are not {holds} (e.g. "
+                                       f"{sorted(others)[0]}): give a new or empty folder, so they are not mixed "
+                                       "with its files (nothing was written)")
+    _probe_folder(path, path, what)
     return path

@@ -96,3 +96,158 @@ def test_cli_refuses_before_loading_anything(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == f"fclip train: error: --out {f} is a file, not a folder: choose a folder for the " \
                               "trained model"
+
+
+# ------------------------------------------------------------------ every command's output path, before slow work
+# Each command that writes (flag, file or folder): refused in one line naming the path, before the catalog is
+# opened, the model loaded or anything embedded, trained or downloaded.
+OUTPUTS = {  # id: (argv before the output flag, the flag, the file name the flag takes)
+    "embed --out": (["embed", "{data}", "--no-text", "--workers", "0"], "--out", "v.npz"),
+    "index --out": (["index", "{data}"], "--out", "idx"),
+    "train --out": (["train", "--model", "{model}", "--data", "{csv}", "--image-root", "{images}",
+                     "--cache", "{cache}", "-q"], "--out", "run"),
+    "eval --out": (["eval", "{data}"], "--out", "report"),
+    "ground -o": (["ground", "{photo}", "shoes", "--model", "{model}"], "-o", "g.png"),
+    "ground --save-maps": (["ground", "{photo}", "shoes", "--model", "{model}", "-o", "{tmp}/g.png"],
+                           "--save-maps", "m.npy"),
+    "data fetch --dest": (["data", "fetch", "fmnist", "-q"], "--dest", "fmnist"),
+}
+UNWRITABLE = {  # places that refuse a write even for root (the suite runs as root: permission bits would lie)
+    "proc": "/proc/{name}",
+    "missing_folder_in_proc": "/proc/fclip-no-such-folder/{name}",
+    "under_a_regular_file": "{tmp}/a_file/{name}",
+    "under_a_file_deeper": "{tmp}/a_file/sub/{name}",
+}
+
+
+class SlowWorkStarted(AssertionError):
+    pass
+
+
+@pytest.fixture
+def no_slow_work(monkeypatch):
+    """Opening a catalog, loading a model, embedding, training, evaluating, decoding the photo or downloading
+    fails the test: every output path must be refused first."""
+    import fclip_workbench.analysis.evaluate as evaluate
+    import fclip_workbench.cli as cli
+    import fclip_workbench.data.fetch as fetch
+    import fclip_workbench.embedding.embed as embed
+    import fclip_workbench.grounding.maps as grounding
+    import fclip_workbench.training as training
+    import fclip_workbench.workshop as workshop
+
+    # modules that bind these functions at import (`from ... import embed_images`) are imported first, with the
+    # real ones, so the stand-ins end with the test
+    import fclip_workbench.search.saved  # noqa: F401
+    import fclip_workbench.search.searcher  # noqa: F401
+    import fclip_workbench.widgets.viz  # noqa: F401
+
+    def boom(*a, **k):
+        raise SlowWorkStarted("slow work started before the output path was checked")
+
+    for module, name in [(cli, "open_from_args"), (workshop, "resolve_model"), (workshop, "resolve_data"),
+                         (embed, "embed_images"), (embed, "embed_texts"), (training, "plan_run"), (training, "train"),
+                         (evaluate, "evaluate"), (grounding, "load_image"), (fetch, "fetch_dataset")]:
+        monkeypatch.setattr(module, name, boom)
+
+
+def _argv(command, target, tmp_path, small_catalog_dir, tiny_model_dir):
+    from PIL import Image
+
+    before, flag, _ = OUTPUTS[command]
+    (tmp_path / "a_file").write_text("not a folder")
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (40, 48), (200, 30, 30)).save(photo)
+    csv, images, cache = small_catalog_dir / "products.csv", small_catalog_dir / "images", tmp_path / "cache.sqlite"
+    data = ["--data", str(csv), "--image-root", str(images), "--model", str(tiny_model_dir), "--cache", str(cache),
+            "-q"]
+    values = {"{csv}": str(csv), "{images}": str(images), "{cache}": str(cache), "{model}": str(tiny_model_dir),
+              "{photo}": str(photo), "{tmp}": str(tmp_path)}
+    argv = []
+    for a in before:
+        if a == "{data}":
+            argv += data
+            continue
+        for key, value in values.items():
+            a = a.replace(key, value)
+        argv.append(a)
+    return [*argv, flag, target]
+
+
+def _one_line_error(capsys, argv, *words):
+    err = capsys.readouterr().err.strip()
+    command = argv[0]
+    assert len(err.splitlines()) == 1 and err.startswith(f"fclip {command}: error: "), err
+    assert "Traceback" not in err and "Errno" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+@pytest.mark.parametrize("where", list(UNWRITABLE))
+@pytest.mark.parametrize("command", list(OUTPUTS))
+def test_an_unwritable_output_is_refused_before_slow_work(command, where, tmp_path, small_catalog_dir,
+                                                          tiny_model_dir, no_slow_work, capsys, monkeypatch):
+    from fclip_workbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    target = UNWRITABLE[where].format(tmp=tmp_path, name=OUTPUTS[command][2])
+    argv = _argv(command, target, tmp_path, small_catalog_dir, tiny_model_dir)
+    assert main(argv) == 2
+    _one_line_error(capsys, argv, OUTPUTS[command][1], target)
+    assert not (tmp_path / "cache.sqlite").exists()  # no store even opened
+    assert not os.path.exists("/proc/fclip-no-such-folder")
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("command", list(OUTPUTS))
+def test_an_empty_output_path_is_refused_not_ignored(command, tmp_path, small_catalog_dir, tiny_model_dir,
+                                                     no_slow_work, capsys, monkeypatch):
+    from fclip_workbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = _argv(command, "", tmp_path, small_catalog_dir, tiny_model_dir)
+    assert main(argv) == 2
+    err = _one_line_error(capsys, argv)
+    assert err.endswith(f"error: {OUTPUTS[command][1]} is empty; give a path"), err
+    assert not (tmp_path / "cache.sqlite").exists()
+
+
+@pytest.mark.parametrize("command", ["train --out", "index --out"])
+def test_a_folder_of_unrelated_files_is_refused_and_left_as_is(command, tmp_path, small_catalog_dir,
+                                                               tiny_model_dir, no_slow_work, capsys):
+    from fclip_workbench.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"mine")
+    (folder / "notes").mkdir()
+    argv = _argv(command, str(folder), tmp_path, small_catalog_dir, tiny_model_dir)
+    assert main(argv) == 2
+    _one_line_error(capsys, argv, "--out", str(folder))
+    assert sorted(p.name for p in folder.iterdir()) == ["holiday.jpg", "notes"]
+    assert (folder / "holiday.jpg").read_bytes() == b"mine" and not any((folder / "notes").iterdir())
+
+
+def test_a_previous_training_output_still_resumes_or_is_replaced(tmp_path, small_catalog_dir, tiny_model_dir,
+                                                                 no_slow_work, capsys):
+    from fclip_workbench.cli import main
+    from fclip_workbench.training import CHECKPOINTS
+
+    run = tmp_path / "run"
+    (run / CHECKPOINTS).mkdir(parents=True)
+    (run / "training.json").write_text("{}")
+    (run / "notes.txt").write_text("the user's own note beside a run")
+    argv = _argv("train --out", str(run), tmp_path, small_catalog_dir, tiny_model_dir)
+    assert main(argv) == 2  # as before: the run is neither mixed into nor replaced silently
+    _one_line_error(capsys, argv, "already holds a training run")
+    with pytest.raises(SlowWorkStarted):
+        main([*argv, "--overwrite"])  # accepted: training would start
+    crashed = tmp_path / "crashed"  # a run that stopped before its first checkpoint: only its lock
+    crashed.mkdir()
+    (crashed / LOCK_FILE).write_text("123")
+    with pytest.raises(SlowWorkStarted):
+        main(_argv("train --out", str(crashed), tmp_path, small_catalog_dir, tiny_model_dir))
+    with pytest.raises(SlowWorkStarted):
+        main(_argv("train --out", str(tmp_path / "new" / "run"), tmp_path, small_catalog_dir, tiny_model_dir))
+    assert not (tmp_path / "new").exists()  # the check creates nothing
