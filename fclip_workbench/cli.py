@@ -42,11 +42,29 @@ USER_ERRNOS = {errno.ENOSPC, errno.EROFS}  # disk full, read-only file system: t
 # ------------------------------------------------------------------ commands
 def cmd_models(args) -> int:
     from fclip_workbench.embedding.models import list_models
+    if args.precisions:
+        return _print_precisions(args.device)
     print(f"{'name':22s} {'source':10s} location")
     for p in list_models():
         loc = p.location + (f" ({p.pretrained})" if p.pretrained else "")
         print(f"{p.name:22s} {p.source:10s} {loc}\n{'':33s} {p.description}")
     print("\nAlso accepted: a local folder/file, 'hf-hub:org/repo', or an open_clip 'ARCH:TAG'.")
+    return 0
+
+
+def _print_precisions(device: str | None) -> int:
+    """`fclip models --precisions`: every precision, and whether (or why not) it runs on this machine."""
+    from fclip_workbench.embedding.models import default_device
+    from fclip_workbench.embedding.precision import FAST, PRECISIONS, cpu_flags
+    from fclip_workbench.embedding.precision_fast import cpu_key, supported_precisions
+
+    dev = str(device or default_device())
+    print(f"precisions on {dev} ({cpu_key().split('|')[0] or 'CPU'}; flags: "
+          f"{' '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_vnni', 'amx_int8', 'amx_bf16', 'avx512_bf16'}))})")
+    for name, why in supported_precisions(dev):
+        print(f"  {name:10s} {'yes' if not why else 'no ':4s} {why or PRECISIONS[name].description}")
+    print(f"  {FAST.name:10s} yes  the fastest of these measured faithful here (worst cosine >= 0.999 to fp32), "
+          "measured once per CPU and weights")
     return 0
 
 
@@ -59,6 +77,9 @@ def cmd_embed(args) -> int:
         from fclip_workbench.embedding.models import default_device
         from fclip_workbench.embedding.precision import check_precision
         check_precision(precision, args.device or default_device())
+    if args.fast_min_cosine is not None:
+        from fclip_workbench.embedding.precision_fast import check_min_cosine
+        check_min_cosine(args.fast_min_cosine)
     if args.out is not None:  # "" is refused, not ignored
         from fclip_workbench.paths import check_output_file
         check_output_file(args.out)  # a folder given here is refused (NumPy would write FOLDER.npz beside it)
@@ -67,7 +88,10 @@ def cmd_embed(args) -> int:
     print(cat.report(limit=args.show_problems))
     store = store_from_args(args)
     model = model_from_args(args, cat)
-    if precision != "fp32":
+    if precision == "fast":
+        from fclip_workbench.embedding.precision_fast import apply_fast
+        model = apply_fast(model, args.fast_min_cosine)
+    elif precision != "fp32":
         model = model.with_precision(precision)
     t1 = time.perf_counter()
     res = embed_images(model, cat, store, batch_size=args.batch_size, num_workers=args.workers,
@@ -452,7 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("models", help="list model presets")
+    p = sub.add_parser("models", help="list model presets (--precisions: the inference paths this machine runs)")
+    p.add_argument("--precisions", action="store_true", help="list the precisions and whether each runs here")
+    p.add_argument("--device", default=None, help="with --precisions: the device to ask about (default: the best)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("embed", help="embed a catalog's images and texts into the cache")
@@ -468,8 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "local cluster, else a new local one)")
     p.add_argument("--no-text", action="store_true", help="images only")
     p.add_argument("--precision", default="fp32",
-                   help="inference path: fp32 (exact, default), onnx, onnx-int8 (CPU); bf16, fp16 (GPU); "
-                        "vectors are cached per precision")
+                   help="inference path: fp32 (exact, default), onnx, onnx-int8, openvino (CPU); bf16 (GPU, or "
+                        "CPUs with AMX-BF16/AVX512-BF16), fp16 (GPU); fast (the fastest measured faithful here); "
+                        "vectors are cached per precision (`fclip models --precisions` lists them)")
+    p.add_argument("--fast-min-cosine", type=float, default=None,
+                   help="--precision fast: the worst cosine to fp32 a path must keep (default 0.999, or "
+                        "$FCLIP_FAST_MIN_COSINE)")
     p.add_argument("--out", default=None, help="also write ids + image vectors to this .npz")
     p.add_argument("--show-problems", type=nonnegative_int, default=10, help="how many problems to list")
     p.set_defaults(func=cmd_embed)

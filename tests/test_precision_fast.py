@@ -117,3 +117,31 @@ def test_load_model_accepts_fast(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(precision_fast, "measure_precisions", lambda model, names=None: _measured(onnx=(1.5, 1.0)))
     m = load_model(tiny_model_dir, device="cpu", precision="fast")
     assert m.precision == "onnx" and m.fingerprint.endswith("+onnx")
+
+
+def test_cli_embed_fast_names_its_choice_and_keys_vectors_by_the_path_chosen(tiny_model_dir, small_catalog_dir,
+                                                                              tmp_path, monkeypatch, capsys):
+    from fclip_workbench.cli import main
+
+    monkeypatch.setattr(precision_fast, "measure_precisions", lambda model, names=None: _measured(onnx=(2.0, 1.0)))
+    common = ["--data", str(small_catalog_dir / "products.csv"), "--image-root", str(small_catalog_dir / "images"),
+              "--model", str(tiny_model_dir), "--cache", str(tmp_path / "c.sqlite"), "--device", "cpu", "-q"]
+    assert main(["embed", *common, "--precision", "fast", "--no-text"]) == 0
+    out, err = capsys.readouterr()
+    assert "fast -> onnx: 2.0x fp32 on this CPU" in err and "+onnx; store" in out
+    assert main(["embed", *common, "--precision", "onnx", "--no-text"]) == 0  # the same path: from the cache
+    assert "12 embedded (12 from cache, 0 computed)" in capsys.readouterr().out
+    assert main(["embed", *common, "--precision", "fast", "--fast-min-cosine", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "worst cosine in (0, 1]" in err and "Traceback" not in err
+
+
+def test_cli_models_lists_the_precisions_this_machine_runs(monkeypatch, capsys):
+    from fclip_workbench.cli import main
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda cpuinfo=None: False)
+    assert main(["models", "--precisions", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = {line.split()[0]: line.split()[1] for line in lines[1:] if line.strip()}
+    assert row["fp32"] == "yes" and row["bf16"] == "no" and row["fast"] == "yes" and row["fp16"] == "no"
+    assert any("bf16" in line and "avx512_bf16" in line for line in lines)
