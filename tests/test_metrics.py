@@ -94,3 +94,101 @@ def test_calibration_metrics_refuse_bad_input():
         expected_calibration_error(p, [0, 1], n_bins=0)
     with pytest.raises(ValueError, match="non-finite"):
         expected_calibration_error(np.array([[np.nan, 1.0]]), [0])
+
+
+# ---------------------------------------------------------------- hostile inputs: one line, never a number
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    from fclip_workbench.errors import InvalidArgumentError
+    assert isinstance(exc.value, InvalidArgumentError) and isinstance(exc.value, ValueError)
+    assert "\n" not in str(exc.value)
+    return str(exc.value)
+
+
+@pytest.mark.parametrize("probs, first", [
+    (np.array([[0.7, 0.3], [0.5, 0.4], [0.9, 0.9]]), 1),        # sums to 0.9 (and a later row to 1.8)
+    (np.array([[0.7, 0.3], [0.6, 0.4], [2.0, 1.0]]), 2),        # logits, not probabilities
+    (np.array([[0.7, 0.3], [1.2, -0.2], [0.5, 0.5]]), 1),       # sums to 1 but has a negative entry
+    (np.array([[0.7, 0.3], [0.5, 0.5], [0.0, 0.0]]), 2),        # all zeros
+    (np.array([[0.7, 0.3], [np.nan, 0.5], [0.5, 0.5]]), 1),     # NaN
+    (np.array([[0.7, 0.3], [0.5, 0.5], [np.inf, 0.0]]), 2),     # inf
+    (np.array([[0.7, 0.3], [0.5, 0.5], [0.4995, 0.4995]]), 2),  # sums to 0.999: just outside the 1e-3 tolerance
+])
+def test_ece_refuses_rows_that_are_not_distributions_naming_the_first(probs, first):
+    with pytest.raises(ValueError, match=rf"first row {first}\b") as e:
+        expected_calibration_error(probs, [0, 0, 0])
+    _one_line(e)
+
+
+def test_ece_accepts_float32_softmax_rows_and_refuses_mismatched_shapes():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (500, 37)).astype(np.float32)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    p32 = (e / e.sum(1, keepdims=True)).astype(np.float32)  # rows sum to 1 +- ~1e-6
+    p32[0] *= np.float32(1 + 5e-4)  # well inside the tolerance
+    y = rng.integers(0, 37, 500)
+    assert 0.0 <= expected_calibration_error(p32, y) <= 1.0
+    for probs, labels, word in [(np.full((3, 2), 0.5), [0, 1], r"shape \(3,\)"),
+                                (np.full((3, 2), 0.5), [[0], [1], [0]], r"shape \(3,\)"),
+                                (np.full(4, 0.25), [0], "2-D"),
+                                (np.zeros((0, 2)), [], "no items"),
+                                (np.zeros((2, 0)), [0, 0], "no items or no classes"),
+                                ([[0.5, 0.5], [1.0]], [0, 1], "numeric array"),
+                                ([["a", "b"]], [0], "numeric array"),
+                                (np.full((2, 2), 0.5), [0, None], "whole numbers"),
+                                (np.full((2, 2), 0.5), [True, False], "whole numbers"),
+                                (np.full((2, 2), 0.5), ["a", "b"], "whole numbers")]:
+        with pytest.raises(ValueError, match=word) as exc:
+            expected_calibration_error(probs, labels)
+        _one_line(exc)
+
+
+def test_top_k_accuracy_takes_any_finite_scores_but_not_nan():
+    logits = np.array([[2.0, -1.0], [0.5, 3.0]])  # not distributions: fine for a ranking
+    assert top_k_accuracy(logits, [0, 1]) == 1.0
+    with pytest.raises(ValueError, match="1 row.*first row 1") as e:
+        top_k_accuracy(np.array([[2.0, -1.0], [np.nan, 3.0]]), [0, 1])
+    _one_line(e)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_retrieval_metrics_refuse_non_finite_similarities_naming_how_many_rows(bad):
+    rng = np.random.default_rng(0)
+    txt, img = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    txt[[1, 4], 2] = bad  # two NaN/inf text embeddings -> two bad rows of sims
+    sims = txt @ img.T
+    for call in (lambda: retrieval_metrics(sims), lambda: ranks_of_relevant(sims),
+                 lambda: retrieval_metrics(sims, np.eye(6, dtype=bool), ks=(1,))):
+        with pytest.raises(ValueError, match=r"non-finite values \(NaN/inf\) in 2 of 6 row\(s\), first row 1") as e:
+            call()
+        _one_line(e)
+    one = np.eye(3)
+    one[2, 0] = bad  # a single bad similarity, not the whole row
+    with pytest.raises(ValueError, match=r"in 1 of 3 row\(s\), first row 2") as e:
+        retrieval_metrics(one)
+    _one_line(e)
+
+
+@pytest.mark.parametrize("call, word", [
+    (lambda: retrieval_metrics(np.zeros((0, 0))), "no queries or no items"),
+    (lambda: retrieval_metrics(np.zeros((0, 3)), np.zeros((0, 3), bool)), "no queries or no items"),
+    (lambda: retrieval_metrics(np.zeros((2, 3))), "must be square"),
+    (lambda: retrieval_metrics(np.zeros((2, 3)), np.ones((3, 2), bool)), "relevant has shape"),
+    (lambda: retrieval_metrics(np.zeros((2, 2)), np.zeros((2, 2), bool)), "no query has a relevant item"),
+    (lambda: retrieval_metrics(np.eye(2), np.array([[np.nan, 0.0], [0.0, 1.0]])), r"first \[0, 0\]"),
+    (lambda: retrieval_metrics(np.eye(2), np.array([[1.0, 0.0], [0.0, 0.5]])), r"first \[1, 1\] = 0.5"),
+    (lambda: retrieval_metrics([["a", "b"], ["c", "d"]]), "numeric array"),
+    (lambda: retrieval_metrics(np.eye(3), ks=(0, 1)), "ks must be whole numbers >= 1, got 0"),
+    (lambda: retrieval_metrics(np.eye(3), ks=(1.5,)), "ks must be whole numbers >= 1"),
+    (lambda: retrieval_metrics(np.eye(3), ks=5), "ks must be a list"),
+    (lambda: weighted_f1(["a", "b"], ["a"]), "2 true labels but 1 predictions"),
+    (lambda: weighted_f1([], []), "no products"),
+    (lambda: weighted_f1(["a", None], ["a", "b"]), "1 of 2 true labels are missing"),
+    (lambda: weighted_f1([1.0, 2.0], [1.0, np.nan]), "1 of 2 predictions are missing .* position 1"),
+    (lambda: weighted_f1(["a", 1], ["a", 1]), "mix strings"),
+    (lambda: weighted_f1("ab", "ab"), "must be a list of labels"),
+    (lambda: weighted_f1([["a"], ["b"]], [["a"], ["b"]]), "must be a list of labels"),
+])
+def test_every_metric_refuses_empty_mismatched_or_malformed_input_in_one_line(call, word):
+    with pytest.raises(ValueError, match=word) as e:
+        call()
+    _one_line(e)
