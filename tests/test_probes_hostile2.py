@@ -106,3 +106,100 @@ def test_non_finite_vectors_are_one_line(bad):
     with pytest.raises(InvalidArgumentError, match="Input X contains") as e:
         LinearProbe().fit(np.r_[X[:-1], Z[1:]], y)
     one_line(e)
+
+
+# ---------------------------------------------------------------- predict checks the space of what it is given
+class Embeddings:
+    """Stand-in for an `EmbeddingResult` that records its space: `.ids`, `.vectors`, `.space`."""
+
+    def __init__(self, vectors, space):
+        self.ids, self.vectors, self.space = [f"p{i}" for i in range(len(vectors))], vectors, space
+
+
+class SpacedArray(np.ndarray):
+    """An array that carries its space."""
+
+
+def spaced(X, space):
+    arr = np.asarray(X).view(SpacedArray)
+    arr.space = space
+    return arr
+
+
+def scoring_calls(probe, y):
+    return {"predict": probe.predict, "predict_proba": probe.predict_proba,
+            "decision_function": probe.decision_function, "predict_log_proba": probe.predict_log_proba,
+            "score": lambda X: probe.score(X, y[:2])}
+
+
+@pytest.mark.parametrize("wrap", [Embeddings, spaced])
+def test_a_loaded_probe_refuses_embeddings_of_another_space_in_every_scoring_call(tmp_path, wrap):
+    X, y = data()
+    probe = LinearProbe.load(LinearProbe(space=A).fit(X, y).save(tmp_path / "p.npz"))
+    others = [B, EmbeddingSpace("a" * 32, "onnx-int8", "c" * 16, 8, model="m@1"),  # another precision
+              EmbeddingSpace("a" * 32, "fp32", "d" * 16, 8, model="m@1")]  # another image pipeline
+    for name, call in scoring_calls(probe, y).items():
+        np.testing.assert_array_equal(np.asarray(call(wrap(X[:2], A))), np.asarray(call(X[:2])))  # same space: as bare
+        for other in others:
+            with pytest.raises(SpaceMismatchError, match=r"^linear probe was made in space m@1 \[aaaaaaaaaaaa fp32 8-d\], "
+                                                         rf"not in {other.describe().replace('[', '.').replace(']', '.')}") as e:
+                call(wrap(X[:2], other))
+            assert isinstance(e.value, FclipError) and "\n" not in str(e.value), name
+
+
+def test_the_space_check_is_the_shared_helper():
+    """The message is `EmbeddingSpace.check`'s, word for word (the one indexes and projections use)."""
+    X, y = data()
+    probe = LinearProbe(space=A).fit(X, y)
+    with pytest.raises(SpaceMismatchError) as want:
+        A.check(B, "linear probe")
+    with pytest.raises(SpaceMismatchError) as got:
+        probe.predict(Embeddings(X[:2], B))
+    assert str(got.value) == str(want.value)
+
+
+def test_embeddings_that_carry_a_non_space_or_another_width_are_refused():
+    X, y = data()
+    probe = LinearProbe(space=A).fit(X, y)
+    with pytest.raises(SpaceMismatchError, match="expected an EmbeddingModel or an EmbeddingSpace, got str") as e:
+        probe.predict(Embeddings(X[:2], "a" * 32))  # a bare fingerprint is not a space
+    assert "\n" not in str(e.value)
+    wide = EmbeddingSpace("a" * 32, "fp32", "c" * 16, 16, model="m@1")
+    with pytest.raises(SpaceMismatchError, match="not in m@1 .* 16-d"):
+        probe.predict(Embeddings(np.zeros((2, 16), np.float32), wide))
+    with pytest.raises(ModelMismatchError, match="X has 4 features, but LinearProbe is expecting 8") as e:
+        probe.predict(Embeddings(X[:2, :4], A))  # recorded space right, vectors cut: the width still counts
+    assert "\n" not in str(e.value)
+
+
+def test_bare_arrays_and_embeddings_without_a_space_get_width_and_finiteness_checks():
+    X, y = data()
+    probe = LinearProbe(space=A).fit(X, y)
+    from fclip_workbench.embedding.embed import EmbeddingResult
+
+    result = EmbeddingResult([f"p{i}" for i in range(4)], X[:4])  # records no space: nothing to compare
+    np.testing.assert_array_equal(probe.predict(result), probe.predict(X[:4]))
+    assert probe.score(result, y[:4]) == probe.score(X[:4], y[:4])
+    Z = X[:3].copy()
+    Z[2, 0] = np.nan
+    for bad, exc, word in [(X[:2, :5], ModelMismatchError, "X has 5 features"),
+                           (Z, InvalidArgumentError, "Input X contains NaN"),
+                           (EmbeddingResult(["a", "b", "c"], Z), InvalidArgumentError, "Input X contains NaN"),
+                           (Embeddings(Z, A), InvalidArgumentError, "Input X contains NaN"),
+                           (X[0], InvalidArgumentError, "Expected 2D array"),
+                           (np.zeros((0, 8)), InvalidArgumentError, "0 sample")]:
+        with pytest.raises(exc, match=word) as e:
+            probe.predict(bad)
+        assert isinstance(e.value, FclipError) and "\n" not in str(e.value)
+    with pytest.raises(InvalidArgumentError, match="3 labels for 2 vectors") as e:
+        probe.score(Embeddings(X[:2], A), y[:3])
+    one_line(e)
+
+
+def test_a_probe_without_a_space_takes_any_space_of_its_width():
+    """Like an index built from bare vectors; `check_compatible` is where such a probe is refused."""
+    X, y = data()
+    probe = LinearProbe().fit(X, y)
+    np.testing.assert_array_equal(probe.predict(Embeddings(X[:3], B)), probe.predict(X[:3]))
+    with pytest.raises(ModelMismatchError, match="X has 4 features"):
+        probe.predict(Embeddings(X[:3, :4], B))

@@ -9,7 +9,11 @@ pipeline, width; `space.EmbeddingSpace`) and `check_compatible(model)` refuses a
 space with one `SpaceMismatchError` line naming both; vectors of another width are a
 one-line `ModelMismatchError`. Saved files carry the space: a probe without one is not saved, and
 `check_compatible` refuses it (nothing to check against); files of format 1 (a bare model fingerprint,
-no space) or of format 2 without a space are refused with one line that says to refit. Bad labels
+no space) or of format 2 without a space are refused with one line that says to refit. `predict`,
+`predict_proba`, `decision_function` and `score` check the space of embeddings that carry theirs
+(anything with `.vectors` and `.space`, e.g. an `EmbeddingResult` that records its space) with the same
+`EmbeddingSpace.check`; a bare array is checked for its width and finite values only, so pass the
+embeddings to have the space checked. Bad labels
 (wrong length, None/NaN, strings mixed with numbers), NaN vectors and damaged files are one
 `InvalidArgumentError` line (a `ValueError`).
 
@@ -199,28 +203,54 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     # ---- predict --------------------------------------------------------
     def _X(self, X) -> np.ndarray:
+        """Checked (n, dim) vectors of `X`: a bare array, or embeddings that carry their space (`_vectors_of`)."""
         check_is_fitted(self)
+        X = _vectors_of(X, self.space)
         self._check_width(X)
         return _one_line(lambda: validate_data(self, X, reset=False, dtype=[np.float64, np.float32]),
                          "LinearProbe")
 
     def decision_function(self, X) -> np.ndarray:
-        """(n,) for two classes, else (n, n_classes) logits."""
+        """(n,) for two classes, else (n, n_classes) logits. `X` as in `predict`."""
         X = self._X(X)  # checks fitted first
         return self.model_.decision_function(X)
 
     def predict_proba(self, X) -> np.ndarray:
-        """(n, n_classes) probabilities, columns in `classes_` order."""
+        """(n, n_classes) probabilities, columns in `classes_` order. `X` as in `predict`."""
         X = self._X(X)  # checks fitted first
         return self.model_.predict_proba(X)
 
     def predict_log_proba(self, X) -> np.ndarray:
+        """(n, n_classes) log probabilities. `X` as in `predict`."""
         return np.log(np.clip(self.predict_proba(X), 1e-300, None))
 
     def predict(self, X) -> np.ndarray:
-        """(n,) labels from `classes_`."""
+        """(n,) labels from `classes_`.
+
+        `X`: the embeddings themselves (anything with `.vectors` and `.space`, e.g. an `EmbeddingResult`
+        that records its space, or an array carrying `.space`): their space is checked against the
+        probe's (`SpaceMismatchError` naming both). A bare (n, dim) array says nothing of its space: only
+        its width (`ModelMismatchError`) and finiteness (`InvalidArgumentError`) are checked, so pass the
+        embeddings to have the space checked.
+
+        >>> a, b = (EmbeddingSpace(w * 32, "fp32", "c" * 16, 1, model=f"m@{w}") for w in "ab")
+        >>> probe = LinearProbe(C=1.0, space=a).fit([[0.0], [1.0], [0.1], [0.9]], [0, 1, 0, 1])
+        >>> from types import SimpleNamespace
+        >>> probe.predict(SimpleNamespace(vectors=np.array([[0.95]]), space=a)).tolist()
+        [1]
+        >>> probe.predict(SimpleNamespace(vectors=np.array([[0.95]]), space=b))
+        Traceback (most recent call last):
+        ...
+        fclip_workbench.errors.SpaceMismatchError: linear probe was made in space m@a [aaaaaaaaaaaa fp32 1-d], not in m@b [bbbbbbbbbbbb fp32 1-d]: rebuild it with this model, or use the model it was made with
+        """
         X = self._X(X)  # checks fitted first
         return self.model_.predict(X)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of `predict(X)` against `y` (one label per row; `X` as in `predict`, its space checked)."""
+        vectors = self._X(X)
+        _check_labels(vectors, y)
+        return float(accuracy_score(y, self.model_.predict(vectors), sample_weight=sample_weight))
 
     # ---- save / load (npz + json, no pickle) ------------------------------
     def save(self, path: str | Path) -> Path:
@@ -312,6 +342,30 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         probe.n_features_in_, probe.C_, probe.n_iter_ = n_features, C, n_iter
         probe.sweep_ = sweep
         return probe
+
+
+def _vectors_of(X: object, probe_space: EmbeddingSpace | None) -> object:
+    """The vectors of `X`, its embedding space checked against `probe_space` when `X` carries one.
+
+    `X` carries its space when it has a `.space` (an `EmbeddingSpace`, or a model that has one): an
+    `EmbeddingResult`-like object (`.vectors` + `.space`) or an array with `.space`. The check is
+    `EmbeddingSpace.check`, as for saved indexes and projections. A probe without a recorded space, like an
+    index built from bare vectors, takes any space of its width. Arrays, lists and tables pass unchanged.
+
+    >>> _vectors_of([[0.5]], None)
+    [[0.5]]
+    """
+    if isinstance(X, (np.ndarray, list, tuple)) and not hasattr(X, "space"):
+        return X
+    if hasattr(X, "iloc") or hasattr(X, "tocsr"):  # pandas (a column named 'space' is not a space) or sparse
+        return X
+    space = getattr(X, "space", None)
+    vectors = getattr(X, "vectors", X)
+    if space is not None:
+        actual = space_of(space)  # a string or other stand-in is one SpaceMismatchError line
+        if probe_space is not None:
+            probe_space.check(actual, "linear probe")
+    return vectors
 
 
 def _one_line(call, what: str):
