@@ -207,3 +207,51 @@ def test_the_map_records_its_space_and_refuses_another(tmp_path):
     # the same numbers in another space are another cache entry, not a collision
     UMAPProjector(n_neighbors=5, pca_components=8, space=space("b"), cache_dir=tmp_path).fit(X)
     assert len(list(tmp_path.glob("umap-*.npz"))) == 2
+
+
+def _place_few(p, X, y, rows, rng) -> tuple[float, bool]:
+    """Near-copies (1% noise) of fitted rows `rows`, placed together: the largest distance to those rows' map
+    points as a share of the map's extent, and whether each landed in its original's cluster (nearest map point)."""
+    copies = X[rows] + 0.01 * rng.normal(size=X[rows].shape).astype(np.float32) / np.sqrt(X.shape[1])
+    placed = p.transform(copies)
+    assert placed.shape == (len(rows), 2) and placed.dtype == np.float32 and np.isfinite(placed).all()
+    extent = float(np.ptp(p.embedding_, axis=0).max())
+    nearest = ((placed[:, None] - p.embedding_[None]) ** 2).sum(-1).argmin(1)
+    drift = float(np.linalg.norm(placed - p.embedding_[rows], axis=1).max() / extent)
+    return drift, bool((y[nearest] == y[rows]).all())
+
+
+@pytest.mark.parametrize("how", ["fresh", "cache hit", "rebuilt map differs"])
+def test_one_or_two_new_points_are_placed_beside_their_originals(tmp_path, monkeypatch, how):
+    """transform used to refuse fewer than 3 points ("a map needs at least 3 items"); placing 1 or 2 needs no refit
+    of the map: UMAP's transform (or the neighbour placement) puts each against the fitted points. Measured when
+    written: at most 7% of the extent (1.6 on a map 21 wide, its three clusters ~10 apart, each of radius 0.8)."""
+    X, y = blobs(n_per=50)
+    p = UMAPProjector(n_neighbors=10, pca_components=8, random_state=3, cache_dir=tmp_path).fit(X)
+    if how != "fresh":
+        p = UMAPProjector(n_neighbors=10, pca_components=8, random_state=3, cache_dir=tmp_path).fit(X)
+        assert p.cache_hit_ and p.umap_ is None
+    if how == "rebuilt map differs":
+        monkeypatch.setattr(p, "seed_", p.seed_ + 1)
+    rng = np.random.default_rng(0)
+    for rows in ([17], [75], [149], [3, 140], [60, 61]):
+        drift, same_cluster = _place_few(p, X, y, rows, rng)
+        assert drift < 0.1 and same_cluster, (rows, drift)
+    assert (p.umap_ is None) == (how == "rebuilt map differs")
+    one = X[[17]] + 1e-3
+    np.testing.assert_array_equal(p.transform(one), p.transform(one))  # deterministic
+
+
+def test_no_new_points_is_an_empty_map_and_bad_few_points_are_one_line(tmp_path):
+    X, _ = blobs(n_per=20)
+    p = UMAPProjector(n_neighbors=5, pca_components=None, cache_dir=tmp_path).fit(X)
+    for empty in (np.zeros((0, X.shape[1]), np.float32), [], np.array([])):
+        out = p.transform(empty)
+        assert out.shape == (0, 2) and out.dtype == np.float32
+    for bad, word in [(np.zeros((0, 3)), "3 dimensions"), (np.zeros((1, 3)), "3 dimensions"),
+                      (np.full((1, X.shape[1]), np.nan), r"non-finite .* in 1 row\(s\), first \[0\]"),
+                      (np.r_[X[:1], np.full((1, X.shape[1]), np.inf)], r"in 1 row\(s\), first \[1\]"),
+                      (X[0], "2-d"), ([["a"] * X.shape[1]], "numeric"), ([[0.0], [0.0, 1.0]], "numeric")]:
+        with pytest.raises(InvalidArgumentError, match=word) as e:
+            p.transform(bad)
+        assert "\n" not in str(e.value)

@@ -30,7 +30,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -59,22 +59,41 @@ def _umap_version() -> str:
         return "absent"
 
 
-def _check_matrix(X, what: str = "X") -> np.ndarray:
-    """X as a finite (n, d) float32 array, or a one-line InvalidArgumentError."""
+def _check_matrix(X, what: str = "X", min_rows: int = 3) -> np.ndarray:
+    """X as a finite (n, d) float32 array with at least `min_rows` rows (3 to fit a map, 0 to place points on
+    one), or a one-line InvalidArgumentError.
+
+    >>> _check_matrix([[0.0, 1.0]], min_rows=1).shape
+    (1, 2)
+    """
     try:
         arr = np.asarray(X, dtype=np.float32)
     except (TypeError, ValueError) as e:
-        raise InvalidArgumentError(f"{what} must be a numeric (n_items, dim) matrix: {e}") from e
+        raise InvalidArgumentError(f"{what} must be a numeric (n_items, dim) matrix: {' '.join(str(e).split())}") \
+            from None
     if arr.ndim != 2:
         raise InvalidArgumentError(f"{what} must be a 2-d (n_items, dim) matrix; got shape {arr.shape}")
-    if arr.shape[0] < 3 or arr.shape[1] < 1:
-        raise InvalidArgumentError(f"{what} has shape {arr.shape}: a map needs at least 3 items with 1+ dimensions")
+    if arr.shape[0] < min_rows or arr.shape[1] < 1:
+        need = "a map needs at least 3 items" if min_rows >= 3 else f"need at least {min_rows} item(s)"
+        raise InvalidArgumentError(f"{what} has shape {arr.shape}: {need} with 1+ dimensions")
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
         raise InvalidArgumentError(f"{what} has non-finite values (NaN/inf) in {len(rows)} row(s), first "
                                    f"{rows[:5].tolist()}: drop or re-embed them before projecting")
     return np.ascontiguousarray(arr)
+
+
+def _no_rows(X: Any) -> bool:
+    """True for an empty 1-d input (`[]`, `np.array([])`): no points at all.
+
+    >>> _no_rows([]), _no_rows([[0.0]])
+    (True, False)
+    """
+    try:
+        return np.shape(X) == (0,)
+    except ValueError:  # ragged: _check_matrix says what it is
+        return False
 
 
 def matrix_digest(X: np.ndarray) -> str:
@@ -270,13 +289,23 @@ class UMAPProjector(TransformerMixin, BaseEstimator):
 
         New points go through UMAP's own transform on the model of this very map (after a cache hit,
         refitted with the recorded seed and checked to rebuild the cached map), or, when the
-        rebuilt map differs, at the similarity-weighted mean of their nearest fitted points.
+        rebuilt map differs, at the similarity-weighted mean of their nearest fitted points. Any
+        number of new points can be placed, one or two as well as many (against the fitted points,
+        which do not move); none (shape (0, dim), or `[]`) gives an empty (0, n_components) array.
+
+        >>> proj = UMAPProjector().fit(vectors)                         # doctest: +SKIP
+        >>> proj.transform(vectors[:1] + 0.01).shape, proj.transform([]).shape  # doctest: +SKIP
+        ((1, 2), (0, 2))
         """
         check_is_fitted(self, "embedding_")
-        X = _check_matrix(X)
+        if _no_rows(X):  # `[]`: no points, whatever the width
+            return np.zeros((0, self.embedding_.shape[1]), np.float32)
+        X = _check_matrix(X, min_rows=0)
         if X.shape[1] != self.n_features_in_:
             raise InvalidArgumentError(f"X has {X.shape[1]} dimensions; this projector was fitted on "
                                        f"{self.n_features_in_}")
+        if len(X) == 0:
+            return np.zeros((0, self.embedding_.shape[1]), np.float32)
         if matrix_digest(X) == self.fit_digest_:
             return self.embedding_.copy()
         if self.umap_ is None and not getattr(self, "_rebuild_failed", False):  # fitted from the cache
