@@ -203,3 +203,28 @@ def test_a_probe_without_a_space_takes_any_space_of_its_width():
     np.testing.assert_array_equal(probe.predict(Embeddings(X[:3], B)), probe.predict(X[:3]))
     with pytest.raises(ModelMismatchError, match="X has 4 features"):
         probe.predict(Embeddings(X[:3, :4], B))
+
+
+def test_embedding_results_carry_their_space_so_a_probe_refuses_another(tiny_model_dir, small_catalog_dir, tmp_path):
+    import torch
+
+    from fclip_workbench.data.catalog import Catalog
+    from fclip_workbench.embedding.embed import embed_images
+    from fclip_workbench.embedding.models import load_model
+    from fclip_workbench.embedding.store import EmbeddingStore
+    from fclip_workbench.errors import ModelMismatchError
+
+    cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
+    model = load_model(tiny_model_dir, device="cpu")
+    store = EmbeddingStore(tmp_path / "e.sqlite")
+    res = embed_images(model, cat, store, progress=False)
+    assert res.space == model.space
+    y = list(cat.table.set_index("item_id").loc[res.ids, "colour"])
+    probe = LinearProbe().fit(res, y)
+    assert list(probe.predict(res)) and probe.space == model.space
+    with torch.no_grad():
+        model.model.visual.proj.add_(0.1)  # fine-tuned: another space
+    other = embed_images(model, cat, store, progress=False)
+    with pytest.raises(ModelMismatchError) as e:
+        probe.predict(other)
+    assert "\n" not in str(e.value)

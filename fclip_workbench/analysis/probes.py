@@ -161,8 +161,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return scores
 
     def fit(self, X, y) -> "LinearProbe":
-        """Fit on (n, dim) embeddings and n labels (strings or ints); returns self."""
+        """Fit on (n, dim) embeddings and n labels (strings or ints); returns self.
+
+        `X` may be an `EmbeddingResult` (or anything with `.vectors` and `.space`): its space is checked
+        against the probe's, or recorded when the probe has none, so predictions refuse another space."""
         cs = self._check_params()
+        carried = getattr(X, "space", None) if not hasattr(X, "iloc") else None
+        X = _vectors_of(X, self.space)
+        if self.space is None and carried is not None:
+            self.space = space_of(carried)
         _check_labels(X, y)
         X, y = _one_line(lambda: validate_data(self, X, y, dtype=[np.float64, np.float32]), "LinearProbe.fit")
         if self.space is not None and X.shape[1] != self.space.dim:

@@ -39,6 +39,7 @@ class EmbeddingResult:
     failures: list[Problem] = field(default_factory=list)
     n_computed: int = 0
     n_cached: int = 0
+    space: EmbeddingSpace | None = None  # the space the vectors are in (None: not known, e.g. bare vectors)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -137,7 +138,7 @@ def embed_images(
                     vectors.update(zip(batch_keys, feats[good]))
                     n_computed += len(batch_keys)
                 bar.update(len(positions) + len(bad))
-    return _assemble(catalog, keys, vectors, failures, n_computed, n_cached)
+    return _assemble(catalog, keys, vectors, failures, n_computed, n_cached, space)
 
 
 def _rekey_rewritten(catalog: Catalog, keys: dict[int, str], rows: list[int], digests: list[str] | None) -> None:
@@ -156,7 +157,8 @@ def _rekey_rewritten(catalog: Catalog, keys: dict[int, str], rows: list[int], di
 
 
 def _assemble(catalog: Catalog, keys: dict[int, str], vectors: dict[str, np.ndarray],
-              failures: list[Problem], n_computed: int, n_cached: int) -> EmbeddingResult:
+              failures: list[Problem], n_computed: int, n_cached: int,
+              space: EmbeddingSpace | None = None) -> EmbeddingResult:
     failed_rows = {p.row for p in failures}
     ok_rows = [r for r in keys if r not in failed_rows and keys[r] in vectors]
     ok_rows.sort()
@@ -164,7 +166,7 @@ def _assemble(catalog: Catalog, keys: dict[int, str], vectors: dict[str, np.ndar
     mat = np.stack([vectors[keys[r]] for r in ok_rows]) if ok_rows else np.zeros((0, dim), np.float32)
     ids = [catalog.ids[r] for r in ok_rows]
     failures = sorted(failures, key=lambda p: (p.row is None, p.row or 0))
-    return EmbeddingResult(ids, mat.astype(np.float32, copy=False), failures, n_computed, n_cached)
+    return EmbeddingResult(ids, mat.astype(np.float32, copy=False), failures, n_computed, n_cached, space)
 
 
 def embed_texts(
@@ -200,4 +202,4 @@ def embed_texts(
     failures += [catalog.problem(r, "text", broken[k]) for r, k in keys.items() if k in broken]
     n_cached = sum(k in cached for k in keys.values())
     n_computed = sum(k in vectors and k not in cached for k in keys.values())
-    return _assemble(catalog, keys, vectors, failures, n_computed, n_cached)
+    return _assemble(catalog, keys, vectors, failures, n_computed, n_cached, space)
