@@ -231,3 +231,21 @@ def test_a_broken_csv_row_costs_only_itself(store, tmp_path, text, bad_rows):
     assert all("malformed row" in p.reason for p in report.problems)
     assert {e.item_id: e.new_value for e in report.applied} == {"p2": "blue", "p3": "green"}
     assert store.get("p1", "colour") is None  # never 'bluex', never a value swallowing later rows
+
+
+def test_parquet_label_files_keep_big_integers_exactly_and_read_pandas_nulls_as_empty(store, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"item_id": pa.array([9007199254740993, None, 7], pa.int64()),
+                             "field": ["colour"] * 3, "value": pa.array([9007199254740993, 5, None], pa.int64())}),
+                   path)
+    report = store.import_(path, annotator="ana", partial=True)
+    assert store.get("9007199254740993", "colour") == "9007199254740993"  # not rounded to ...992 through float
+    assert [p.reason for p in report.problems] == ["empty item id", "empty value"]
+    nulls = tmp_path / "na.parquet"
+    pd.DataFrame({"item_id": pd.array(["y1", None], dtype="string"), "field": "colour",
+                  "value": pd.array(["red", pd.NA], dtype="string")}).to_parquet(nulls)
+    report = store.import_(nulls, annotator="ana", partial=True)
+    assert [(p.item_id, p.reason) for p in report.problems] == [("", "empty item id")]

@@ -36,6 +36,7 @@ from fclip_workbench.labelling.textrules import csv_safe_frame, csv_unescape
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.connection import _first_line
 from fclip_workbench.data.csv_rows import csv_records
+from fclip_workbench.data.table_files import read_parquet_checked
 from fclip_workbench.labelling.store.parts import StoreParts
 from fclip_workbench.labelling.store.records import LABEL_COLUMNS, ImportReport, LabelEvent, RowProblem
 
@@ -204,8 +205,8 @@ def read_label_file(path: Path, field: str | None) -> tuple[list[tuple[int, str,
             raise LabelImportError(f"label file {path} is empty; it needs a header row with item_id and value")
     elif fmt == ".parquet":
         try:
-            df = pd.read_parquet(path)
-        except Exception as e:
+            df = read_parquet_checked(path)  # integers exactly (an int64 column with nulls is not made float)
+        except FclipError as e:
             raise LabelImportError(f"label file {path} is not a readable Parquet file ({_first_line(e)})") from e
         header = [str(c) for c in df.columns]
         records = [(n, dict(zip(header, vals))) for n, vals in enumerate(df.itertuples(index=False), start=1)]
@@ -227,7 +228,7 @@ def read_label_file(path: Path, field: str | None) -> tuple[list[tuple[int, str,
         bad = None
         for col in ("item_id", "value", "field"):
             v = rec.get(col, field)
-            if v is None or (isinstance(v, float) and math.isnan(v)):
+            if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
                 v = ""
             elif isinstance(v, float) and v.is_integer():
                 v = str(int(v))
