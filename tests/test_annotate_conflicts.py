@@ -238,3 +238,14 @@ def test_a_name_is_written_in_its_canonical_spelling(open_session):
     s.accept(1)
     assert list(history(s).annotator) == ["An\u00e4"]
     assert s.undo() is not None, "undo finds the decision under the same canonical name"
+
+
+def test_undoing_a_batch_after_undoing_ones_own_later_change_is_not_blocked_by_that_undo(open_session):
+    ana = open_session("ana")
+    ana.selection_batch(["p0", "p1"])
+    ana.apply_batch(["p0", "p1"], "red")
+    ana.selection_batch(["p0"])
+    ana.apply_batch(["p0"], "blue", replace=True)
+    assert ana.undo().value == "red" and label(ana, "p0") == "red"
+    d = ana.undo()  # the batch: ana's own undo since is no one else's decision
+    assert sorted(d.item_ids) == ["p0", "p1"] and label(ana, "p0") is None and label(ana, "p1") is None

@@ -143,9 +143,18 @@ class DecisionsMixin:
         mine = {ev.item_id: ev.id for ev in decision.events if getattr(ev, "item_id", None) is not None}
         now = self.store.current_events(self.field, list(mine))
         moved = [i for i in mine if now[i][1] != mine[i]]
+        touched = {}  # item -> the latest event since that is not this annotator's own undo or undone decision
+        for item in moved:
+            hist = self.store.history(item_id=item, field=self.field)
+            later = hist[hist["id"] > mine[item]]
+            undone = {int(u) for u in hist["undoes"].dropna()}
+            others = later[~((later["annotator"] == name) & ((later["source"] == "undo") | later["id"].isin(undone)))]
+            if len(others):
+                touched[item] = others.iloc[-1]
+        moved = [i for i in moved if i in touched]
         if not moved:
             return
-        last = self.store.history(item_id=moved[0], field=self.field).iloc[-1]
+        last = touched[moved[0]]
         what = "removed its label" if last["new_value"] is None else f"set it to {last['new_value']!r}"
         if last["source"] == "undo":
             restored = "no label" if last["new_value"] is None else repr(last["new_value"])
