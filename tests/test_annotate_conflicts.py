@@ -249,3 +249,12 @@ def test_undoing_a_batch_after_undoing_ones_own_later_change_is_not_blocked_by_t
     assert ana.undo().value == "red" and label(ana, "p0") == "red"
     d = ana.undo()  # the batch: ana's own undo since is no one else's decision
     assert sorted(d.item_ids) == ["p0", "p1"] and label(ana, "p0") is None and label(ana, "p1") is None
+
+
+def test_a_value_another_annotator_added_is_valid_here_in_their_spelling(open_session):
+    ana, bob = open_session("ana"), open_session("bob")
+    assert bob.add_to_taxonomy("Teal") == "Teal"
+    item = ana.current.item_id
+    d = ana.correct("teal")  # not in ana's copy when her session opened: read from the store
+    assert d.value == "Teal" and label(ana, item) == "Teal" and "Teal" in ana.taxonomy
+    assert ana.add_to_taxonomy("TEAL") == "Teal" and ana.taxonomy.values.count("Teal") == 1

@@ -56,6 +56,8 @@ class DecisionsMixin:
         else:
             canonical = next((c for c in classes if c.casefold() == text.casefold()), None)
             valid = classes
+        if canonical is None and self.taxonomy is not None and self._sync_taxonomy():
+            canonical, valid = self.taxonomy.canonical(text), self.taxonomy.values  # added by someone else
         if canonical is not None:
             return canonical
         shown = ", ".join(valid[:30]) + (f" ... and {len(valid) - 30} more" if len(valid) > 30 else "")
@@ -69,15 +71,35 @@ class DecisionsMixin:
             raise InvalidArgumentError(f"cannot add an empty value to the {self.field} taxonomy (got {value!r})")
         if self.taxonomy is None:
             raise InvalidArgumentError("this session has no taxonomy to add to: give taxonomy=...")
+        self._sync_taxonomy()  # another annotator may have added it already, in their spelling
         value = self.taxonomy.add(text)
         if hasattr(self.store, "set_taxonomy"):  # durable, and seen by the other annotators
             self.store.set_taxonomy(self.field, type(self.taxonomy)(self.field, [value], source="typed"),
                                     annotator=self.annotator.strip() or None)
+            self._sync_taxonomy()
+            value = self.taxonomy.canonical(value) or value  # the store's spelling
+        self._add_label(value)
+        return value
+
+    def _add_label(self, value: str) -> None:
         labels = getattr(self.suggester, "labels", None)
         if isinstance(labels, (list, tuple)) and value not in labels:
             # a new list, never a change in place: a running refit keeps the labels it started with
             self.suggester.labels = [*labels, value]  # suggested from the next refit on
-        return value
+
+    def _sync_taxonomy(self) -> bool:
+        """Take in the values other annotators added to the store's taxonomy since; True when any was new."""
+        read = getattr(self.store, "taxonomy", None)
+        if self.taxonomy is None or read is None:
+            return False
+        try:
+            stored = read(self.field, refresh=True)
+        except TypeError:  # a store without refresh
+            stored = read(self.field)
+        new = [v for v in (stored.values if stored is not None else []) if v not in self.taxonomy]
+        for v in new:
+            self._add_label(self.taxonomy.add(v))
+        return bool(new)
 
     # ------------------------------------------------------------------ the current item
     def _write(self, value: str, source: str) -> Decision:
