@@ -563,3 +563,26 @@ def test_cli_index_then_search_with_another_model_or_weight(tiny_model_dir, smal
     rc = cli.main(["search", "navy blue jeans", *common, "--model", str(tiny_model_dir), "--index-dir", str(v1),
                    "--index", "ivf"])
     assert rc == 2 and "not both" in capsys.readouterr().err
+
+
+def test_a_saved_index_must_hold_exactly_the_catalogs_products(tiny_model, small_catalog_dir, tmp_path):
+    import pandas as pd
+
+    from fclip_workbench.data.catalog import Catalog
+    from fclip_workbench.embedding.store import EmbeddingStore
+    from fclip_workbench.errors import InvalidArgumentError
+    from fclip_workbench.search.searcher import Searcher
+
+    cat = Catalog.from_csv(small_catalog_dir / "products.csv", image_root=small_catalog_dir / "images")
+    store = EmbeddingStore(tmp_path / "a.sqlite")
+    folder = save_index(Searcher.build(tiny_model, cat, store, progress=False).index, tmp_path / "v1")
+    table = pd.read_csv(small_catalog_dir / "products.csv")
+    grown = pd.concat([table, table.iloc[[0]].assign(item_id="p12", text="extra red shirt")])
+    grown.to_csv(tmp_path / "grown.csv", index=False)
+    bigger = Catalog.from_csv(tmp_path / "grown.csv", image_root=small_catalog_dir / "images")
+    with pytest.raises(InvalidArgumentError, match=r"lacks 1 product\(s\) of catalog 'grown' .*first 'p12'"):
+        Searcher.build(tiny_model, bigger, store, index=load_index(folder), progress=False)
+    smaller = cat.subset(range(4))
+    with pytest.raises(InvalidArgumentError, match=r"holds 8 ids that are not products of catalog"):
+        Searcher.build(tiny_model, smaller, store, index=load_index(folder), progress=False)
+    assert len(Searcher.build(tiny_model, cat, store, index=load_index(folder), progress=False)) == 12

@@ -206,8 +206,8 @@ class Searcher:
         `index`: a kind for `build_index` ("auto": exact below 50,000 products, else IVF tuned to
         Recall@10 >= 0.95 for image and title queries; see index.py) with `index_options` passed on, or
         an index already built (e.g. `load_index(folder)`): it must be in the model's embedding space
-        (`SpaceMismatchError` otherwise, before any embedding), hold only products of `catalog` with an
-        image vector, and is searched at the image weight it was built with (another is refused).
+        (`SpaceMismatchError` otherwise, before any embedding), hold exactly the products of `catalog` with
+        an image vector (one it lacks could never be found: refused), and is searched at the image weight it was built with (another is refused).
         Bad arguments and a catalog without any usable image fail before the model loads.
         """
         if not isinstance(index, str):
@@ -231,9 +231,15 @@ class Searcher:
             known = set(images.ids)
             stray = [i for i in index.ids if i not in known]
             if stray:
-                raise InvalidArgumentError(f"the index holds {len(stray)} ids that are not products of {catalog.name} "
-                                           f"with an image vector (first {stray[0]!r}): it was built for another "
-                                           "catalog; rebuild it with `fclip index`")
+                raise InvalidArgumentError(f"the index holds {len(stray)} ids that are not products of catalog "
+                                           f"{catalog.name!r} with an image vector (first {stray[0]!r}): it was built "
+                                           "for another catalog; rebuild it with `fclip index`")
+            held = set(index.ids)
+            missing = [i for i in images.ids if i not in held]
+            if missing:  # they could never be found, silently
+                raise InvalidArgumentError(f"the index lacks {len(missing)} product(s) of catalog {catalog.name!r} "
+                                           f"with an image vector (first {missing[0]!r}): it was built before they "
+                                           "were added; rebuild it with `fclip index`")
             check_index_content(index, model, catalog, images, store)
             return cls(model, catalog, images, index, space, image_weight)
         vectors = product_vectors(model, catalog, images, store, image_weight, progress)  # (n, dim)
