@@ -290,3 +290,14 @@ def test_a_stray_quote_costs_its_own_line_never_the_rows_after_it(tmp_path):
     assert cat.texts[2] == "soft cotton.\nmachine wash, tumble dry"  # a quoted line break is still a description
     broken = sorted(p.line for p in cat.problems if p.field == "line")
     assert broken == [2, 4]
+
+
+def test_a_quoted_cell_swallowing_lines_that_read_as_rows_is_pointed_out(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('item_id,image,text\np1,a.jpg,"red\np2,b.jpg,blue\np3,c.jpg,green"\np4,d.jpg,x\n'
+                    'p5,e.jpg,"soft cotton.\nmachine wash, cold"\n')
+    cat = Catalog.from_csv(path, check_images=False)
+    assert cat.ids == ["p1", "p4", "p5"]  # legal CSV: kept as read
+    [note] = cat.problems
+    assert note.line == 2 and "line 3 reads as a row of its own ('p2,b.jpg,blue'): a stray quote" in note.reason
+    assert cat.usable_rows("text").tolist() == [0, 1, 2]  # a note, not a refusal

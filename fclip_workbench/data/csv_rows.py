@@ -5,7 +5,8 @@ after it (they vanish into it, with no error) and `"blue"x` as `bluex`. `csv_rec
 a quote misplaced within a cell is an error, reported at the line its record began on, and reading
 starts again on the next line, so the rows after a stray quote are still read. Where no cell may span
 lines (`multiline=False`: label files, whose texts never hold a line break), a record spanning lines is
-a broken row too.
+a broken row too. Where cells may span lines (catalog descriptions), a quote that closes lines later
+is legal CSV: the record is kept, with a note naming a line inside it that reads as a row of its own.
 
 Example:
     >>> for line, row, why in csv_records('item_id,value\\np1,"red\\np2,blue\\np3,"blue"x\\n'):
@@ -27,14 +28,17 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")  # physical lines with t
 
 def csv_records(text: str, delimiter: str = ",",
                 multiline: bool = False) -> Iterator[tuple[int, list[str] | None, str | None]]:
-    """(1-based first line, cells, None) for each record, or (line, None, why) for a broken one.
+    """(1-based first line, cells, note) for each record, or (line, None, why) for a broken one.
 
     An empty line is a record with no cells (`[]`), as `csv.reader` gives it. `multiline`: a quoted
     cell may hold line breaks (catalog descriptions); otherwise a record spanning lines is broken.
+    `note` is None, or (multiline) says that a line inside the record's quoted cell reads as a row of
+    its own: the record is kept, and the note is for a person to look at.
     """
     lines = _LINE.findall(text)
     csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # any one cell of this text reads
     start = 0  # 0-based index of the line the current reader begins on
+    width: int | None = None  # fields of the first record (the header)
     while start < len(lines):
         reader = csv.reader(islice(lines, start, None), delimiter=delimiter, strict=True)
         consumed = 0  # lines this reader has taken
@@ -46,7 +50,9 @@ def csv_records(text: str, delimiter: str = ",",
                     yield first + 1, None, _unclosed(first + 1)
                     start = first + 1
                     break
-                yield first + 1, row, None
+                note = _swallowed(lines[first + 1:first + spans], first + 2, width) if spans > 1 else None
+                width = len(row) if width is None else width
+                yield first + 1, row, note
             else:
                 return
         except csv.Error as e:
@@ -59,6 +65,21 @@ def csv_records(text: str, delimiter: str = ",",
             else:
                 yield first + 1, None, f"not valid CSV: {e}"
             start = first + 1
+
+
+def _swallowed(inner: list[str], line: int, width: int | None) -> str | None:
+    """A note when a line inside a multi-line cell reads as a row of its own (no quote, `width` fields).
+
+    Such a cell is legal CSV, but is more likely a stray quote that closed lines later than a
+    description: the record is kept as read, and the note says which line to look at.
+    """
+    for k, text in enumerate(inner):
+        cells = next(csv.reader([text.rstrip("\r\n")]), [])
+        if width is not None and width > 1 and '"' not in text and len(cells) == width:
+            shown = ",".join(cells)[:60]
+            return (f"a quoted cell runs from line {line - 1} over {len(inner)} more line(s), and line {line + k} "
+                    f"reads as a row of its own ({shown!r}): a stray quote on line {line - 1}? (kept as read)")
+    return None
 
 
 def _unclosed(line: int) -> str:

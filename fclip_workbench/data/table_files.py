@@ -217,6 +217,8 @@ def read_csv_reporting(path: str | Path, id_col: str | None = None) -> RawTable:
             problems.append(Problem(None, "line", f"unparseable CSV: {replace_undecodable(str(why))}; "
                                     "this line is not used", line=line))
             continue
+        if why is not None and len(fields) == len(header):  # kept, with a note for a person to look at
+            notes.append((len(rows), "line", replace_undecodable(why)))
         if not fields or all(not f.strip() for f in fields):
             continue  # blank line: nothing to report
         if len(fields) != len(header):
