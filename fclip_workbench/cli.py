@@ -110,7 +110,9 @@ def cmd_embed(args) -> int:
         out = Path(args.out).expanduser()
         out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # as np.savez names it
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, ids=np.array(res.ids), vectors=res.vectors)
+        import json
+        # the space as JSON text, so a reader can tell an onnx-int8 file from an fp32 one (EmbeddingSpace.from_dict)
+        np.savez(out, ids=np.array(res.ids), vectors=res.vectors, space=np.array(json.dumps(model.space.to_dict())))
         print(f"wrote {out}")
     print(f"model {model.name} fingerprint {model.fingerprint}; store {store.path}; total {time.perf_counter() - t0:.1f} s")
     return 0
@@ -500,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast-min-cosine", type=float, default=None,
                    help="--precision fast: the worst cosine to fp32 a path must keep (default 0.999, or "
                         "$FCLIP_FAST_MIN_COSINE)")
-    p.add_argument("--out", default=None, help="also write ids + image vectors to this .npz")
+    p.add_argument("--out", default=None, help="also write ids + image vectors (and their embedding space, "
+                                                "as JSON in 'space') to this .npz")
     p.add_argument("--show-problems", type=nonnegative_int, default=10, help="how many problems to list")
     p.set_defaults(func=cmd_embed)
 

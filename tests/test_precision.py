@@ -135,6 +135,11 @@ def test_cli_embed_precision(tiny_model_dir, small_catalog_dir, tmp_path, capsys
         assert out.count(f"{what}: 12 embedded (0 from cache, 12 computed), 0 failed") == 2, out
     assert f"{suffix}; store" in out, out
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    import json
+
+    from fclip_workbench.embedding.space import EmbeddingSpace
+    spaces = [EmbeddingSpace.from_dict(json.loads(str(f["space"]))) for f in (a, b)]
+    assert spaces[0].precision == "fp32" and spaces[1].precision.startswith("onnx-int8")  # told apart
     least = 0.95 if suffix.endswith("full8") and not really else 0.99  # the full range saturates AVX2 (see below)
     assert list(a["ids"]) == list(b["ids"]) and np.sum(a["vectors"] * b["vectors"], axis=1).min() >= least
     assert main(["embed", *common, "--precision", "fp8"]) == 2
