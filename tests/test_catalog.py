@@ -90,6 +90,8 @@ def test_odd_image_modes_become_rgb(tmp_path, mode):
     (np.full((16, 16), 32896, np.uint16), "I;16", 128),  # mid grey, not stretched
     (np.full((16, 16), 1.0, np.float32), "F", 255),
     (np.full((16, 16), 0.5, np.float32), "F", 128),
+    (np.full((16, 16), 200, np.int32), "I", 200),  # 8-bit levels in a 32-bit image (convert("I"))
+    (np.full((16, 16), 51400, np.int32), "I", 200),  # 16-bit levels in a 32-bit image
 ])
 def test_deep_greyscale_keeps_its_levels(tmp_path, levels, mode, grey):
     path = tmp_path / "x.tif"

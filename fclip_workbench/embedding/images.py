@@ -50,8 +50,9 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.
 def _grey_to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
     """(h, w) 16-bit, 32-bit or float grey levels -> uint8, by the range the mode stands for.
 
-    A flat white 16-bit image stays white (never stretched to black): "I;16*" and "I" in
-    [0, 65535] are 16-bit levels; "F" in [0, 1] is a fraction of white, in [0, 255] 8-bit levels.
+    A flat white 16-bit image stays white (never stretched to black): "I;16*" are 16-bit levels;
+    "I" (32-bit) in [0, 255] holds 8-bit levels, in [0, 65535] 16-bit ones; "F" in [0, 1] is a
+    fraction of white, in [0, 255] 8-bit levels.
     Only values no such range holds (negative, over 65535) are stretched to their own min..max.
 
     >>> _grey_to_8bit(np.full((1, 2), 65535.0), "I;16").tolist()
@@ -63,7 +64,7 @@ def _grey_to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
     lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     if mode == "F" and lo >= 0 and hi <= 1:
         scaled = arr * 255.0
-    elif mode == "F" and lo >= 0 and hi <= 255:
+    elif mode in ("F", "I") and lo >= 0 and hi <= 255:  # 32-bit levels holding 8-bit ones (convert("I"))
         scaled = arr
     elif lo >= 0 and hi <= 65535:
         scaled = arr / 257.0
