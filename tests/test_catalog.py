@@ -294,6 +294,15 @@ def test_a_stray_quote_costs_its_own_line_never_the_rows_after_it(tmp_path):
     assert broken == [2, 4]
 
 
+def test_a_stray_quote_closed_by_an_inch_mark_on_the_next_line_is_pointed_out(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('item_id,image,text,colour,garment\np0,p0.jpg,"red shirt,red,shirt\n'
+                    'p1,p1.jpg,red 12",red,dress\np2,p2.jpg,red shoe,red,shoe\n')
+    cat = Catalog.from_csv(path, check_images=False)
+    [note] = cat.problems
+    assert note.line == 2 and "line 3 reads as a row of its own" in note.reason and "p1,p1.jpg,red 12" in note.reason
+
+
 def test_a_quoted_cell_swallowing_lines_that_read_as_rows_is_pointed_out(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text('item_id,image,text\np1,a.jpg,"red\np2,b.jpg,blue\np3,c.jpg,green"\np4,d.jpg,x\n'

@@ -22,7 +22,8 @@ from fclip_workbench.labelling.textrules import MAX_CHARS, canonical_text, csv_e
 FORMULAS = ["=1+1", "+33 1 23", "-10%", "@SUM(A1:A9)", " =HYPERLINK(\"http://x\")", "'=already quoted", "''",
             "'", "'plain", "=", "-", "@", "+", "  -x", "''=x", "=cmd|' /C calc'!A0"]
 INVISIBLE = ["\u200b", "\u200d", "\u200e", "\u202e", "\u2066", "\ufeff", "\u00ad", "\x00", "\x07", "\x1b",
-             "\u2028", "\u3164", "\ue000", "\ufe0f", "\U000e0101", "\ufffc", "\ufffd"]
+             "\u2028", "\u3164", "\ue000", "\ufe0f", "\U000e0101", "\ufffc", "\ufffd", "\u17b4", "\u17b5",
+             "\u180f", "\u061c", "\U0001d173"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -63,8 +63,12 @@ def test_a_damaged_memory_is_measured_again(tiny_model, cache, monkeypatch, capl
     monkeypatch.setattr(precision_fast, "measure_precisions", lambda model, names=None: _measured())
     assert choose_fast(tiny_model).precision == "fp32"
     [memory] = list(cache.glob("*.json"))
+    good = json.loads(memory.read_text())
     for bad in ("{not json", json.dumps({"precision": "int4", "reason": "", "min_cosine": 0.999}),
-                json.dumps({"precision": "fast", "reason": "", "min_cosine": 0.999}), "[]"):
+                json.dumps({"precision": "fast", "reason": "", "min_cosine": 0.999}), "[]",
+                json.dumps({**good, "precision": "fp16"}),  # never measured, does not run here
+                json.dumps({**good, "min_cosine": "x"}), json.dumps({**good, "min_cosine": 0.5}),
+                json.dumps({**good, "measured": {"fp32": {"worst_cos": "high"}}})):
         memory.write_text(bad)
         assert choose_fast(tiny_model).precision == "fp32"
         assert "measuring again" in caplog.text

@@ -68,14 +68,19 @@ def csv_records(text: str, delimiter: str = ",",
 
 
 def _swallowed(inner: list[str], line: int, width: int | None) -> str | None:
-    """A note when a line inside a multi-line cell reads as a row of its own (no quote, `width` fields).
+    """A note when a line inside a multi-line cell reads as a row of its own (`width` fields, the cell's
+    closing quote taken out: `p1,a.jpg,red 12",red,dress` after a stray quote the line before), whose
+    first cell looks like an id (no spaces): prose that happens to hold commas is not flagged.
 
     Such a cell is legal CSV, but is more likely a stray quote that closed lines later than a
     description: the record is kept as read, and the note says which line to look at.
     """
     for k, text in enumerate(inner):
-        cells = next(csv.reader([text.rstrip("\r\n")]), [])
-        if width is not None and width > 1 and '"' not in text and len(cells) == width:
+        if text.count('"') > 1:
+            continue  # quoted cells of its own: not a row swallowed whole
+        cells = next(csv.reader([text.rstrip("\r\n").replace('"', "")]), [])  # the closing quote taken out
+        looks_like_id = bool(cells) and bool(cells[0]) and not any(ch.isspace() for ch in cells[0])
+        if width is not None and width > 1 and len(cells) == width and looks_like_id:
             shown = ",".join(cells)[:60]
             return (f"a quoted cell runs from line {line - 1} over {len(inner)} more line(s), and line {line + k} "
                     f"reads as a row of its own ({shown!r}): a stray quote on line {line - 1}? (kept as read)")

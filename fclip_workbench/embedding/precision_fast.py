@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from fclip_workbench.embedding import precision as _precision
-from fclip_workbench.embedding.precision import BF16_FLAGS, FAST, INT8_FULL_RANGE_FLAGS, PRECISIONS, cpu_flags
+from fclip_workbench.embedding.precision import BF16_FLAGS, INT8_FULL_RANGE_FLAGS, PRECISIONS, cpu_flags
 from fclip_workbench.errors import FclipError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def _memory_file(model: EmbeddingModel, min_cosine: float) -> Path:
     return cache_dir() / "fast" / f"{key}.json"
 
 
-def _recall(path: Path) -> FastChoice | None:
+def _recall(path: Path, min_cosine: float) -> FastChoice | None:
     try:
         data = json.loads(path.read_text())
         choice = FastChoice(**data)
@@ -144,8 +144,14 @@ def _recall(path: Path) -> FastChoice | None:
     except (OSError, ValueError, TypeError) as e:
         log.warning("remembered 'fast' choice %s unreadable (%s); measuring again", path, e)
         return None
-    if choice.precision not in PRECISIONS or choice.precision == FAST.name:
-        log.warning("remembered 'fast' choice %s names %r; measuring again", path, choice.precision)
+    runs_here = {n for n, why in supported_precisions("cpu") if not why}
+    measured = choice.measured.get(choice.precision) if isinstance(choice.measured, dict) else None
+    faithful = (isinstance(measured, dict) and isinstance(measured.get("worst_cos"), (int, float))
+                and not isinstance(choice.min_cosine, bool) and isinstance(choice.min_cosine, (int, float))
+                and float(choice.min_cosine) == min_cosine and measured["worst_cos"] >= min_cosine)
+    if choice.precision not in runs_here or not faithful:
+        log.warning("remembered 'fast' choice %s (%r) is not a path measured faithful on this CPU; measuring again",
+                    path, choice.precision)
         return None
     return choice
 
@@ -250,7 +256,7 @@ def choose_fast(model: EmbeddingModel, min_cosine: float | None = None, remember
         choice = FastChoice("fp32", f"no faster path is offered on {device}", min_cosine)
     else:
         path = _memory_file(model, min_cosine)
-        choice = _recall(path) if remember else None
+        choice = _recall(path, min_cosine) if remember else None
         if choice is None:
             print(f"fast: measuring the precisions of {model.name} on this CPU once (remembered in {path.parent})",
                   file=sys.stderr)

@@ -37,7 +37,12 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a
 _REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}  # control, format (zero-width, bidi), ...
 _BLANKS = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800", "\u034f", "\u180e",  # fillers that draw nothing
            "\ufffc", "\ufffd"}  # an object placeholder; a replacement character (bytes lost in decoding)
-_VARIATION_SELECTORS = (("\ufe00", "\ufe0f"), ("\U000e0100", "\U000e01ef"), ("\u180b", "\u180d"))
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties): characters that draw nothing
+_VARIATION_SELECTORS = (("\u00ad", "\u00ad"), ("\u034f", "\u034f"), ("\u061c", "\u061c"), ("\u115f", "\u1160"),
+                        ("\u17b4", "\u17b5"), ("\u180b", "\u180f"), ("\u200b", "\u200f"), ("\u202a", "\u202e"),
+                        ("\u2060", "\u206f"), ("\u3164", "\u3164"), ("\ufe00", "\ufe0f"), ("\ufeff", "\ufeff"),
+                        ("\uffa0", "\uffa0"), ("\ufff0", "\ufff8"), ("\U0001bca0", "\U0001bca3"),
+                        ("\U0001d173", "\U0001d17a"), ("\U000e0000", "\U000e0fff"))
 _SHOW = 40  # characters of a refused text shown in a message
 
 
