@@ -312,3 +312,10 @@ def test_a_quoted_cell_swallowing_lines_that_read_as_rows_is_pointed_out(tmp_pat
     [note] = cat.problems
     assert note.line == 2 and "line 3 reads as a row of its own ('p2,b.jpg,blue'): a stray quote" in note.reason
     assert cat.usable_rows("text").tolist() == [0, 1, 2]  # a note, not a refusal
+
+
+def test_a_tab_separated_file_with_cr_line_ends_is_read_as_tabs(tmp_path):
+    path = tmp_path / "c.tsv"
+    path.write_bytes(b"item_id\timage\ttext\rp1\ta.jpg\tred, dress\rp2\tb.jpg\tblue\r")
+    cat = Catalog.from_csv(path, check_images=False)
+    assert cat.ids == ["p1", "p2"] and cat.texts == ["red, dress", "blue"] and not cat.problems

@@ -194,7 +194,7 @@ def read_csv_reporting(path: str | Path, id_col: str | None = None) -> RawTable:
         raise CatalogError(f"Cannot read catalog file {path}: {e}") from e
     text = _decode(raw, path)
     dirty = _has_surrogates(text)  # any undecodable byte at all? (checked once, per field only if so)
-    first = text.split("\n", 1)[0]
+    first = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]  # the header line, whatever the line ends
     delimiter = "\t" if "\t" in first and "," not in first else ","
     records = csv_records(text, delimiter, multiline=True)  # a description may hold line breaks
     line, header, why = next(records, (0, None, None))
