@@ -249,11 +249,10 @@ def main() -> None:
     if not args.precisions and not cuda:
         import importlib.util
 
-        from fclip_workbench.embedding.precision import BF16_FLAGS, cpu_flags, cpu_has_bf16
+        from fclip_workbench.embedding.precision import SPEED_FLAGS, cpu_flags, cpu_has_bf16
 
         flags = cpu_flags()
-        print("cpu flags: " + " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") + BF16_FLAGS
-                                         if f in flags), flush=True)
+        print("cpu flags: " + " ".join(f for f in SPEED_FLAGS if f in flags), flush=True)
         args.precisions = ["fp32", "onnx", "onnx-int8", "openvino"] + (["bf16"] if cpu_has_bf16() else []) + ["fast"]
         if importlib.util.find_spec("openvino") is None:
             print("openvino not installed (pip install 'fclip-workbench[fast]'): precision openvino left out")

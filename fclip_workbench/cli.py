@@ -55,12 +55,11 @@ def cmd_models(args) -> int:
 def _print_precisions(device: str | None) -> int:
     """`fclip models --precisions`: every precision, and whether (or why not) it runs on this machine."""
     from fclip_workbench.embedding.models import default_device
-    from fclip_workbench.embedding.precision import FAST, PRECISIONS, cpu_flags
-    from fclip_workbench.embedding.precision_fast import cpu_key, supported_precisions
+    from fclip_workbench.embedding.precision import FAST, PRECISIONS, SPEED_FLAGS, cpu_flags
+    from fclip_workbench.embedding.precision_fast import cpu_name, supported_precisions
 
     dev = str(device or default_device())
-    print(f"precisions on {dev} ({cpu_key().split('|')[0] or 'CPU'}; flags: "
-          f"{' '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_vnni', 'amx_int8', 'amx_bf16', 'avx512_bf16'}))})")
+    print(f"precisions on {dev} ({cpu_name()}; flags: {' '.join(f for f in SPEED_FLAGS if f in cpu_flags())})")
     for name, why in supported_precisions(dev):
         print(f"  {name:10s} {'yes' if not why else 'no ':4s} {why or PRECISIONS[name].description}")
     print(f"  {FAST.name:10s} yes  the fastest of these measured faithful here (worst cosine >= 0.999 to fp32), "

@@ -94,6 +94,7 @@ QUANT_VERSION = "q1"  # in the names of cached int8 graphs: bump when the quanti
 OV_VERSION = "ov1"  # in the names of cached OpenVINO models: bump when the conversion changes
 INT8_FULL_RANGE_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags whose int8 dot products do not saturate
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # CPU flags with bfloat16 dot products (either one runs `bf16` fast)
+SPEED_FLAGS = ("avx2", "avx512f") + INT8_FULL_RANGE_FLAGS + BF16_FLAGS  # the flags that decide which path is fast
 INT8_RANGE_ENV = "FCLIP_INT8_RANGE"  # "auto" (unset: the CPU decides), "7" or "8": the onnx-int8 weight range
 _EXPORT_LOCK = threading.RLock()  # torch.onnx.export / tracing keep global state: one export at a time per process
 

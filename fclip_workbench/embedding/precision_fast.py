@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from fclip_workbench.embedding import precision as _precision
-from fclip_workbench.embedding.precision import BF16_FLAGS, INT8_FULL_RANGE_FLAGS, PRECISIONS, cpu_flags
+from fclip_workbench.embedding.precision import BF16_FLAGS, INT8_FULL_RANGE_FLAGS, PRECISIONS, SPEED_FLAGS, cpu_flags
 from fclip_workbench.errors import FclipError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -91,15 +91,12 @@ def _has_module(name: str) -> bool:
 def min_cosine_from_env(default: float = DEFAULT_MIN_COSINE) -> float:
     """`$FCLIP_FAST_MIN_COSINE` as a number in (0, 1], else `default`; a bad value is one line."""
     raw = os.environ.get(MIN_COSINE_ENV, "").strip()
-    return check_min_cosine(float(raw) if _is_number(raw) else raw) if raw else default
-
-
-def _is_number(text: str) -> bool:
+    if not raw:
+        return default
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        return check_min_cosine(float(raw))
+    except ValueError:  # not a number: refused in check_min_cosine's words
+        return check_min_cosine(raw)
 
 
 def check_min_cosine(value: object) -> float:
@@ -110,22 +107,24 @@ def check_min_cosine(value: object) -> float:
     return float(value)
 
 
+def cpu_name() -> str:
+    """This CPU's model name (Linux /proc/cpuinfo), else the platform's name."""
+    try:
+        return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "") or sys.platform
+    except OSError:
+        return sys.platform
+
+
 def cpu_key() -> str:
     """This CPU as the measurements see it: model name, the flags that matter, torch's threads."""
-    name = ""
-    try:
-        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), "")
-    except OSError:
-        pass
-    flags = sorted(cpu_flags() & set(BF16_FLAGS + INT8_FULL_RANGE_FLAGS + ("avx2", "avx512f")))
-    return f"{name or sys.platform}|{','.join(flags)}|threads={torch.get_num_threads()}"
+    flags = sorted(cpu_flags() & set(SPEED_FLAGS))
+    return f"{cpu_name()}|{','.join(flags)}|threads={torch.get_num_threads()}"
 
 
 def _cpu_summary() -> str:
-    name, flags, _ = cpu_key().split("|")
-    shown = [f for f in flags.split(",") if f in BF16_FLAGS + INT8_FULL_RANGE_FLAGS] or ["no VNNI/AMX/BF16"]
-    return f"{name}, {', '.join(shown)}"
+    shown = [f for f in SPEED_FLAGS if f in cpu_flags() and f in BF16_FLAGS + INT8_FULL_RANGE_FLAGS]
+    return f"{cpu_name()}, {', '.join(shown or ['no VNNI/AMX/BF16'])}"
 
 
 def _memory_file(model: EmbeddingModel, min_cosine: float) -> Path:
