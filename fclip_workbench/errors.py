@@ -83,6 +83,10 @@ class UndoConflictError(LabelStoreError):
     """An undo that would overwrite a later decision made by someone else on the same item."""
 
 
+class RoleError(LabelStoreError, PermissionError):
+    """A team action (adjudicating, granting a role) by someone without the role it needs."""
+
+
 class ModelMismatchError(FclipError, ValueError):
     """Embeddings from another model (fingerprint) or of another width than a fitted probe expects."""
 

@@ -8,6 +8,7 @@ put together from one module per responsibility, so each rule lives in one place
 - `labelstore.taxonomies`: stored allowed values per field, and the value check;
 - `labelstore.eventlog`: the event log, compare-and-set writes (`expect_event(s)`), undo by events;
 - `labelstore.reading`: current labels, history, stats;
+- `labelstore.overlap`: team labelling: overlap products answered independently, adjudication, roles;
 - `labelstore.transfer`: formula-safe export and import of CSV/Parquet label files.
 
 Example:
@@ -31,10 +32,11 @@ from typing import Iterable
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.connection import StoreConnection
 from fclip_workbench.labelling.store.eventlog import EventLog
+from fclip_workbench.labelling.store.overlap import TeamLabels
 from fclip_workbench.labelling.store.reading import Reading
 from fclip_workbench.labelling.store.records import (ANY_EVENT, DECISION_SOURCES, EVENT_COLUMNS, GROUP_SOURCES, LABEL_COLUMNS,
                                  SHOW_VALUES, SOURCES, ImportReport, LabelEvent, LabelStats, RowProblem)
-from fclip_workbench.labelling.store.schema import SCHEMA_VERSION, current_t, events_t, meta_t, metadata, taxonomies_t
+from fclip_workbench.labelling.store.schema import SCHEMA_VERSION, current_t, events_t, meta_t, metadata, roles_t, taxonomies_t
 from fclip_workbench.labelling.store.taxonomies import TaxonomyStorage
 from fclip_workbench.labelling.store.transfer import Transfer
 from fclip_workbench.labelling.taxonomy import Taxonomy
@@ -43,10 +45,10 @@ from fclip_workbench.labelling.textrules import MAX_CHARS, check_annotator_name
 __all__ = ["LabelStore", "LabelEvent", "ImportReport", "LabelStats", "RowProblem", "ANY_EVENT",
            "check_annotator_name", "MAX_CHARS", "SOURCES", "DECISION_SOURCES", "GROUP_SOURCES", "EVENT_COLUMNS",
            "LABEL_COLUMNS", "SHOW_VALUES", "SCHEMA_VERSION", "metadata", "events_t", "current_t", "taxonomies_t",
-           "meta_t"]
+           "meta_t", "roles_t"]
 
 
-class LabelStore(Transfer, Reading, EventLog, TaxonomyStorage, StoreConnection):
+class LabelStore(Transfer, Reading, EventLog, TeamLabels, TaxonomyStorage, StoreConnection):
     """Append-only label events plus current labels, on SQLite (default) or PostgreSQL.
 
     Args:

@@ -7,5 +7,6 @@
 - `taxonomies`: the stored allowed values per field and the value check;
 - `eventlog`: the append-only event log: writes, compare-and-set, undo;
 - `reading`: current labels, history, statistics;
+- `overlap`: team labelling: overlap products answered twice, adjudication, roles;
 - `transfer`: export (formula-safe CSV, Parquet) and import of label files.
 """

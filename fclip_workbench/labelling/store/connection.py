@@ -31,7 +31,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import make_url
 
 from fclip_workbench.errors import InvalidArgumentError, LabelStoreBusyError, LabelStoreError, LabelStoreReadOnlyError
-from fclip_workbench.labelling.store.schema import SCHEMA_VERSION, chunks, meta_t, metadata
+from fclip_workbench.labelling.store.schema import SCHEMA_VERSION, UPGRADABLE_VERSIONS, chunks, meta_t, metadata
 
 T = TypeVar("T")
 
@@ -196,6 +196,8 @@ class StoreConnection:
             version = conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).scalar()
             if version is None:
                 conn.execute(meta_t.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])
+            elif version in UPGRADABLE_VERSIONS:  # the new tables were just created: nothing else changed
+                conn.execute(meta_t.update().where(meta_t.c.key == "schema_version"), {"value": str(SCHEMA_VERSION)})
             elif version != str(SCHEMA_VERSION):
                 raise LabelStoreError(f"label store {self.name} has schema version {version}, this workbench "
                                       f"reads version {SCHEMA_VERSION}; upgrade fclip-workbench")
@@ -214,9 +216,10 @@ class StoreConnection:
         except sa.exc.DBAPIError as e:
             self._raise_for(e, opening=True)
             raise
-        if version != str(SCHEMA_VERSION):
+        if version != str(SCHEMA_VERSION) and version not in UPGRADABLE_VERSIONS:  # an old one reads as is
             raise LabelStoreError(f"label store {self.name} has schema version {version}, this workbench "
                                   f"reads version {SCHEMA_VERSION}; upgrade fclip-workbench")
+        self.schema_version = version
 
     # ---- transactions --------------------------------------------------
     def _write(self, work: Callable[[sa.Connection], T], opening: bool = False) -> T:

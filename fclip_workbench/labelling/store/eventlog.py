@@ -30,7 +30,7 @@ from fclip_workbench.errors import ConflictError, InvalidArgumentError, UndoConf
 from fclip_workbench.labelling.taxonomy import Taxonomy
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.parts import StoreParts
-from fclip_workbench.labelling.store.records import ANY_EVENT, GROUP_SOURCES, SOURCES, LabelEvent, _AnyEvent
+from fclip_workbench.labelling.store.records import ANSWER_SOURCES, ANY_EVENT, GROUP_SOURCES, SOURCES, LabelEvent, _AnyEvent
 from fclip_workbench.labelling.store.schema import chunks, current_t, events_t, now as utc_now, to_event
 
 
@@ -286,8 +286,9 @@ class EventLog(StoreParts):
         def work(conn: sa.Connection) -> LabelEvent | None:
             self._lock_keys(conn, [f"undo\x1f{annotator}"])
             undone = sa.select(events_t.c.undoes).where(events_t.c.undoes.is_not(None)).scalar_subquery()
-            q = sa.select(events_t).where(events_t.c.annotator == annotator, events_t.c.source != "undo",
-                                          events_t.c.id.not_in(undone))
+            # an "agreed" label is withdrawn with the answer that made it (`TeamLabels._undo_answer`)
+            q = sa.select(events_t).where(events_t.c.annotator == annotator,
+                                          events_t.c.source.not_in(("undo", "agreed")), events_t.c.id.not_in(undone))
             if field is not None:
                 q = q.where(events_t.c.field == field)
             pick = q
@@ -299,6 +300,8 @@ class EventLog(StoreParts):
             if row is None:
                 return None
             last = to_event(row)
+            if last.source in ANSWER_SOURCES:  # an independent answer: withdrawn, the label never was set by it
+                return self._undo_answer(conn, annotator, last)
             group = [last]
             if last.source in GROUP_SOURCES and last.batch_id is not None:
                 group = [to_event(r) for r in conn.execute(

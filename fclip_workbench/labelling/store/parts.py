@@ -1,6 +1,6 @@
 """`StoreParts`: what the parts of `LabelStore` use of each other, declared for type checkers.
 
-`LabelStore` is composed of mixins (`Transfer`, `Reading`, `EventLog`, `TaxonomyStorage`) and
+`LabelStore` is composed of mixins (`Transfer`, `Reading`, `EventLog`, `TeamLabels`, `TaxonomyStorage`) and
 `StoreConnection`; each mixin calls methods that another part defines (`_read`, `_write`, `_lock_keys`,
 `taxonomy`, ...). The mixins derive from `StoreParts`, which declares those attributes and methods. The
 method stubs exist only for type checkers (`TYPE_CHECKING`): at run time `StoreParts` is an empty class, so
@@ -59,6 +59,11 @@ class StoreParts:
         def history(self, item_id: object | None = None, field: str | None = None) -> pd.DataFrame: ...
 
         # EventLog
+        def _check_item(self, item_id: object, known: frozenset[str] | None = None) -> str: ...
+
+        # TeamLabels
+        def _undo_answer(self, conn: sa.Connection, annotator: str, answer: LabelEvent) -> LabelEvent: ...
+
         def _current_rows(self, conn: sa.Connection, field: str, item_ids: Sequence[str]) -> dict[str, sa.Row]: ...
 
         def _apply(self, conn: sa.Connection, field: str, pairs: Sequence[tuple[str, str | None]], annotator: str,

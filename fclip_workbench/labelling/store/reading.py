@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.parts import StoreParts
-from fclip_workbench.labelling.store.records import DECISION_SOURCES, EVENT_COLUMNS, LABEL_COLUMNS, LabelStats
+from fclip_workbench.labelling.store.records import ACCEPTED_SOURCES, DECISION_SOURCES, EVENT_COLUMNS, LABEL_COLUMNS, LabelStats
 from fclip_workbench.labelling.store.schema import current_t, events_t, raw_time, times
 
 
@@ -74,7 +74,7 @@ class Reading(StoreParts):
         counts = (hist.groupby(["annotator", "source"]).size().rename("events").reset_index()
                   if len(hist) else pd.DataFrame(columns=["annotator", "source", "events"]))
         decisions = int(live["source"].isin(DECISION_SOURCES).sum())
-        accepted = int((live["source"] == "suggestion-accepted").sum())
+        accepted = int(live["source"].isin(ACCEPTED_SOURCES).sum())
         q = sa.select(sa.func.count()).select_from(current_t).where(current_t.c.value.is_not(None))
         if field is not None:
             q = q.where(current_t.c.field == field)

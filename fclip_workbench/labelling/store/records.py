@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-SOURCES = ("suggestion-accepted", "corrected", "batch", "import", "undo")
-DECISION_SOURCES = ("suggestion-accepted", "corrected", "batch")  # what an annotator decides (acceptance rate)
+SOURCES = ("suggestion-accepted", "corrected", "batch", "import", "undo")  # what `set` / `set_many` / `undo` write
+# team labelling (`store/overlap.py`): an independent answer on an overlap item (the label stays unset), and the
+# decisions that settle one: two answers that agree, or an adjudicator's choice
+ANSWER_SOURCES = ("answer-accepted", "answer-corrected")
+SETTLED_SOURCES = ("agreed", "adjudicated")
+ALL_SOURCES = SOURCES + ANSWER_SOURCES + SETTLED_SOURCES
+# what an annotator decides (acceptance rate): answers count, "agreed" repeats an answer so it does not
+DECISION_SOURCES = ("suggestion-accepted", "corrected", "batch", "answer-accepted", "answer-corrected")
+ACCEPTED_SOURCES = ("suggestion-accepted", "answer-accepted")
 GROUP_SOURCES = ("batch", "import")  # events sharing a batch_id with these sources are undone together
 EVENT_COLUMNS = ["id", "time", "annotator", "item_id", "field", "old_value", "new_value", "source", "batch_id",
                  "undoes"]

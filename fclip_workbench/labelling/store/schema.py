@@ -2,12 +2,15 @@
 
 Tables: `label_events` (id, time, annotator, item_id, field, old_value, new_value, source, batch_id,
 undoes), `label_current` (the current value of each (item, field) and the id of its LAST event, any
-source, updated in the same transaction as the event), `label_taxonomies` (allowed values per field)
-and `label_meta` (schema version).
+source, updated in the same transaction as the event), `label_taxonomies` (allowed values per field),
+`label_roles` (who adjudicates or leads) and `label_meta` (schema version, each field's overlap share).
+
+Version 2 added `label_roles` and the team sources (independent answers, agreed and adjudicated
+decisions); a version-1 store is upgraded in place when opened for writing.
 
 Example:
     >>> sorted(metadata.tables)
-    ['label_current', 'label_events', 'label_meta', 'label_taxonomies']
+    ['label_current', 'label_events', 'label_meta', 'label_roles', 'label_taxonomies']
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import sqlalchemy as sa
 
 from fclip_workbench.labelling.store.records import LabelEvent
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+UPGRADABLE_VERSIONS = ("1",)  # opened for writing, these are upgraded (tables added by create_all)
 T = TypeVar("T")
 
 metadata = sa.MetaData()
@@ -57,6 +61,13 @@ taxonomies_t = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("source", sa.Text, nullable=False),  # "catalog:kagl", "added by ana", ...
     sa.Column("added_by", sa.Text),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+)
+roles_t = sa.Table(
+    "label_roles", metadata,
+    sa.Column("annotator", sa.Text, primary_key=True),
+    sa.Column("role", sa.Text, primary_key=True),  # "adjudicator" | "lead"
+    sa.Column("granted_by", sa.Text),
     sa.Column("time", sa.DateTime(timezone=True), nullable=False),
 )
 meta_t = sa.Table(
