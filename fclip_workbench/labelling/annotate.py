@@ -16,6 +16,7 @@ The class is assembled from one part per responsibility, each in its own module:
 - `annotate_batch.BatchMixin`: the model batch (`batch_candidates` + `confirm_batch`) and the
   selection batch (`selection_batch` + `apply_batch`);
 - `annotate_suggestions.SuggestionsMixin`: refits and the suggestions shown;
+- `annotate_team.TeamMixin`: overlap products answered independently, and the "adjudication" order;
 - `annotate_items`: what they show and return (`Item`, `Candidate`, `Decision`, `SessionConflictError`).
 
 Every write is compare-and-set on what the session showed: the last event id of each item it
@@ -54,6 +55,7 @@ from fclip_workbench.labelling.annotate_items import (ACCEPTED, BATCH, CORRECTED
                              audit_item_ids)
 from fclip_workbench.labelling.annotate_queue import QueueMixin
 from fclip_workbench.labelling.annotate_suggestions import SuggestionsMixin
+from fclip_workbench.labelling.annotate_team import TeamMixin
 from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.embedding.embed import EmbeddingResult
 from fclip_workbench.errors import InvalidArgumentError
@@ -61,7 +63,7 @@ from fclip_workbench.errors import InvalidArgumentError
 log = logging.getLogger(__name__)
 
 
-class AnnotationSession(QueueMixin, DecisionsMixin, BatchMixin, SuggestionsMixin):
+class AnnotationSession(QueueMixin, DecisionsMixin, BatchMixin, SuggestionsMixin, TeamMixin):
     """Label `field` of `catalog` with suggestions; every decision is durable before the next item.
 
     Parameters: `store` (a `LabelStore`), `suggester` (a `Suggester`, fitted or zero-shot),
@@ -130,6 +132,9 @@ class AnnotationSession(QueueMixin, DecisionsMixin, BatchMixin, SuggestionsMixin
         self._query_scores: np.ndarray | None = None  # (n,) similarity to `query`
         self._pos = 0
         self.current: Item | None = None
+        self._overlap: np.ndarray | None = None  # (n,) overlap products of the field (annotate_team.py)
+        self._team_closed = np.zeros(n, dtype=bool)  # overlap products answered by me or twice
+        self.overlap_share = 0.0
         self._view = SuggestionView(np.zeros((n, 0), np.float32), (), np.ones(n, np.float32))
         self._refit()  # classes, probabilities and labelled set from the store, before the first item
         self._queue = self._make_queue()

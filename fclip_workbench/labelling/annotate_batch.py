@@ -85,8 +85,8 @@ class BatchMixin:
             key = f"query:{query.strip()}"
         out: list[Candidate] = []
         while len(out) < n:
-            with self._lock:
-                hidden = self._labelled.copy()
+            with self._lock:  # overlap products are answered one by one, independently: never in a batch
+                hidden = self._labelled | self._overlap_rows()
             hidden[list(self._rejected.get(key, ()))] = True
             hidden[[c.row for c in out]] = True
             s = np.where(hidden, -np.inf, scores)

@@ -109,8 +109,7 @@ class DecisionsMixin:
         name = self._check_annotator()
         expect = item.event_id  # what the pane showed, whatever other views showed since
         try:
-            event = self.store.set(item.item_id, self.field, value, annotator=name, source=source,
-                                   expect_event=expect)
+            events, note, labelled = self._store_write(item, value, source, name, expect)
         except ConflictError as e:
             self.current = self.item(item.row)  # shown as it is now, with the event it shows
             now = self.current.current
@@ -118,9 +117,9 @@ class DecisionsMixin:
                 e, f"it shows {now!r} now: decide again or skip" if now is not None
                 else "it shows no label now: decide again or skip")) from e
         # durable: only now does the session move on
-        decision = Decision([item.item_id], self.field, value, source, [event])
+        decision = Decision([item.item_id], self.field, value, source, events, note=note)
         with self._lock:  # a background refit swaps this mask's contents under the same lock
-            self._labelled[item.row] = True
+            self._labelled[item.row] = labelled
             self._reviewed[item.row] = True
         self._decisions.append(decision)
         self.counts[source] += 1
@@ -196,7 +195,9 @@ class DecisionsMixin:
         mine = self._last_undoable()
         if mine is not None:
             self._refuse_if_changed(name, mine)
-            own = [int(ev.id) for ev in mine.events if getattr(ev, "id", None) is not None]
+            # an "agreed" label is withdrawn with the answer that made it: undo names the answer
+            own = [int(ev.id) for ev in mine.events
+                   if getattr(ev, "id", None) is not None and getattr(ev, "source", None) != "agreed"]
             event = self.store.undo(name, field=self.field, event_id=max(own) if own else None)
         else:
             event = self.store.undo(name, field=self.field, up_to=self._opened_at)
@@ -220,6 +221,7 @@ class DecisionsMixin:
         if item_id in self._row:
             r = self._row[item_id]
             self._skipped[r] = self._reviewed[r] = False
+            self._team_reopen(r)
             if self.current is not None:
                 self._front.insert(0, self.current.row)
             self._front.insert(0, r)

@@ -17,7 +17,7 @@ import numpy as np
 
 from fclip_workbench.errors import ConflictError, InvalidArgumentError, LabelValueError
 
-QUEUE_ORDERS = ("uncertainty", "query", "cluster", "random")
+QUEUE_ORDERS = ("uncertainty", "query", "cluster", "random", "adjudication")  # adjudication: annotate_team.py
 ACCEPTED, CORRECTED, BATCH = "suggestion-accepted", "corrected", "batch"  # LabelStore event sources
 DEFAULT_REFIT_EVERY = 5  # labels between two suggester refits
 DEFAULT_BATCH_SIZE = 24  # products on one batch page
@@ -43,6 +43,8 @@ class Item:
     suggestions: list[tuple[str, float]]  # top suggestions, most probable first
     unsure: bool = False  # the suggester is not confident about its top suggestion
     event_id: int | None = None  # the store's last event on (item, field) when shown: decisions are conditional on it
+    independent: bool = False  # an overlap product: the decision is an independent answer (annotate_team.py)
+    answers: dict[str, str] | None = None  # order "adjudication": {annotator: answer} of the two who disagree
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Decision:
     events: list[Any] = dc_field(default_factory=list)  # what the store returned
     replaced: dict[str, str] = dc_field(default_factory=dict)  # batch: item_id -> the other label it had
     unchanged: list[str] = dc_field(default_factory=list)  # batch: items that already had `value` (not written)
+    note: str = ""  # said after the status: "adjudicated", "your independent answer; ..."
 
     @property
     def status(self) -> str:
@@ -71,7 +74,7 @@ class Decision:
             if len(self.item_ids) > 1:
                 return f"undone: a batch of {len(self.item_ids)} {self.field} labels"
             return f"undone: {' '.join(self.item_ids)} {self.field} (now {self.value if self.value else 'unlabelled'})"
-        return f"saved: {self.item_ids[0]} {self.field} = {self.value}"
+        return f"saved: {self.item_ids[0]} {self.field} = {self.value}" + (f" ({self.note})" if self.note else "")
 
 
 @dataclass

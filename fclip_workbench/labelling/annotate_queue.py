@@ -101,6 +101,8 @@ class QueueMixin:
             return members[np.argsort(dist, kind="stable")]
         if self.order == "review":
             return self._review_rows
+        if self.order == "adjudication":
+            return self._adjudication_rows()
         return np.random.default_rng(self.seed).permutation(n)
 
     def review(self, item_ids: Sequence[str]) -> Item | None:
@@ -152,6 +154,8 @@ class QueueMixin:
         (give `cluster`), "random". The current item, not decided, goes back to the queue."""
         if order not in QUEUE_ORDERS:
             raise InvalidArgumentError(f"unknown queue order {order!r}; choose one of {', '.join(QUEUE_ORDERS)}")
+        if order == "adjudication":
+            self._adjudication_rows()  # refused before anything changes without the role
         if order == "query":
             self._query_scores = self.similarity(query)
             self.query = query
@@ -208,7 +212,7 @@ class QueueMixin:
     def _done(self) -> np.ndarray:
         """Rows not to show (n,): labelled ones, or in a review, the ones decided in it (labelled ones are
         what a review is for)."""
-        return self._reviewed if self.order == "review" else self._labelled
+        return self._reviewed if self.order == "review" else self._labelled | self._team_done()
 
     def _next_row(self) -> int | None:
         while self._front:
@@ -239,7 +243,9 @@ class QueueMixin:
         sugg = view.top(row)
         unsure = bool(sugg) and sugg[0][1] < view.unsure_below
         value, event = self._see([item_id])[item_id]
-        return Item(item_id, row, self.catalog.texts[crow], image, attrs, value, sugg, unsure, event)
+        answers = self.answers_of(item_id) if self.order == "adjudication" else None
+        return Item(item_id, row, self.catalog.texts[crow], image, attrs, value, sugg, unsure, event,
+                    independent=self.independent_row(row), answers=answers)
 
     def _advance(self) -> Item | None:
         while True:
@@ -248,6 +254,8 @@ class QueueMixin:
                 self.current = None
                 return None
             item = self.item(row)
+            if self._pass_over(item):  # an overlap product answered by me, or twice, since the queue was made
+                continue
             if item.current is None or self.order == "review":
                 self.current = item
                 return item

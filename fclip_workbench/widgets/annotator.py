@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_PX = 360  # width of the large product image
 ORDER_NAMES = {"uncertainty": "most useful first (uncertainty)", "query": "similar to a text query",
-               "cluster": "by cluster", "random": "random"}
+               "cluster": "by cluster", "random": "random",
+               "adjudication": "disagreements to adjudicate (adjudicators)"}
 TEXT_INPUTS = ("INPUT", "TEXTAREA", "SELECT")  # key presses typed into these are not shortcuts
 NOT_TEXT_INPUTS = ("checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image")
 
@@ -277,9 +278,15 @@ class Annotator(SelectionBatchMixin, w.VBox):
         self.title_html.value = f"<h3>{html_text(item.title)}</h3>"
         self.attrs_html.value = "<br>".join(f"<b>{html_text(k)}</b>: {html_text(v)}"
                                             for k, v in item.attributes.items())
-        self.current_html.value = (f"current {html_text(self.session.field)}: "
-                                   f"<b>{html_text(item.current) if item.current else '(none)'}</b>"
-                                   + (" &middot; <i>the model is unsure</i>" if item.unsure else ""))
+        if item.answers:  # adjudication: both answers, the adjudicator decides
+            shown = " &middot; ".join(f"{html_text(k)}: <b>{html_text(v)}</b>" for k, v in item.answers.items())
+            current = f"answers that disagree: {shown}"
+        elif item.independent:
+            current = "<i>independent answer</i>: nobody sees it until a second annotator answers"
+        else:
+            current = (f"current {html_text(self.session.field)}: "
+                       f"<b>{html_text(item.current) if item.current else '(none)'}</b>")
+        self.current_html.value = current + (" &middot; <i>the model is unsure</i>" if item.unsure else "")
         for k, row in enumerate(self.suggestion_rows):
             if k < len(item.suggestions):
                 label, p = item.suggestions[k]
