@@ -111,3 +111,27 @@ Annotator(session)
 # %%
 print(session.store.stats(FIELD))
 session.store.labels(FIELD).tail(10)
+
+# %% [markdown]
+# ## Labelling as a team
+# When several people label one catalog, a lead needs to know how far to trust the labels. The
+# store can send a share of the products (10% is usual) to **two annotators independently**:
+# `store.set_overlap(FIELD, 0.1, by="lead")`. Neither sees the other's answer, and an answer is
+# not the label: when the second answer agrees, it becomes the label; when it disagrees, the
+# product waits for a person with the *adjudicator* role (`store.grant(name, "adjudicator",
+# by="lead")`), who picks the queue order *disagreements to adjudicate* and decides.
+#
+# From those double answers come the agreement figures: **Cohen's kappa** for each pair of
+# annotators (agreement beyond what chance gives), **Krippendorff's alpha** for the field, and
+# each annotator's **accuracy** against the settled labels. `store.consensus(FIELD, pred_probs)`
+# combines every annotation with the model's probabilities (cleanlab's CROWDLAB) into one label
+# per product and a quality score: the lowest scores are the labels to check first.
+#
+# The dashboard below reads the store's event log: labels per hour per annotator, agreement over
+# time, how often suggestions are accepted, and what is left. *Refresh* redraws it.
+
+# %%
+from fclip_workbench.labelling.dashboard import TeamDashboard
+
+print(session.store.agreement(FIELD))
+TeamDashboard(session.store, FIELD, total=len(session.ids))

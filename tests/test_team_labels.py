@@ -225,3 +225,30 @@ def test_old_store_is_upgraded_and_read_only_reads_it(tmp_path):
     con.close()
     with pytest.raises(LabelStoreError, match="schema version 99"):
         LabelStore(path)
+
+
+def test_dashboard_figures_count_what_the_log_holds(store):
+    from fclip_workbench.labelling.dashboard import TeamDashboard, remaining_counts, team_figures
+
+    rates = {"ana": 0.1, "bob": 0.3}
+    simulate_team(store, rates, 40, COLOURS, seed=2)
+    store.answer("q1", "colour", "red", annotator="ana")  # answered once
+    store.answer("q2", "colour", "red", annotator="ana")
+    store.answer("q2", "colour", "blue", annotator="bob")  # waiting for adjudication
+    store.set_overlap("colour", 0.0, by="lea")
+    store.set("q3", "colour", "pink", annotator="bob", source="suggestion-accepted")
+    figs = team_figures(store, "colour", total=50)
+    assert sorted(figs) == ["acceptance", "agreement", "labels_per_hour", "remaining"]
+    per_hour = sum(sum(t.y) for t in figs["labels_per_hour"].data)
+    assert per_hour == 80 + 3 + 1 + len(store.history()[lambda h: h["source"] == "adjudicated"])
+    ag = store.agreement("colour")
+    share = figs["agreement"].data[0].y
+    assert len(share) == 1 and share[0] == pytest.approx(ag.agreed / ag.answered_twice)
+    counts = remaining_counts(store.labels("colour"), store.answers("colour"), 1, 50)
+    assert counts == {"labelled": 41, "answered once": 1, "waiting for adjudication": 1, "not started": 7}
+    assert [t.x[0] for t in figs["remaining"].data] == [41, 1, 1, 7]
+    acc = {t: y for t, y in zip(figs["acceptance"].data[0].x, figs["acceptance"].data[0].y)}
+    bob_answers = int((store.answers("colour")["annotator"] == "bob").sum())
+    assert acc["ana"] == 0 and acc["bob"] == pytest.approx(1 / (bob_answers + 1))  # q3 was an accepted suggestion
+    box = TeamDashboard(store, "colour", total=50)
+    assert "kappa" in box.children[1].value and len(box.children[2].children) == 4

@@ -170,10 +170,33 @@ def build_label_app(config: LabelAppConfig | None = None, environ: Mapping[str, 
         embeddings = embed_images(model, catalog, store=EmbeddingStore(config.cache), progress=False)
         log.info("label app: %s, field %s, model %s, store %s, annotator %s",
                  catalog.name, config.field, config.model, config.store, annotator)
-        return Annotator.from_catalog(catalog, config.field, model=model, store=store, annotator=annotator or "",
-                                      embeddings=embeddings)
+        widget = Annotator.from_catalog(catalog, config.field, model=model, store=store, annotator=annotator or "",
+                                        embeddings=embeddings)
+        if annotator and store.has_role(annotator, "lead"):
+            return with_team_page(widget, store, config.field, total=len(catalog))
+        return widget
     except FclipError as e:
         return error_widget(str(e))
+
+
+def with_team_page(annotator_widget, store, field: str, total: int):
+    """Tabs "Label" (the annotator) and "Team" (the lead's dashboard, drawn when first opened)."""
+    import ipywidgets as w
+
+    team = w.VBox([w.HTML("<i>Open this page to draw the team's figures.</i>")])
+    tabs = w.Tab(children=[annotator_widget, team])
+    tabs.set_title(0, "Label")
+    tabs.set_title(1, "Team")
+    tabs.add_class("fclip-app-tabs")
+
+    def on_select(change) -> None:
+        if change["new"] == 1 and len(team.children) == 1:
+            from fclip_workbench.labelling.dashboard import TeamDashboard
+
+            team.children = [TeamDashboard(store, field, total=total)]
+
+    tabs.observe(on_select, names="selected_index")
+    return tabs
 
 
 def error_widget(message: str):

@@ -19,6 +19,7 @@ DOM contract (CSS classes, stable; browser tests rely on them):
     fclip-annotator-image  the product image (ipywidgets.Image)
     fclip-annotator-title  the product title (HTML)
     fclip-annotator-item   the item id (HTML holding only the id text)
+    fclip-current          the current label; "independent answer" on an overlap product; both answers when adjudicating
     fclip-suggestion       the suggestion buttons, in order 1..3 (description = the label)
     fclip-correct-input    the correction box (ipywidgets.Combobox, completion over the taxonomy)
     fclip-correct-save     its save button
@@ -110,7 +111,7 @@ class Annotator(SelectionBatchMixin, w.VBox):
         self.item_html = css(w.HTML(), "fclip-annotator-item")
         self.title_html = css(w.HTML(), "fclip-annotator-title")
         self.attrs_html = w.HTML()
-        self.current_html = w.HTML()
+        self.current_html = css(w.HTML(), "fclip-current")  # the current label, or "independent answer", or the answers
         self.suggestion_buttons = [css(w.Button(tooltip=f"key {k}", layout=w.Layout(width="220px")),
                                         "fclip-suggestion") for k in (1, 2, 3)]
         self.suggestion_bars = [w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="160px")) for _ in range(3)]
