@@ -9,6 +9,7 @@
     fclip data list
     fclip lab
     fclip label --data teaching --field colour --store labels.sqlite
+    fclip team status colour --store labels.sqlite      (roles, overlap, agreement, adjudication: cli_team.py)
 
 This module owns the whole command line: it imports the library, never the
 reverse. User mistakes (unknown model, missing file, bad data, bad option
@@ -29,6 +30,7 @@ from typing import Any
 from fclip_workbench.cli_args import (Parser, add_data_args, model_from_args, nonnegative_int, one_line, open_from_args,
                                       open_unit_float, positive_float, positive_int, quiet_loading, store_from_args,
                                       unit_float)
+from fclip_workbench.cli_team import add_team_parser
 from fclip_workbench.errors import FclipError, MissingExtraError
 from fclip_workbench.search.index import EXACT_MAX, INDEX_KINDS, TARGET_RECALL  # NumPy only: cheap to import
 
@@ -528,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=positive_int, default=8866, help="port (default 8866)")
     p.add_argument("--annotator", default=None, help="default annotator name (the URL's ?annotator=NAME wins)")
     p.set_defaults(func=cmd_label)
+    add_team_parser(sub)
     return parser
 
 

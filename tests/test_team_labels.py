@@ -252,3 +252,38 @@ def test_dashboard_figures_count_what_the_log_holds(store):
     assert acc["ana"] == 0 and acc["bob"] == pytest.approx(1 / (bob_answers + 1))  # q3 was an accepted suggestion
     box = TeamDashboard(store, "colour", total=50)
     assert "kappa" in box.children[1].value and len(box.children[2].children) == 4
+
+
+def test_team_cli_sets_up_a_team_and_reports(tmp_path, capsys, tiny_model_dir):
+    from fclip_workbench.cli import main
+    from fclip_workbench.data.datasets import make_teaching_catalog
+
+    db = str(tmp_path / "team.sqlite")
+    assert main(["team", "grant", "lea", "lead", "--by", "lea", "--store", db]) == 0
+    assert main(["team", "grant", "cy", "adjudicator", "--by", "bob", "--store", db]) == 2
+    assert "only a lead can" in capsys.readouterr().err
+    assert main(["team", "overlap", "colour", "1", "--by", "lea", "--store", db]) == 0
+    data = tmp_path / "teaching"
+    make_teaching_catalog(data, n=30)
+    from fclip_workbench.data.datasets import open_catalog
+
+    cat = open_catalog(data)
+    truth = dict(zip(cat.ids, cat.table["colour"]))
+    with LabelStore(db) as s:
+        for i, item in enumerate(cat.ids[:10]):
+            s.answer(item, "colour", truth[item], annotator="ana")
+            s.answer(item, "colour", truth[item] if i % 3 else "zzz-wrong", annotator="bob")
+    capsys.readouterr()
+    assert main(["team", "status", "colour", "--store", db]) == 0
+    out = capsys.readouterr().out
+    assert "10 products answered twice, 6 agreed" in out and "4 waiting for adjudication" in out
+    assert main(["team", "pending", "colour", "--store", db]) == 0
+    assert "4 products wait for an adjudicator" in capsys.readouterr().out
+    csv = tmp_path / "consensus.csv"
+    assert main(["team", "consensus", "colour", "--store", db, "--data", str(data), "--model", str(tiny_model_dir),
+                 "-q", "--out", str(csv)]) == 0
+    assert "consensus by crowdlab" in capsys.readouterr().out
+    table = pd.read_csv(csv)
+    assert len(table) == 10 and set(table["method"]) == {"crowdlab"}  # every annotated product, pending ones too
+    disputed = table[table["agreement"] < 1]
+    assert len(disputed) == 4 and (disputed["quality"] < table.loc[table["agreement"] == 1, "quality"].min()).all()

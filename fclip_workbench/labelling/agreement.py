@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -115,7 +116,8 @@ class Agreement:
     def __str__(self) -> str:
         share = f"{self.agreed / self.answered_twice:.0%}" if self.answered_twice else "n/a"
         lines = [f"{self.field}: {self.answered_twice} products answered twice, {self.agreed} agreed ({share}), "
-                 f"{self.pending} waiting for adjudication; Krippendorff's alpha {self.alpha:.3f}"]
+                 f"{self.pending} waiting for adjudication; Krippendorff's alpha "
+                 + ("n/a" if math.isnan(self.alpha) else f"{self.alpha:.3f}")]
         lines += [f"  kappa {r.annotator_a}-{r.annotator_b}: {r.kappa:.3f} on {r.items} products"
                   for r in self.kappa.itertuples()]
         lines += [f"  accuracy {r.annotator}: {r.accuracy:.1%} of {r.items}" for r in self.accuracy.itertuples()]

@@ -102,6 +102,24 @@ class TeamMixin:
         ans = self.store.answers(self.field, [item_id])
         return dict(zip(ans["annotator"], ans["value"]))
 
+    def probabilities(self, item_ids: list[str] | None = None):
+        """The suggester's current probabilities: DataFrame, one row per product (index: item id), one column
+        per class (what `store.consensus` combines with the annotations)."""
+        import pandas as pd
+
+        view = self._view  # one refit's probabilities and classes, read together
+        rows = np.arange(len(self.ids)) if item_ids is None else np.array([self._row[i] for i in item_ids], dtype=int)
+        return pd.DataFrame(view.proba[rows], index=[self.ids[r] for r in rows], columns=list(view.classes))
+
+    def consensus(self):
+        """`store.consensus(field)` with this session's probabilities (cleanlab's CROWDLAB): the consensus label,
+        quality and agreement of every labelled product that has an image embedding."""
+        from fclip_workbench.labelling.agreement import annotations_of, consensus_table
+
+        ann = annotations_of(self.store.answers(self.field), self.store.labels(self.field))
+        ann = ann[ann["item_id"].isin(self._row)]
+        return consensus_table(ann, self.probabilities(sorted(set(ann["item_id"]))))
+
     def team_progress(self) -> dict[str, int]:
         """Overlap products: how many, answered by me, waiting for adjudication."""
         overlap = self._overlap_rows()
