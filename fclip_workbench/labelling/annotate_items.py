@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fclip_workbench.errors import ConflictError, InvalidArgumentError, LabelValueError
+from fclip_workbench.labelling.batch_error import BatchError
 
 QUEUE_ORDERS = ("uncertainty", "query", "cluster", "random", "adjudication")  # adjudication: annotate_team.py
 ACCEPTED, CORRECTED, BATCH = "suggestion-accepted", "corrected", "batch"  # LabelStore event sources
@@ -59,6 +60,14 @@ class Decision:
     replaced: dict[str, str] = dc_field(default_factory=dict)  # batch: item_id -> the other label it had
     unchanged: list[str] = dc_field(default_factory=list)  # batch: items that already had `value` (not written)
     note: str = ""  # said after the status: "adjudicated", "your independent answer; ..."
+    # model batch: how many of the written labels the suggester expects wrong (None: it gives `value` no probability)
+    batch_error: BatchError | None = None
+
+    @property
+    def report(self) -> str:
+        """`status`, then the batch's expected error when known: "saved: 23 labels · expected wrong: 1.3 of 23
+        (90 % interval 0–3)"."""
+        return self.status + (f" · {self.batch_error}" if self.batch_error is not None else "")
 
     @property
     def status(self) -> str:

@@ -3,7 +3,8 @@
 All logic lives in `fclip_workbench.labelling.annotate.AnnotationSession`; this module draws it and routes
 clicks and keys to it. Every decision is written to the label store (and acknowledged) before the
 next product is shown; the status line then reads "saved: <item_id> <field> = <value>" (or
-"saved: N labels" for a batch). Errors are shown in the status line, never only in the log.
+"saved: N labels · expected wrong: 1.3 of N (90 % interval 0–3)" for a model batch: how many of its labels
+the suggester's calibrated probabilities expect wrong, `AnnotationSession.expected_error`). Errors are shown in the status line, never only in the log.
 
 Keys (wherever the focus is in the widget, except in a text box; see `keys.KeyShortcuts`): 1, 2, 3 accept
 that suggestion; Enter in the correction box saves it; Enter in the name box moves the focus to the widget.
@@ -36,6 +37,9 @@ DOM contract (CSS classes, stable; browser tests rely on them):
     fclip-batch-label      the batch label picker (Dropdown)
     fclip-batch-query      the batch text query (Text; Enter loads a page of matches)
     fclip-batch-confirm    the confirm button ("Confirm N")
+    fclip-batch-score      each batch tile's score ("97 % Tshirts": the suggester's probability of the label;
+                           "similarity 0.31" for a text query), its tooltip says which
+    fclip-batch-error      the ticked products' expected error ("expected wrong: 1.3 of 23 (90 % interval 0–3)")
     fclip-selection        the selection batch pane (`annotator.batch(ids)`, e.g. from the explorer)
     fclip-selection-head   its header ("N products from the selection")
     fclip-selection-value  the value to apply (Dropdown over the taxonomy)
@@ -145,7 +149,9 @@ class Annotator(SelectionBatchMixin, w.VBox):
         self.batch_boxes: list[w.Checkbox] = []  # the shown page's checkboxes
         self._cells: list[tuple[w.VBox, w.Image, w.HTML, w.Checkbox]] = []
         self.batch_confirm = css(w.Button(description="Confirm 0", button_style="success"), "fclip-batch-confirm")
-        self.model_batch = w.VBox([w.HBox([self.batch_label, self.batch_query]), self.batch_grid, self.batch_confirm])
+        self.batch_error_html = css(w.HTML(), "fclip-batch-error")
+        self.model_batch = w.VBox([w.HBox([self.batch_label, self.batch_query]), self.batch_grid,
+                                   w.HBox([self.batch_confirm, self.batch_error_html])])
         # ---- selection batch: given products (a map selection), one value for all
         self.sel_head = css(w.HTML(), "fclip-selection-head")
         self.sel_value = css(w.Dropdown(options=self._values(), value=None, description="Apply"),
@@ -496,7 +502,7 @@ class Annotator(SelectionBatchMixin, w.VBox):
         for c, (_, img, cap, box) in zip(page, self._cells):
             pic = image_bytes(c.image, size=THUMB_PX)
             img.format, img.value = (pic[1], pic[0]) if pic else ("png", b"")
-            cap.value = f"<small>{html_text(c.title)}<br>{c.score:.2f}</small>"
+            cap.value = f"<small>{html_text(c.title)}<br>{self._score_text(c, query)}</small>"
             box.description, box.value = c.item_id, True
         cells = [cell for cell, *_ in self._cells[:len(page)]]
         self.batch_boxes = [box for *_, box in self._cells[:len(page)]]
@@ -505,17 +511,34 @@ class Annotator(SelectionBatchMixin, w.VBox):
         if not page:
             self.show_status("no unlabelled products left for this choice")
 
+    def _score_text(self, c: Candidate, query: str) -> str:
+        """A tile's score, said what it is: "97 % Tshirts" (the suggester's probability of the label) or
+        "similarity 0.31" (cosine to the text query), with a tooltip."""
+        if query:
+            tip = f"cosine similarity of the image to the text query {query!r}"
+            text = f"similarity {c.score:.2f}"
+        else:
+            label = self.batch_label.value
+            tip = f"the suggester's calibrated probability that this product is {label}"
+            text = f"{c.score:.0%} {label}"
+        return f'<span class="fclip-batch-score" title="{html_text(tip)}">{html_text(text)}</span>'
+
     def _count_ticks(self) -> None:
         n = sum(b.value for b in self.batch_boxes)
         self.batch_confirm.description = f"Confirm {n}"
         target = self.batch_label.value
         self.batch_confirm.tooltip = f"save {self.session.field} = {target} for the {n} ticked products"
+        ticked = [c for c, b in zip(self._page, self.batch_boxes) if b.value]
+        err = self.session.expected_error(ticked, target)
+        self.batch_error_html.value = "" if err is None else (
+            f'<span title="from the suggester\'s calibrated probability of {html_text(str(target))} for each '
+            f'ticked product">{html_text(str(err))}</span>')
 
     @guarded
     def confirm_batch(self) -> None:
-        """Save the ticked products (one set_many), show "saved: N labels", load the next page."""
+        """Save the ticked products (one set_many), show "saved: N labels · expected wrong: ...", load the next page."""
         ticked = [c for c, b in zip(self._page, self.batch_boxes) if b.value]  # with the events the page showed
         decision = self.session.confirm_batch(ticked, self.batch_label.value)
         self.show_progress()
         self.load_batch()
-        self.show_status(decision.status)
+        self.show_status(decision.report)
