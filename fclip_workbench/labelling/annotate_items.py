@@ -18,7 +18,10 @@ import numpy as np
 from fclip_workbench.errors import ConflictError, InvalidArgumentError, LabelValueError
 from fclip_workbench.labelling.batch_error import BatchError
 
-QUEUE_ORDERS = ("uncertainty", "query", "cluster", "random", "adjudication")  # adjudication: annotate_team.py
+QUEUE_ORDERS = ("uncertainty", "diversity", "activelab", "query", "cluster", "random",
+                "adjudication")  # diversity, activelab: queue_orders.py; adjudication: annotate_team.py
+ACTIVELAB = "activelab"  # shows labelled products too (re-label candidates), with their label
+REBUILT_ON_REFIT = ("uncertainty", "diversity", ACTIVELAB)  # queues made from the suggestions: rebuilt at each refit
 ACCEPTED, CORRECTED, BATCH = "suggestion-accepted", "corrected", "batch"  # LabelStore event sources
 DEFAULT_REFIT_EVERY = 5  # labels between two suggester refits
 DEFAULT_BATCH_SIZE = 24  # products on one batch page

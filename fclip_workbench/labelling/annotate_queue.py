@@ -1,9 +1,10 @@
 """The session's queue: which product comes next (a part of `AnnotationSession`; see annotate.py).
 
 Orders (`QUEUE_ORDERS`): "uncertainty" (least confident first; one product in `CAL_EVERY` is drawn at
-random from the calibration items instead, see `interleave_calibration`), "query" (most similar to a text
-query), "cluster" (one KMeans cluster, most typical first), "random" (seeded), and "review" (given
-ids, in their order). Only products without a label are shown; skipped ones come back after the
+random from the calibration items instead, see `interleave_calibration`), "diversity" (k-center over the
+most uncertain) and "activelab" (re-label a doubtful label or label a new product; both in queue_orders.py),
+"query" (most similar to a text query), "cluster" (one KMeans cluster, most typical first), "random"
+(seeded), and "review" (given ids, in their order). Only products without a label are shown; skipped ones come back after the
 rest. Each view keeps the store's last event on what it showed (the current item in `Item.event_id`,
 batch pages and grids in `_shown`): a decision taken on a view is written only if that event is still
 the last one, so a later view never stands in for an earlier one.
@@ -20,7 +21,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from fclip_workbench.labelling.annotate_items import QUEUE_ORDERS, Item
+from fclip_workbench.labelling.annotate_items import ACTIVELAB, QUEUE_ORDERS, Item
+from fclip_workbench.labelling.queue_orders import activelab_order, diversity_order
 from fclip_workbench.labelling.suggest_state import CAL_EVERY, calibration_items
 from fclip_workbench.errors import InvalidArgumentError
 
@@ -99,11 +101,26 @@ class QueueMixin:
             members = np.flatnonzero(km.labels_ == self.cluster)
             dist = np.linalg.norm(self.vectors[members] - km.cluster_centers_[self.cluster], axis=1)  # (m,)
             return members[np.argsort(dist, kind="stable")]
+        if self.order == "diversity":
+            cal = self._calibration_rows()
+            return interleave_calibration(diversity_order(self.vectors, self._view.uncertainty, self._labelled | cal,
+                                                          self._labelled, self.seed), cal, self._labelled, self.seed)
+        if self.order == ACTIVELAB:
+            return self._activelab_queue()
         if self.order == "review":
             return self._review_rows
         if self.order == "adjudication":
             return self._adjudication_rows()
         return np.random.default_rng(self.seed).permutation(n)
+
+    def _activelab_queue(self) -> np.ndarray:
+        """The "activelab" queue (queue_orders.activelab_order); sets `_relabel`, the labelled rows it shows."""
+        cal, view = self._calibration_rows(), self._view
+        rows, values, _ = self._fit_data()
+        labels = dict(zip(rows.tolist(), values))
+        order, self._relabel = activelab_order(view.proba, view.classes, labels,
+                                               cal | self._overlap_rows() | self._reviewed, self._labelled)
+        return interleave_calibration(order, cal & ~self._labelled, self._labelled & ~self._relabel, self.seed)
 
     def review(self, item_ids: Sequence[str]) -> Item | None:
         """Queue exactly `item_ids`, in their order (e.g. the most suspicious labels first), and show the first.
@@ -166,6 +183,8 @@ class QueueMixin:
             self.cluster = int(cluster)
         with self._lock:
             self.order = order
+            if order == ACTIVELAB:
+                self._reviewed = np.zeros(len(self.ids), dtype=bool)  # re-labelled in this run of the order
             self._queue, self._pos = self._make_queue(), 0
         self._front.clear()
         self._advance()
@@ -212,6 +231,8 @@ class QueueMixin:
     def _done(self) -> np.ndarray:
         """Rows not to show (n,): labelled ones, or in a review, the ones decided in it (labelled ones are
         what a review is for)."""
+        if self.order == ACTIVELAB:  # re-label candidates are shown with their label, once
+            return (self._labelled & ~self._relabel) | self._reviewed | self._team_done()
         return self._reviewed if self.order == "review" else self._labelled | self._team_done()
 
     def _next_row(self) -> int | None:
@@ -256,7 +277,7 @@ class QueueMixin:
             item = self.item(row)
             if self._pass_over(item):  # an overlap product answered by me, or twice, since the queue was made
                 continue
-            if item.current is None or self.order == "review":
+            if item.current is None or self.order == "review" or (self.order == ACTIVELAB and self._relabel[row]):
                 self.current = item
                 return item
             with self._lock:  # labelled elsewhere since the queue was made: passed over

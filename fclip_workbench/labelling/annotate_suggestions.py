@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from fclip_workbench.labelling.annotate_items import SuggestionView
+from fclip_workbench.labelling.annotate_items import REBUILT_ON_REFIT, SuggestionView
 from fclip_workbench.labelling.suggest import Suggester
 from fclip_workbench.errors import InvalidArgumentError
 
@@ -106,7 +106,7 @@ class SuggestionsMixin:
             # read again now, not at the start: labels written and undone during the fit both count
             self._labelled = self._fit_data()[2]
             self.n_refits += 1
-            if self.order == "uncertainty" and hasattr(self, "_queue"):
+            if self.order in REBUILT_ON_REFIT and hasattr(self, "_queue"):
                 self._queue, self._pos = self._make_queue(), 0
 
     def _refit_job(self) -> None:

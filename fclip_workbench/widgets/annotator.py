@@ -74,7 +74,9 @@ log = logging.getLogger(__name__)
 IMAGE_PX = 360  # width of the large product image
 ORDER_NAMES = {"uncertainty": "most useful first (uncertainty)", "query": "similar to a text query",
                "cluster": "by cluster", "random": "random",
-               "adjudication": "disagreements to adjudicate (adjudicators)"}
+               "adjudication": "disagreements to adjudicate (adjudicators)",
+               "diversity": "most useful first, across the catalog (diversity)",
+               "activelab": "new products or re-label doubtful ones (ActiveLab)"}
 TEXT_INPUTS = ("INPUT", "TEXTAREA", "SELECT")  # key presses typed into these are not shortcuts
 NOT_TEXT_INPUTS = ("checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image")
 

@@ -1,0 +1,145 @@
+"""Queue orders that save labels: "diversity" and "activelab" (called from `annotate_queue._make_queue`).
+
+- "diversity": uncertainty within diversity. Among the `DIVERSITY_POOL` most uncertain unlabelled products,
+  k-center greedy (farthest-first traversal, cosine distance on the L2-normalised image embeddings) picks
+  `DIVERSITY_STEPS` products, each the farthest from every labelled product and every product picked
+  before it: successive products cover the catalog instead of piling up in one confusing corner. The rest
+  follow by uncertainty. The queue is rebuilt at every refit, so the picks stay few and cheap: one build on
+  40,000 x 512 takes well under a second (`benchmarks/bench_suggest.py --queue` measures it).
+- "activelab": label a new product or re-label a doubtful one, whichever helps most, by the ActiveLab
+  scores of cleanlab (`cleanlab.multiannotator.get_active_learning_scores`, Goh et al. 2023): a labelled
+  product scores (2 p(its label) + 1/K) / 3, an unlabelled one (max p + 1/K) / 2 (one annotator per
+  product, K classes); lowest first. Re-label candidates are labelled products whose label is not the
+  model's top suggestion, not re-labelled in this run of the order, not overlap products (those are
+  answered independently). A re-label is shown with its current label and written as a normal decision,
+  compare-and-set on the label's last event.
+
+Both keep the uncertainty order's calibration items in every `CAL_EVERY`-th place (`interleave_calibration`).
+
+Example:
+    >>> x = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2, 2]]           # three pairs of identical products
+    >>> kcenter_greedy(x, np.arange(6), np.array([], dtype=np.int64), k=3, seed=0).tolist()
+    [5, 0, 2]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fclip_workbench.errors import InvalidArgumentError
+
+DIVERSITY_POOL = 2000  # the most uncertain unlabelled products the k-center picks among
+DIVERSITY_STEPS = 200  # k-center picks per queue build (rebuilt at each refit); the rest of the pool by uncertainty
+MAX_CENTRES = 2000  # labelled products the picks keep away from (a seeded sample beyond this: bounded time)
+_CHUNK = 4096  # centres per matrix product: (pool, chunk) float32 at a time
+
+
+def _check(vectors: np.ndarray, rows: np.ndarray, what: str) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or (len(rows) and (not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0
+                                         or rows.max() >= len(vectors))):
+        raise InvalidArgumentError(f"{what} must be row numbers 0..{len(vectors) - 1} of the vectors (got {rows!r:.80})")
+    return rows.astype(np.int64)
+
+
+def kcenter_greedy(vectors: np.ndarray, candidates: np.ndarray, centres: np.ndarray, k: int,
+                   seed: int | None = 0) -> np.ndarray:
+    """`k` rows of `candidates` by farthest-first traversal: each the farthest (1 - cosine) from the `centres`
+    rows and from the rows picked before it; without centres the first is a seeded random candidate.
+
+    `vectors`: (n, dim), L2-normalised. Cost: (len(candidates) x len(centres) + k x len(candidates)) x dim.
+    """
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or not len(vectors):
+        raise InvalidArgumentError(f"vectors must be a non-empty (n, dim) array (got shape {vectors.shape})")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise InvalidArgumentError(f"k must be a whole number >= 0 (got {k!r})")
+    candidates = _check(vectors, candidates, "candidates")
+    centres = _check(vectors, centres, "centres")
+    k = min(int(k), len(candidates))
+    if not k:
+        return np.empty(0, dtype=np.int64)
+    x = np.asarray(vectors[candidates], dtype=np.float32)  # (m, dim)
+    near = np.full(len(x), -np.inf, dtype=np.float32)  # (m,) highest cosine to a centre so far
+    for s in range(0, len(centres), _CHUNK):
+        c = np.asarray(vectors[centres[s:s + _CHUNK]], dtype=np.float32)  # (chunk, dim)
+        np.maximum(near, (x @ c.T).max(axis=1), out=near)
+    picked = np.empty(k, dtype=np.int64)
+    for step in range(k):
+        if step == 0 and not len(centres):
+            j = int(np.random.default_rng(seed).integers(len(x)))
+        else:
+            j = int(np.argmin(near))  # farthest from every centre: the lowest highest-cosine
+        picked[step] = j
+        np.maximum(near, x @ x[j], out=near)
+        near[j] = np.inf  # never picked twice
+    return candidates[picked]
+
+
+def diversity_order(vectors: np.ndarray, uncertainty: np.ndarray, exclude: np.ndarray, labelled: np.ndarray,
+                    seed: int | None, pool: int = DIVERSITY_POOL, steps: int = DIVERSITY_STEPS) -> np.ndarray:
+    """Every row (n,): the k-center picks among the `pool` most uncertain rows not in `exclude` (bool (n,)),
+    kept away from the `labelled` rows (bool (n,)), then the other rows not excluded by uncertainty, then the
+    excluded ones."""
+    n = len(vectors)
+    uncertainty = np.asarray(uncertainty)
+    if uncertainty.shape != (n,) or exclude.shape != (n,) or labelled.shape != (n,):
+        raise InvalidArgumentError(f"uncertainty, exclude and labelled must be ({n},) like the vectors (got "
+                                   f"{uncertainty.shape}, {exclude.shape}, {labelled.shape})")
+    open_ = np.flatnonzero(~exclude)
+    by_unc = open_[np.argsort(-uncertainty[open_], kind="stable")]  # (m,) most uncertain first
+    centres = np.flatnonzero(labelled)
+    if len(centres) > MAX_CENTRES:
+        centres = np.sort(np.random.default_rng(seed).choice(centres, MAX_CENTRES, replace=False))
+    first = kcenter_greedy(vectors, by_unc[:pool], centres, steps, seed)
+    rest = by_unc[~np.isin(by_unc, first)]
+    return np.concatenate([first, rest, np.flatnonzero(exclude)])
+
+
+def activelab_scores(proba: np.ndarray, labelled_rows: np.ndarray, label_idx: np.ndarray,
+                     open_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ActiveLab scores (cleanlab) of the labelled rows (their labels: class numbers `label_idx`) and of the
+    unlabelled `open_rows`; lower is more worth (re-)labelling. `proba`: (n, K)."""
+    from cleanlab.multiannotator import get_active_learning_scores
+
+    proba = np.asarray(proba, dtype=np.float64)
+    proba = proba / proba.sum(axis=1, keepdims=True)  # exactly 1 per row, as cleanlab checks
+    if len(labelled_rows):
+        labels = np.asarray(label_idx, dtype=float)[:, None]  # (L, 1): one annotator's label per product
+        lab, unl = get_active_learning_scores(labels, proba[labelled_rows],
+                                              proba[open_rows] if len(open_rows) else None)
+    else:
+        lab, unl = np.empty(0), get_active_learning_scores(None, None, proba[open_rows])[1]
+    return np.asarray(lab, dtype=np.float64), np.asarray(unl, dtype=np.float64)
+
+
+def activelab_order(proba: np.ndarray, classes, labels: dict[int, str], exclude: np.ndarray,
+                    labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows most worth a label first, re-label candidates bool (n,)).
+
+    `labels`: {row: its current label} of the labelled rows; `labelled`: bool (n,); `exclude`: bool (n,), rows
+    never queued here (calibration items, overlap products, rows decided in this run). Candidates are labelled
+    rows not excluded whose label is a class the model doubts (not its top suggestion); every unlabelled row
+    not excluded competes with them by score. The rest follow: excluded unlabelled rows, then labelled ones.
+    """
+    n = len(labelled)
+    if proba.ndim != 2 or proba.shape[0] != n or proba.shape[1] < 2:
+        raise InvalidArgumentError(f"the activelab order needs the suggester's probabilities over at least 2 "
+                                   f"classes (got shape {proba.shape}): refit the suggester")
+    pos = {c: j for j, c in enumerate(classes)}
+    top = proba.argmax(axis=1)  # (n,)
+    cand_rows = np.array([r for r, v in sorted(labels.items())
+                          if v in pos and not exclude[r] and top[r] != pos[v]], dtype=np.int64)
+    cand = np.zeros(n, dtype=bool)
+    cand[cand_rows] = True
+    open_rows = np.flatnonzero(~labelled & ~exclude)
+    lab, unl = activelab_scores(proba, cand_rows, np.array([pos[labels[r]] for r in cand_rows], dtype=np.int64),
+                                open_rows)
+    rows = np.concatenate([cand_rows, open_rows])
+    order = rows[np.argsort(np.concatenate([lab, unl]), kind="stable")]
+    rest = np.flatnonzero(~cand & ~np.isin(np.arange(n), order))
+    rest = rest[np.argsort(labelled[rest], kind="stable")]  # unlabelled first
+    return np.concatenate([order, rest]), cand
+
+
+__all__ = ["kcenter_greedy", "diversity_order", "activelab_scores", "activelab_order", "DIVERSITY_POOL",
+           "DIVERSITY_STEPS", "MAX_CENTRES"]
