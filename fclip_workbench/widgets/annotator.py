@@ -143,7 +143,7 @@ class Annotator(SelectionBatchMixin, w.VBox):
         self.batch_boxes: list[w.Checkbox] = []  # the shown page's checkboxes
         self._cells: list[tuple[w.VBox, w.Image, w.HTML, w.Checkbox]] = []
         self.batch_confirm = css(w.Button(description="Confirm 0", button_style="success"), "fclip-batch-confirm")
-        self.model_batch = w.VBox([w.HBox([self.batch_label, self.batch_query]), self.batch_grid, self.batch_confirm])
+        self.model_batch = w.VBox([w.HBox([self.batch_label, self.batch_query]), self.batch_confirm, self.batch_grid])
         # ---- selection batch: given products (a map selection), one value for all
         self.sel_head = css(w.HTML(), "fclip-selection-head")
         self.sel_value = css(w.Dropdown(options=self._values(), value=None, description="Apply"),
