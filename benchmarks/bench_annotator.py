@@ -1,7 +1,14 @@
-"""Benchmark: the annotator's next-item latency on KAGL (40k products) with fclip-mini (target < 200 ms).
+"""Benchmark: the annotator's first product and next-item latency on KAGL (40k products) with fclip-mini.
 
-Embeds the catalog into the workbench's embedding store (cached: later runs skip it), opens a fresh
-SQLite label store, builds the session + widget for `articleType`, then makes 50 decisions the way
+Targets: the first product within 3 s of opening, the next one at p95 < 100 ms. Its last line is
+`first_product_s=X next_p95_ms=Y`.
+
+Embeds the catalog into the workbench's embedding store (cached: later runs skip it), embeds the label
+prompts into the text cache (`--text-cache`, default the same store; cached: later openings skip it), opens
+a fresh SQLite label store, then times the opening: from calling `AnnotationSession.from_catalog` until
+the widget is built and shows `session.current`, the first product, with its suggestions (every
+product's suggestions are computed after it, in the background: the time they land is printed too).
+Then it makes 50 decisions the way
 an annotator would: accept the suggestion that matches the catalog's value (click its button),
 else type the catalog's value in the correction box and click Save. Each latency is the time from
 the click to the handler's return: the label committed to disk, the next product's image, title,
@@ -10,7 +17,7 @@ use, so their cost shows in the latencies they overlap. Then it times one batch 
 products, one set_many, next page drawn) and one refit done inline.
 
     python benchmarks/bench_annotator.py [--data ../shared/data/kagl] [--model fclip-mini] [--limit N]
-        [--decisions 50] [--cache PATH]
+        [--decisions 50] [--cache PATH] [--cached-only] [--text-cache PATH]
 """
 from __future__ import annotations
 
@@ -72,6 +79,8 @@ def main() -> None:
                     "from first (opened read-only)")
     ap.add_argument("--cached-only", action="store_true", help="label only the products whose vectors are "
                     "already cached (no embedding: for a machine too loaded to embed 40k images); says how many")
+    ap.add_argument("--text-cache", default=None, help="embedding store keeping the label prompts' vectors "
+                    "(default: the --cache store)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -81,6 +90,8 @@ def main() -> None:
     from fclip_workbench.labelling.labels import LabelStore
     from fclip_workbench.embedding.models import load_model
     from fclip_workbench.embedding.store import EmbeddingStore
+    from fclip_workbench.labelling.suggest import Suggester
+    from fclip_workbench.labelling.taxonomy import Taxonomy
     from fclip_workbench.widgets import Annotator
 
     cat = open_catalog(args.data)
@@ -94,17 +105,28 @@ def main() -> None:
     emb = embed_images(model, cat, store=store_e)
     print(f"catalog {cat.name}: {len(cat)} products; {emb.summary()} in {time.perf_counter() - t:.1f} s")
 
+    text_cache = args.text_cache or store_e.path
+    t = time.perf_counter()
+    Suggester(model=model, labels=Taxonomy.from_catalog(cat, args.field).values, text_cache=text_cache).prepare()
+    print(f"label prompts in the text cache {text_cache}: {time.perf_counter() - t:.2f} s "
+          "(embedded once per model and taxonomy)")
+
     with tempfile.TemporaryDirectory(prefix="fclip-bench-labels-") as tmp:
         store = LabelStore(os.path.join(tmp, "labels.sqlite"), catalog=cat)
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         session = AnnotationSession.from_catalog(cat, args.field, model=model, store=store, embeddings=emb,
-                                                 annotator="bench", refit_every=args.refit_every)
-        t_session = time.perf_counter() - t
-        t = time.perf_counter()
+                                                 annotator="bench", refit_every=args.refit_every,
+                                                 embedding_store=text_cache)
+        t_session = time.perf_counter() - t0
         widget = Annotator(session)
-        t_widget = time.perf_counter() - t
-        print(f"session (taxonomy of {len(session.taxonomy)} values, {len(session.classes)} classes, zero-shot "
-              f"suggestions for {len(session.ids)} products): {t_session:.2f} s; widget built in {t_widget:.2f} s")
+        assert session.current is not None and widget.title_html.value, "no first product shown"
+        first_product_s = time.perf_counter() - t0
+        session.wait_refit()
+        t_full = time.perf_counter() - t0
+        print(f"session (taxonomy of {len(session.taxonomy)} values, {len(session.classes)} classes): first product "
+              f"{session.current.item_id} shown {first_product_s:.2f} s after opening (session {t_session:.2f} s, "
+              f"widget {first_product_s - t_session:.2f} s); zero-shot suggestions for all {len(session.ids)} "
+              f"products landed at {t_full:.2f} s")
 
         truth = dict(zip(cat.ids, cat.table[args.field].astype(str)))
         latencies, during_refit, kinds = [], 0, []
@@ -153,6 +175,7 @@ def main() -> None:
               f"{t_refit:.2f} s")
         session.close()
         store.close()
+    print(f"first_product_s={first_product_s:.2f} next_p95_ms={percentile(ms, 95):.1f}")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def teaching_model(progress: bool = False, device=None) -> EmbeddingModel:
         cat = make_teaching_catalog(cache_dir() / "teaching", n=TEACHING_SIZE)
         train(cat, out_dir=out, recipe="tiny-teaching", store=EmbeddingStore(), progress=progress,
               overwrite=True)  # a run interrupted earlier is replaced
-    return load_model(out, device=device)
+    return load_model(out, device=device, progress=progress)
 
 
 def resolve_model(spec: str = "auto", catalog: Catalog | None = None, device=None,

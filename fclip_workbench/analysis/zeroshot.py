@@ -28,15 +28,23 @@ from fclip_workbench.data.prompts import ZERO_SHOT_PROMPTS, fill_prompts
 
 
 def class_weights(model: EmbeddingModel, labels: Sequence[str], prompts: Sequence[str] = ZERO_SHOT_PROMPTS,
-                  names: Mapping[str, Iterable[str]] | None = None) -> np.ndarray:
+                  names: Mapping[str, Iterable[str]] | None = None, store=None, **cache) -> np.ndarray:
     """(n_labels, dim) unit vectors: the mean of each label's prompt embeddings, renormalised.
 
     `names` (label -> names to prompt with) replaces a label's own text; labels
     it does not list are prompted as themselves. Bad names: `FclipError` (`check_names`).
+    `store` (an `EmbeddingStore`) keeps the prompts' vectors: each is embedded once per model space
+    (`cache`: `space=`, `stats=` of `embed.encode_texts_cached`).
     """
     named = check_names(labels, names)
     texts_of = [[t for name in named.get(label, (label,)) for t in fill_prompts(name, prompts)] for label in labels]
-    emb = model.encode_texts([t for texts in texts_of for t in texts])  # (sum of texts, dim)
+    texts = [t for texts in texts_of for t in texts]
+    if store is not None:
+        from fclip_workbench.embedding.embed import encode_texts_cached
+
+        emb = encode_texts_cached(model, texts, store, **cache)  # (sum of texts, dim)
+    else:
+        emb = model.encode_texts(texts)  # (sum of texts, dim)
     bounds = np.cumsum([0] + [len(t) for t in texts_of])
     return normalize(np.stack([emb[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]))  # (L, dim)
 

@@ -165,13 +165,13 @@ def build_label_app(config: LabelAppConfig | None = None, environ: Mapping[str, 
         from fclip_workbench.embedding.embed import embed_images
         from fclip_workbench.embedding.store import EmbeddingStore
 
-        model = resolve_model(config.model, catalog, device=config.device)
+        model = resolve_model(config.model, catalog, device=config.device, progress=False)  # no bar atop the app
         store = open_label_store(config.store)
         embeddings = embed_images(model, catalog, store=EmbeddingStore(config.cache), progress=False)
         log.info("label app: %s, field %s, model %s, store %s, annotator %s",
                  catalog.name, config.field, config.model, config.store, annotator)
         widget = Annotator.from_catalog(catalog, config.field, model=model, store=store, annotator=annotator or "",
-                                        embeddings=embeddings)
+                                        embeddings=embeddings, embedding_store=config.cache)
         if annotator and store.has_role(annotator, "lead"):
             return with_team_page(widget, store, config.field, total=len(catalog))
         return widget

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -167,6 +168,33 @@ def _assemble(catalog: Catalog, keys: dict[int, str], vectors: dict[str, np.ndar
     ids = [catalog.ids[r] for r in ok_rows]
     failures = sorted(failures, key=lambda p: (p.row is None, p.row or 0))
     return EmbeddingResult(ids, mat.astype(np.float32, copy=False), failures, n_computed, n_cached, space)
+
+
+def encode_texts_cached(model: EmbeddingModel, texts: Sequence[str], store: EmbeddingStore,
+                        space: EmbeddingSpace | None = None, stats: dict | None = None) -> np.ndarray:
+    """`model.encode_texts(texts)` (n, dim), each text's vector kept in `store` under the model's text key
+    (`text_model_key`), so a text is embedded once per embedding space (a session's label prompts: ~5 s
+    for 141 labels x 3 prompts on a CPU). `space`: the model's, when the caller just read it (reading it
+    hashes the weights). Vectors are stored only when the model's space did not change while they were
+    computed; a stand-in model without a space is not cached. `stats["computed"]`: how many texts were
+    embedded now (0: every vector came from `store`)."""
+    space = space if space is not None else getattr(model, "space", None)
+    stats = stats if stats is not None else {}
+    if not isinstance(space, EmbeddingSpace):
+        stats["computed"] = len(texts)
+        return np.asarray(model.encode_texts(list(texts)), dtype=np.float32)
+    key, digests = text_model_key(space), [text_digest(t) for t in texts]
+    vectors = store.get_many(key, "text", set(digests), dim=space.dim)
+    todo = list(dict.fromkeys(d for d in digests if d not in vectors))
+    stats["computed"] = len(todo)
+    if todo:
+        text_of = dict(zip(digests, texts))
+        feats = np.asarray(model.encode_texts([text_of[d] for d in todo]), dtype=np.float32)  # (m, dim)
+        if model.space == space:
+            good = [j for j, why in enumerate(_check_vectors(feats)) if why is None]
+            store.put_many(key, "text", [todo[j] for j in good], feats[good], normalised=True)
+        vectors.update(zip(todo, feats))
+    return np.stack([vectors[d] for d in digests]) if digests else np.zeros((0, space.dim), np.float32)
 
 
 def embed_texts(

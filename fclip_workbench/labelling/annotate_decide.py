@@ -49,7 +49,7 @@ class DecisionsMixin:
         text = value.strip() if isinstance(value, str) else ""
         if not text:
             raise LabelValueError(f"type a label for {self.field} (got {value!r})")
-        classes = list(self._view.classes)
+        classes = self.classes
         if self.taxonomy is not None:
             canonical = self.taxonomy.canonical(text)
             valid = self.taxonomy.values

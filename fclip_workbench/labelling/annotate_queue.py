@@ -90,6 +90,14 @@ class QueueMixin:
         """Rows in the order of `self.order` (labelled ones are passed over when read)."""
         n = len(self.ids)
         if self.order == "uncertainty":
+            first = self._first
+            if first is not None:  # until every product's suggestions land: the first rows', then the others
+                rows = np.fromiter(first.rows, dtype=np.int64, count=len(first.rows))  # (m,)
+                sample = np.zeros(n, dtype=bool)
+                sample[rows] = True
+                order = np.concatenate([rows[np.argsort(-first.view.uncertainty, kind="stable")],
+                                        np.flatnonzero(~sample)])
+                return interleave_calibration(order, self._calibration_rows() & sample, self._labelled, self.seed)
             return interleave_calibration(np.argsort(-self._view.uncertainty, kind="stable"),
                                           self._calibration_rows(), self._labelled, self.seed)
         if self.order == "query":
@@ -260,7 +268,7 @@ class QueueMixin:
         table = self.catalog.table
         attrs = {c: str(table.at[crow, c]) for c in self.catalog.attributes}
         image = self.catalog.image_path(crow) if table.at[crow, "image"] else None
-        view = self._view  # one refit's probabilities: the suggester itself may be refitting in another thread
+        view = self._view_for(row)  # one refit's probabilities: the suggester itself may be refitting in another thread
         sugg = view.top(row)
         unsure = bool(sugg) and sugg[0][1] < view.unsure_below
         value, event = self._see([item_id])[item_id]

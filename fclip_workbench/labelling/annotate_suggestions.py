@@ -6,6 +6,13 @@ together), computes every probability from it and swaps the result in as one `Su
 thread, which may replace `suggester.labels` meanwhile (a value added to the taxonomy), never sees 4
 classes over 3 columns.
 
+Opening a session (`_open`) fits the suggester once, computes the probabilities of only the first
+products of the queue (`FIRST_ROWS`, a `FirstView`) and shows the first one; the full pass over every
+product runs in the refit thread and, when it lands, refines the queue (the uncertainty order starts from
+a sample: `first_rows`). Both come from ONE suggester state, so a product shown early has the suggestions
+the full pass gives it; anything that needs every product's probabilities (`_view`: batches, clusters,
+the queue table) waits for the full pass.
+
 Example:
     >>> session.refit(wait=True); session.suggestions(session.current.row, top=2)   # doctest: +SKIP
     [('red', 0.91), ('blue', 0.05)]
@@ -13,7 +20,10 @@ Example:
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -24,22 +34,37 @@ from fclip_workbench.errors import InvalidArgumentError
 log = logging.getLogger(__name__)
 
 
-def view_of(suggester, vectors: np.ndarray) -> SuggestionView:
-    """Probabilities of `vectors` (n, dim) and their classes, from one state of `suggester`.
+FIRST_ROWS = 256  # products whose suggestions are computed before the first is shown (the rest in the background)
 
-    A `Suggester` gives one snapshot (`snapshot()`); another estimator is read through `predict_proba` and
-    `classes_`, and refused when the two disagree in size.
+Reader = Callable[[np.ndarray], SuggestionView]
+
+
+def reader_of(suggester) -> Reader:
+    """A function: vectors (n, dim) -> their `SuggestionView`, every call from the SAME state of `suggester`.
+
+    A `Suggester` gives one snapshot (`snapshot()`), read once here; another estimator is read through
+    `predict_proba` and `classes_`, and refused when the two disagree in size.
     """
     snapshot = getattr(suggester, "snapshot", None)
     if callable(snapshot):
         st = snapshot()
-        proba, classes, unsure_below = st.predict_proba(vectors), st.labels, st.unsure_below
+        predict, classes, unsure_below = st.predict_proba, st.labels, st.unsure_below
     else:
-        proba = suggester.predict_proba(vectors)
+        predict = suggester.predict_proba
         classes = getattr(suggester, "classes_", ())
         unsure_below = getattr(suggester, "unsure_below", 0.5)
-    proba = np.asarray(proba, dtype=np.float32)  # (n, n_classes)
     classes = tuple(str(c) for c in classes)
+    return lambda vectors: _view(predict(vectors), classes, float(unsure_below), len(vectors))
+
+
+def view_of(suggester, vectors: np.ndarray) -> SuggestionView:
+    """Probabilities of `vectors` (n, dim) and their classes, from one state of `suggester` (`reader_of`)."""
+    return reader_of(suggester)(vectors)
+
+
+def _view(proba, classes: tuple[str, ...], unsure_below: float, n: int) -> SuggestionView:
+    vectors = range(n)  # only their number is checked
+    proba = np.asarray(proba, dtype=np.float32)  # (n, n_classes)
     if proba.ndim != 2 or proba.shape != (len(vectors), len(classes)):
         raise InvalidArgumentError(f"the suggester gave probabilities of shape {proba.shape} for {len(vectors)} "
                                    f"products and {len(classes)} classes: refit it")
@@ -47,12 +72,57 @@ def view_of(suggester, vectors: np.ndarray) -> SuggestionView:
     return SuggestionView(proba, classes, uncertainty, float(unsure_below))
 
 
+@dataclass(frozen=True, eq=False)
+class FirstView:
+    """The suggestions of the first rows shown, while the full pass (same suggester state) runs."""
+
+    rows: dict[int, int]  # session row -> row of `view`
+    view: SuggestionView  # (len(rows), n_classes)
+    done: threading.Event  # set when the full pass has landed (or failed)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.view.classes
+
+    @property
+    def unsure_below(self) -> float:
+        return self.view.unsure_below
+
+    def top(self, row: int, k: int = 3) -> list[tuple[str, float]]:
+        return self.view.top(self.rows[row], k)
+
+
 class SuggestionsMixin:
     """Refits and suggestions of an `AnnotationSession` (state set up in its `__init__`)."""
 
+    _full_view: SuggestionView
+    _first: FirstView | None = None  # the first rows' suggestions until the opening's full pass lands
+    _opening: Future | None = None  # the opening's full pass (in the refit thread)
+    _opening_reader: Reader  # the suggester state the opening showed the first rows from
+
+    @property
+    def _view(self) -> SuggestionView:
+        """Every product's suggestions; while the opening's full pass runs, waits for it."""
+        first = self._first
+        if first is not None:
+            first.done.wait()
+            if self._first is first:  # the pass failed: done here
+                self._land(first, self._opening_reader)
+        return self._full_view
+
+    @_view.setter
+    def _view(self, view: SuggestionView) -> None:
+        self._full_view = view
+
+    def _view_for(self, row: int):
+        """What shows the suggestions of `row` now: the first rows' (no waiting) or every product's."""
+        first = self._first
+        return first if first is not None and row in first.rows else self._view
+
     @property
     def classes(self) -> list[str]:
-        return list(self._view.classes)
+        first = self._first
+        return list(first.classes if first is not None else self._view.classes)
 
     def _fit_data(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """(rows, values, labelled mask) of the store's labels for the field, among embedded items."""
@@ -76,8 +146,8 @@ class SuggestionsMixin:
                 raise SpaceMismatchError(f"the session's image embeddings are in space {self.space.describe()}, "
                                          f"but the model is now in {now.describe()}: open a new session")
 
-    def _refit(self) -> None:
-        """Fit the suggester on the store's labels, recompute every probability, swap them in."""
+    def _fit(self) -> None:
+        """Fit the suggester on the store's labels (those it can learn)."""
         self._check_model_space()
         rows, values, labelled = self._fit_data()
         label_set = getattr(self.suggester, "labels", None)
@@ -94,15 +164,79 @@ class SuggestionsMixin:
                 self.suggester.fit(X, y, calibration=self._calibration_rows()[fit_rows])
             else:
                 self.suggester.fit(X, y)
+
+    def _refit(self) -> None:
+        """Fit the suggester on the store's labels, recompute every probability, swap them in."""
+        self._fit()
+        self._swap_view(self._reader()(self.vectors))
+
+    def _reader(self) -> Reader:
+        """`reader_of` the fitted suggester (an unfitted one is fitted zero-shot first)."""
         try:
-            view = view_of(self.suggester, self.vectors)
+            read = reader_of(self.suggester)
+            read(self.vectors[:1])  # an estimator without snapshot() says it is unfitted only when asked
+            return read
         except Exception as e:  # an unfitted suggester: fit it zero-shot (no labels)
             if type(e).__name__ != "NotFittedError":
                 raise
             self.suggester.fit()
-            view = view_of(self.suggester, self.vectors)
+            return reader_of(self.suggester)
+
+    def _open(self) -> None:
+        """Fit once, show the first product, and compute every product's suggestions in the refit thread
+        (inline without `background`). The queue starts from `first_rows` and is refined when they land."""
+        if not self.background:
+            self._refit()
+            self._queue = self._make_queue()
+            return
+        self._fit()
+        read = self._reader()  # ONE state: the first rows and the full pass agree
         with self._lock:
-            self._view = view
+            self._labelled = self._fit_data()[2]
+            self.n_refits += 1
+        if len(self.ids) <= FIRST_ROWS:  # a small catalog: every product's suggestions now
+            self._full_view = read(self.vectors)
+            self._queue = self._make_queue()
+            return
+        rows = self.first_rows()
+        first = FirstView({int(r): i for i, r in enumerate(rows)}, read(self.vectors[rows]), threading.Event())
+        self._first, self._opening_reader = first, read
+        self._queue = self._make_queue()
+        self._opening = self._refit_executor().submit(self._opening_job, first, read)
+
+    def first_rows(self) -> np.ndarray:
+        """The rows whose suggestions are computed before the first product is shown (`FIRST_ROWS`): the first
+        unlabelled ones of the queue, or for the uncertainty order (which needs every product's
+        probabilities), a seeded sample of the unlabelled ones, with the calibration items among them."""
+        open_rows = np.flatnonzero(~self._labelled)
+        if self.order != "uncertainty":
+            queue = self._make_queue()
+            return queue[~self._labelled[queue]][:FIRST_ROWS]
+        rng = np.random.default_rng(self.seed)
+        return np.sort(rng.permutation(open_rows)[:FIRST_ROWS])
+
+    def _opening_job(self, first: FirstView, read: Reader) -> None:
+        try:
+            self._land(first, read)
+        except Exception:  # noqa: BLE001 - whoever needs every product's suggestions computes them again
+            log.exception("the suggestions of every product failed; they are computed when needed")
+        finally:
+            first.done.set()
+
+    def _land(self, first: FirstView, read: Reader) -> None:
+        """Every product's suggestions (from the opening's state) swapped in; the queue refined from them."""
+        view = read(self.vectors)
+        if self._first is not first:
+            return
+        self._full_view, self._first = view, None
+        first.done.set()  # before the lock: a reader waiting for the full pass may hold it
+        with self._lock:
+            if self.order == "uncertainty":
+                self._queue, self._pos = self._make_queue(), 0
+
+    def _swap_view(self, view: SuggestionView) -> None:
+        with self._lock:
+            self._view, self._first = view, None
             # read again now, not at the start: labels written and undone during the fit both count
             self._labelled = self._fit_data()[2]
             self.n_refits += 1
@@ -126,14 +260,20 @@ class SuggestionsMixin:
             self.wait_refit()
             self._refit_job()
             return
+        self._refit_future = self._refit_executor().submit(self._refit_job)
+
+    def _refit_executor(self) -> ThreadPoolExecutor:
+        """The one refit thread: the opening's full pass, then each refit, in turn."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fclip-refit")
-        self._refit_future = self._executor.submit(self._refit_job)
+        return self._executor
 
     def wait_refit(self, timeout: float | None = None) -> None:
-        """Block until a background refit has finished (tests, benchmarks, shutdown)."""
-        if self._refit_future is not None:
-            self._refit_future.result(timeout)
+        """Block until the opening's full pass and a background refit have finished (tests, benchmarks,
+        shutdown)."""
+        for future in (self._opening, self._refit_future):
+            if future is not None:
+                future.result(timeout)
 
     @property
     def refitting(self) -> bool:

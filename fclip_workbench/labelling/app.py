@@ -173,7 +173,7 @@ def warm_embeddings(config: LabelAppConfig, catalog, progress: bool = True) -> i
     from fclip_workbench.embedding.store import EmbeddingStore
     from fclip_workbench.workshop import resolve_model
 
-    model = resolve_model(config.model, catalog, device=config.device)
+    model = resolve_model(config.model, catalog, device=config.device, progress=progress)
     result = embed_images(model, catalog, store=EmbeddingStore(config.cache), progress=progress)
     if result.failures:
         log.warning("%d products have no image embedding and will not be offered for labelling",
@@ -194,7 +194,10 @@ def serve_label_app(data: str, field: str, model: str = "auto", store: str | Non
                                     progress=progress, **catalog)
     env = {**os.environ, ENV_CONFIG: config.to_json(), "JUPYTER_PATH": jupyter_path_with_template()}
     url = app_url(host, port)
-    print(f"labelling {config.field!r} of {config.data} into {config.store or 'the default label store'}", flush=True)
+    from fclip_workbench.paths import default_labels_path
+
+    where = config.store or f"the default label store {default_labels_path()}"
+    print(f"labelling {config.field!r} of {config.data} into {where}", flush=True)
     print(f"open {url} (annotator name: {url}?annotator=NAME); Ctrl-C stops the server", flush=True)
     if not is_loopback(host):
         log.warning("serving on %s: anyone who can reach this machine can read the catalog and write labels", host)

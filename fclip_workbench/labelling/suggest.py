@@ -56,6 +56,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -111,6 +112,8 @@ class Suggester(ClassifierMixin, BaseEstimator):
         calibrate: fit the zero-shot scale and the temperature on the labelled items.
         max_iter: L-BFGS iterations per probe fit.
         warm_start: start each refit from the previous coefficients.
+        text_cache: an embedding store file (`EmbeddingStore`) keeping the label prompts' vectors per model
+            space, so a fit (a session's opening) embeds only prompts it never saw; None: embed them each fit.
 
     Fitted attributes (read-only views of one `SuggesterState`, see `snapshot()`): classes_, text_weights_
     (n_labels, dim), space_ (EmbeddingSpace or None), probe_ (SoftmaxProbe or None), class_counts_ (n_labels,),
@@ -124,7 +127,8 @@ class Suggester(ClassifierMixin, BaseEstimator):
     def __init__(self, model: EmbeddingModel | None = None, labels: Sequence[str] | None = None,
                  prompts: Sequence[str] = ZERO_SHOT_PROMPTS, text_weights: np.ndarray | None = None,
                  min_per_class: int = 1, C: float = 1.0, unsure_below: float = 0.5,
-                 calibrate: bool = True, max_iter: int = 300, warm_start: bool = True) -> None:
+                 calibrate: bool = True, max_iter: int = 300, warm_start: bool = True,
+                 text_cache: str | Path | None = None) -> None:
         self.model = model
         self.labels = labels
         self.prompts = prompts
@@ -135,6 +139,7 @@ class Suggester(ClassifierMixin, BaseEstimator):
         self.calibrate = calibrate
         self.max_iter = max_iter
         self.warm_start = warm_start
+        self.text_cache = text_cache
 
     def __sklearn_clone__(self) -> "Suggester":
         """A clone shares the (frozen, large) model; every other parameter is copied as scikit-learn does."""
@@ -264,8 +269,9 @@ class Suggester(ClassifierMixin, BaseEstimator):
             key = (labels, prompts, ident)
             if current is not None and current.text_key == key:
                 return np.asarray(current.text_weights), current.space, key
-            weights = self._check_weights(class_weights(model, list(labels), list(prompts)), len(labels))
-            if _model_space(model) == space:
+            stats: dict = {}
+            weights = self._check_weights(self._class_weights(model, labels, prompts, space, stats), len(labels))
+            if stats.get("computed") == 0 or _model_space(model) == space:  # all cached under `space`: no check
                 if space is not None and weights.shape[1] != space.dim:
                     raise SpaceMismatchError(f"the label text vectors are {weights.shape[1]}-d, but the model's space "
                                              f"{space.describe()} is {space.dim}-d")
@@ -273,6 +279,17 @@ class Suggester(ClassifierMixin, BaseEstimator):
             log.info("the model's weights changed while the label prompts were embedded: embedding them again")
         raise SpaceMismatchError(f"the model's embedding space kept changing while the label prompts were embedded "
                                  f"({TEXT_WEIGHT_TRIES} tries): fit the suggester once the model is not being trained")
+
+    def _class_weights(self, model, labels: tuple[str, ...], prompts: tuple[str, ...], space: EmbeddingSpace | None,
+                       stats: dict) -> np.ndarray:
+        """The label vectors (`class_weights`), the prompts' vectors read from `text_cache` when it has them
+        (`stats["computed"]`: how many were embedded now)."""
+        if self.text_cache is None or space is None:
+            return class_weights(model, list(labels), list(prompts))
+        from fclip_workbench.embedding.store import EmbeddingStore
+
+        with EmbeddingStore(self.text_cache) as store:
+            return class_weights(model, list(labels), list(prompts), store=store, space=space, stats=stats)
 
     def prepare(self) -> "Suggester":
         """Embed the label prompts (or check `text_weights`) and swap in a zero-shot state if none fits them.

@@ -222,7 +222,10 @@ class Taxonomy:
             cols = [c for c in table.columns if c not in ("item_id", "image", "text")]
             raise TaxonomyError(f"catalog has no column {field!r}; its attribute columns: {', '.join(map(str, cols))}")
         out = cls(field, source=f"catalog:{getattr(catalog, 'name', 'table')}")
+        distinct: dict[tuple[type, str], object] = {}  # each distinct cell once, first seen first (40k rows: 2 s)
         for v in table[field].tolist():
+            distinct.setdefault((type(v), str(v)), v)
+        for v in distinct.values():
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 continue
             if isinstance(v, (list, dict, bytes)):

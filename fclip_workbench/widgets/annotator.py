@@ -152,8 +152,9 @@ class Annotator(SelectionBatchMixin, w.VBox):
         self._cells: list[tuple[w.VBox, w.Image, w.HTML, w.Checkbox]] = []
         self.batch_confirm = css(w.Button(description="Confirm 0", button_style="success"), "fclip-batch-confirm")
         self.batch_error_html = css(w.HTML(), "fclip-batch-error")
-        self.model_batch = w.VBox([w.HBox([self.batch_label, self.batch_query]), self.batch_grid,
-                                   w.HBox([self.batch_confirm, self.batch_error_html])])
+        # Confirm above the grid: on a laptop screen the grid pushes it below the fold
+        self.model_batch = w.VBox([w.HBox([self.batch_label, self.batch_query]),
+                                   w.HBox([self.batch_confirm, self.batch_error_html]), self.batch_grid])
         # ---- selection batch: given products (a map selection), one value for all
         self.sel_head = css(w.HTML(), "fclip-selection-head")
         self.sel_value = css(w.Dropdown(options=self._values(), value=None, description="Apply"),
