@@ -22,6 +22,11 @@ from fclip_workbench.labelling.store.records import ACCEPTED_SOURCES, DECISION_S
 FREQS = {"hour": "h", "day": "D", "week": "W"}
 
 
+def period_of(times: pd.Series, freq: str) -> pd.Series:
+    """The start of the hour, day or week each time falls in."""
+    return times.dt.to_period("W").dt.start_time if freq == "week" else times.dt.floor(FREQS[freq])
+
+
 def decisions(history: pd.DataFrame) -> pd.DataFrame:
     """The annotators' decisions and answers not undone (`store.history()` rows)."""
     if not len(history):
@@ -36,8 +41,8 @@ def labels_per_hour(history: pd.DataFrame, freq: str = "hour"):
     import plotly.express as px
 
     d = decisions(history)
-    counts = (d.assign(period=d["time"].dt.floor(FREQS[freq]) if freq != "week" else d["time"].dt.to_period("W")
-                       .dt.start_time).groupby(["period", "annotator"]).size().rename("labels").reset_index()
+    counts = (d.assign(period=period_of(d["time"], freq)).groupby(["period", "annotator"]).size().rename("labels")
+              .reset_index()
               if len(d) else pd.DataFrame(columns=["period", "annotator", "labels"]))
     fig = px.bar(counts, x="period", y="labels", color="annotator", barmode="group",
                  title=f"Labels per {freq} per annotator")
@@ -56,8 +61,7 @@ def agreement_over_time(answers: pd.DataFrame, freq: str = "day"):
         pairs = pd.DataFrame([(i, g["value"].iloc[0] == g["value"].iloc[1], g["time"].iloc[1]) for i, g in second],
                              columns=["item_id", "agree", "time"])
         if len(pairs):
-            pairs["period"] = pairs["time"].dt.floor(FREQS[freq]) if freq != "week" else \
-                pairs["time"].dt.to_period("W").dt.start_time
+            pairs["period"] = period_of(pairs["time"], freq)
             for period, g in pairs.groupby("period"):
                 k = pairwise_kappa(a[a["item_id"].isin(g["item_id"])])
                 kappa = float((k["kappa"] * k["items"]).sum() / k["items"].sum()) if len(k) and k["items"].sum() \

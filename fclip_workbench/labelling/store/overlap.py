@@ -247,8 +247,8 @@ class TeamLabels(StoreParts):
         groups = ans.groupby("item_id", sort=False)
         two = [i for i, g in groups if len(g) >= 2 and g["value"].nunique() > 1]
         labelled = {i for i, (v, _) in self._current_values(field, two).items() if v is not None}
-        rows = [(i, dict(zip(g["annotator"], g["value"])), g["time"].min()) for i, g in groups
-                if i in set(two) - labelled]
+        waiting = set(two) - labelled
+        rows = [(i, dict(zip(g["annotator"], g["value"])), g["time"].min()) for i, g in groups if i in waiting]
         return pd.DataFrame(rows, columns=cols)
 
     def _current_values(self, field: str, item_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
