@@ -170,3 +170,18 @@ def test_the_widget_names_every_order():
     from fclip_workbench.widgets.annotator import ORDER_NAMES
 
     assert set(QUEUE_ORDERS) <= set(ORDER_NAMES)
+
+
+def test_activelab_doubts_a_label_its_neighbours_contradict_even_when_the_model_fits_it():
+    group = np.repeat([0, 1], 12)  # (24,): two groups of twelve
+    x = np.eye(4, dtype=np.float32)[group] + np.random.default_rng(0).normal(0, 0.01, (24, 4)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = group.copy()
+    y[3] = 1  # labelled 1 in the group of 0
+    proba = np.eye(2)[y] * 0.9 + 0.05  # the model fitted every label, row 3's too
+    labels = {r: "ab"[c] for r, c in enumerate(y)}
+    none, every = np.zeros(24, bool), np.ones(24, bool)
+    order, cand = activelab_order(proba, ["a", "b"], labels, none, every, vectors=x)
+    assert np.flatnonzero(cand).tolist() == [3] and order[0] == 3
+    _, fitted = activelab_order(proba, ["a", "b"], labels, none, every)
+    assert not fitted.any()  # from the model's own probabilities alone, nothing is doubted

@@ -9,8 +9,9 @@ is testable without widgets.
 
 The class is assembled from one part per responsibility, each in its own module:
 - `annotate_queue.QueueMixin`: queue orders (`QUEUE_ORDERS`: "uncertainty", least confident first;
-  "query", most similar to a text query; "cluster", one KMeans cluster, most typical first; "random",
-  seeded), `review(item_ids)` (a label-issue list through `audit_item_ids`, or a map selection), and
+  "diversity", k-center over the most uncertain; "activelab", new products or re-labels of doubtful labels
+  (queue_orders.py); "query", most similar to a text query; "cluster", one KMeans cluster, most typical
+  first; "random", seeded), `review(item_ids)` (a label-issue list through `audit_item_ids`, or a map selection), and
   what was shown of each item (the store's last event on it);
 - `annotate_decide.DecisionsMixin`: accept / correct / skip / undo, the value and name rules;
 - `annotate_batch.BatchMixin`: the model batch (`batch_candidates` + `confirm_batch`) and the

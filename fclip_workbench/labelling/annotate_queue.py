@@ -119,7 +119,8 @@ class QueueMixin:
         rows, values, _ = self._fit_data()
         labels = dict(zip(rows.tolist(), values))
         order, self._relabel = activelab_order(view.proba, view.classes, labels,
-                                               cal | self._overlap_rows() | self._reviewed, self._labelled)
+                                               cal | self._overlap_rows() | self._reviewed, self._labelled,
+                                               vectors=self.vectors)
         return interleave_calibration(order, cal & ~self._labelled, self._labelled & ~self._relabel, self.seed)
 
     def review(self, item_ids: Sequence[str]) -> Item | None:
@@ -167,8 +168,9 @@ class QueueMixin:
         return out
 
     def set_order(self, order: str, query: str | None = None, cluster: int | None = None) -> Item | None:
-        """Reorder the queue and show its first item: "uncertainty", "query" (give `query`), "cluster"
-        (give `cluster`), "random". The current item, not decided, goes back to the queue."""
+        """Reorder the queue and show its first item: "uncertainty", "diversity", "activelab" (re-labels
+        included, shown with their label), "query" (give `query`), "cluster" (give `cluster`), "random". The
+        current item, not decided, goes back to the queue."""
         if order not in QUEUE_ORDERS:
             raise InvalidArgumentError(f"unknown queue order {order!r}; choose one of {', '.join(QUEUE_ORDERS)}")
         if order == "adjudication":
