@@ -10,7 +10,7 @@
   scores of cleanlab (`cleanlab.multiannotator.get_active_learning_scores`, Goh et al. 2023): a labelled
   product scores (2 p(its label) + 1/K) / 3, an unlabelled one (max p + 1/K) / 2 (one annotator per
   product, K classes); lowest first. For a labelled product p is held out (`held_out_proba`: its 10
-  nearest labelled neighbours' labels, half and half with the model, which fits its own labels). Re-label
+  nearest labelled neighbours' labels, the model, which fits its own labels, as an 11th). Re-label
   candidates are labelled products whose label is not the top class of that p, not re-labelled in this
   run of the order, not overlap products (those are answered independently). A re-label is shown with its current label and written as a normal decision,
   compare-and-set on the label's last event.
@@ -116,12 +116,13 @@ def activelab_scores(proba: np.ndarray, labelled_rows: np.ndarray, label_idx: np
 
 def held_out_proba(vectors: np.ndarray, rows: np.ndarray, label_idx: np.ndarray, proba: np.ndarray,
                    k: int = NEIGHBOURS, seed: int | None = 0) -> np.ndarray:
-    """(len(rows), K) probabilities of the labelled `rows` that do not rest on their own label: half the
-    labels of their `k` nearest other labelled products (cosine; at most `MAX_CENTRES` of them, a seeded
-    sample), half the model's `proba` (which was fitted on those labels, so agrees with them).
+    """(len(rows), K) probabilities of the labelled `rows` that do not rest on their own label: the labels
+    of their `k` nearest other labelled products (cosine; at most `MAX_CENTRES` of them, a seeded sample),
+    with the model's `proba` counted as one more neighbour (it was fitted on those labels, so agrees with them).
 
     ActiveLab needs out-of-sample probabilities (cleanlab: cross-validated); a probe refitted every 5 labels
-    fits its own labels, so with `proba` alone no label is ever doubted."""
+    fits its own labels, so with `proba` alone no label is ever doubted (measured: 0 re-labels in 1,000 with
+    an annotator wrong 1 time in 10; with the model as half the vote, still 0)."""
     n_cls = proba.shape[1]
     refs = np.arange(len(rows))
     if len(refs) > MAX_CENTRES:
@@ -136,9 +137,7 @@ def held_out_proba(vectors: np.ndarray, rows: np.ndarray, label_idx: np.ndarray,
         if k > 0:
             near = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (chunk, k)
             np.add.at(votes, (np.arange(s, s + len(sim))[:, None], label_idx[refs[near]]), 1.0 / k)
-        else:
-            votes[s:s + len(sim)] = 1.0 / n_cls
-    return 0.5 * votes + 0.5 * proba[rows]
+    return (k * votes + proba[rows]) / (k + 1) if k > 0 else np.asarray(proba[rows], dtype=np.float64)
 
 
 def activelab_order(proba: np.ndarray, classes, labels: dict[int, str], exclude: np.ndarray,
