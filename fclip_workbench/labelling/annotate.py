@@ -109,8 +109,9 @@ class AnnotationSession(QueueMixin, DecisionsMixin, BatchMixin, SuggestionsMixin
         n = len(self.ids)
         self._labelled = np.zeros(n, dtype=bool)  # has a label for `field` in the store
         self._skipped = np.zeros(n, dtype=bool)
-        self._reviewed = np.zeros(n, dtype=bool)  # decided in the current review (order "review", "activelab")
+        self._reviewed = np.zeros(n, dtype=bool)  # decided in the current review (order "review")
         self._relabel = np.zeros(n, dtype=bool)  # labelled products the "activelab" queue shows again
+        self._relabelled = np.zeros(n, dtype=bool)  # decided while labelled (re-labels), since "activelab" was set
         self._calibration: np.ndarray | None = None  # (n,) the calibration items (uncertainty queue, refits)
         # what each batch view showed: {view: {item_id: the store's last event on it then}} ("page": the model
         # batch's pages, "grid": the selection grids); the current item carries its own (`Item.event_id`)

@@ -119,7 +119,7 @@ class QueueMixin:
         rows, values, _ = self._fit_data()
         labels = dict(zip(rows.tolist(), values))
         order, self._relabel = activelab_order(view.proba, view.classes, labels,
-                                               cal | self._overlap_rows() | self._reviewed, self._labelled,
+                                               cal | self._overlap_rows() | self._relabelled, self._labelled,
                                                vectors=self.vectors)
         return interleave_calibration(order, cal & ~self._labelled, self._labelled & ~self._relabel, self.seed)
 
@@ -186,7 +186,7 @@ class QueueMixin:
         with self._lock:
             self.order = order
             if order == ACTIVELAB:
-                self._reviewed = np.zeros(len(self.ids), dtype=bool)  # re-labelled in this run of the order
+                self._relabelled = np.zeros(len(self.ids), dtype=bool)  # re-labelled in this run of the order
             self._queue, self._pos = self._make_queue(), 0
         self._front.clear()
         self._advance()
@@ -234,7 +234,7 @@ class QueueMixin:
         """Rows not to show (n,): labelled ones, or in a review, the ones decided in it (labelled ones are
         what a review is for)."""
         if self.order == ACTIVELAB:  # re-label candidates are shown with their label, once
-            return (self._labelled & ~self._relabel) | self._reviewed | self._team_done()
+            return (self._labelled & ~self._relabel) | self._relabelled | self._team_done()
         return self._reviewed if self.order == "review" else self._labelled | self._team_done()
 
     def _next_row(self) -> int | None:
