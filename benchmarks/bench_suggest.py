@@ -21,12 +21,22 @@ product's catalog value, in the app's default queue order and in random order
 (`--queue-orders`); after 50/200/1,000 labels its suggester is scored on the
 held-out products the same way (ECE target <= 0.05 under the app's queue).
 
+Labels to a target F1 (`--queue`). The same simulated sessions, in every queue order that picks by
+the model ("uncertainty", "diversity", "activelab") and "random", 3 draws each, scored every `--step`
+labels up to `--max-labels`: how many labels each order needs before the held-out weighted F1 reaches
+`--target-f1` (default: what random order reaches at `--target-at` labels, mean of its draws). A draw that
+never reaches it counts as "> max". `--annotator-noise e`: the simulated annotator types a wrong value
+(uniform among the others) with probability e on each decision, so that re-labelling ("activelab") has
+something to fix; 0 by default (every label is the catalog value). It also times each order's first
+product (the queue built from the suggestions at the start of the session, and the item shown).
+
 Speed: suggestions (top 3) for all 39,953 KAGL products over the articleType
 labels from stored embeddings; a refit after one new label on top of 1,000.
 
     python benchmarks/bench_suggest.py [--data DIR] [--store PATH]
         [--sizes 50 200 1000] [--seeds 3] [--pool-limit N] [--speed-only]
         [--queue-orders uncertainty random] [--queue-fields articleType] [--queue-seeds 3] [--queue-only]
+        [--queue [--target-f1 F | --target-at 500] [--step 25] [--max-labels 1000] [--annotator-noise 0]]
 
 The first run embeds what it needs into --store (all KAGL images: minutes to an
 hour on 2 CPU cores); later runs read the store.
@@ -98,9 +108,11 @@ def app_queue_order() -> str:
 
 
 def queue_run(model, catalog, fld: str, labels: list[str], tw, pool_rows, pool_ids, pool_x, of: dict, order: str,
-              sizes: list[int], seed: int, x_ev, y_ev) -> dict[int, dict[str, float]]:
+              sizes: list[int], seed: int, x_ev, y_ev, noise: float = 0.0) -> dict[int, dict[str, float]]:
     """Scores on the held-out products after each of `sizes` labels, given by a simulated annotator in an
-    `AnnotationSession` queued by `order` (refit every DEFAULT_REFIT_EVERY labels, as in the app)."""
+    `AnnotationSession` queued by `order` (refit every DEFAULT_REFIT_EVERY labels, as in the app); the
+    annotator types a wrong value with probability `noise`. Also "first_s" (seconds to the first product)
+    and "relabels" (decisions on products labelled before)."""
     import tempfile
     from pathlib import Path
 
@@ -118,20 +130,72 @@ def queue_run(model, catalog, fld: str, labels: list[str], tw, pool_rows, pool_i
         store = LabelStore(Path(tmp) / "labels.sqlite", catalog=sub)
         session = AnnotationSession(sub, fld, store, Suggester(labels=labels, text_weights=tw),
                                     EmbeddingResult([pool_ids[i] for i in keep], pool_x[keep]),
-                                    taxonomy=Taxonomy.from_values(fld, labels), annotator="bench", order=order,
+                                    taxonomy=Taxonomy.from_values(fld, labels), annotator="bench", order="random",
                                     refit_every=DEFAULT_REFIT_EVERY, seed=seed, background=False)
+        t = time.perf_counter()
+        session.set_order(order)  # the queue from the zero-shot suggestions, as when a session opens
+        first_s = time.perf_counter() - t
+        rng = np.random.default_rng(1000 + seed)  # the annotator's slips
+        relabels = 0
         t = time.perf_counter()
         for n in range(1, max(sizes) + 1):
             if session.current is None:
                 break
-            session.correct(of[session.current.item_id])
+            value = of[session.current.item_id]
+            relabels += session.current.current is not None
+            if noise and rng.random() < noise:
+                value = labels[(labels.index(value) + 1 + rng.integers(len(labels) - 1)) % len(labels)]
+            session.correct(value)
             if n in sizes:
-                session.refit(wait=True)  # on every label so far (a no-op difference at multiples of refit_every)
+                if n % DEFAULT_REFIT_EVERY:  # refitted inline on every DEFAULT_REFIT_EVERY-th label already
+                    session.refit(wait=True)
                 out[n] = scores(session.suggester, x_ev, y_ev, labels)
-        print(f"queue {order} seed {seed}: {n} labels in {time.perf_counter() - t:.0f} s", flush=True)
+        print(f"queue {order} seed {seed}: {n} labels ({relabels} re-labels) in {time.perf_counter() - t:.0f} s, "
+              f"first product in {first_s:.3f} s", flush=True)
+        out[0] = {"first_s": first_s, "relabels": relabels}
         session.close()
         store.close()
     return out
+
+
+def labels_to_target(curve: dict[int, float], target: float) -> int | None:
+    """The first number of labels whose weighted F1 reaches `target` ({labels: F1}), None if none does."""
+    return next((n for n in sorted(curve) if curve[n] >= target - 1e-9), None)
+
+
+def print_labels_to_target(args, queue_out) -> None:
+    """One line per field and order: labels to the target F1, mean +- sd over the draws."""
+    for fld in dict.fromkeys(f for f, *_ in queue_out):
+        curves: dict[str, dict[int, dict[int, float]]] = {}  # order -> seed -> {labels: wF1}
+        first: dict[str, list[float]] = {}
+        relabels: dict[str, list[int]] = {}
+        for f, order, seed, n, m in queue_out:
+            if f != fld:
+                continue
+            if n == 0:
+                first.setdefault(order, []).append(m["first_s"])
+                relabels.setdefault(order, []).append(m["relabels"])
+            else:
+                curves.setdefault(order, {}).setdefault(seed, {})[n] = m["wF1"]
+        target = args.target_f1
+        how = "given"
+        if target is None:
+            target = statistics.mean(c[args.target_at] for c in curves["random"].values())
+            how = f"random order's at {args.target_at} labels"
+        print(f"\n{fld}: labels to a held-out weighted F1 of {target:.3f} ({how}); scored every {args.step} labels up "
+              f"to {args.max_labels}; annotator noise {args.annotator_noise}:")
+        for order, by_seed in curves.items():
+            hits = [labels_to_target(by_seed[s], target) for s in sorted(by_seed)]
+            draws = ", ".join(str(h) if h is not None else f">{args.max_labels}" for h in hits)
+            got = [h for h in hits if h is not None]
+            if len(got) == len(hits):
+                mean = f"{statistics.mean(got):.0f}±{statistics.stdev(got) if len(got) > 1 else 0:.0f}"
+            else:
+                mean = f">{args.max_labels} ({len(got)} of {len(hits)} draws reached it)"
+            f1_end = [by_seed[s][max(by_seed[s])] for s in sorted(by_seed)]
+            print(f"order={order} labels_to_target={mean} (draws: {draws}) target_f1={target:.3f} "
+                  f"wF1@{max(next(iter(by_seed.values())))}={fmt(f1_end)} re-labels={relabels[order]} "
+                  f"first_product_s={max(first[order]):.3f}")
 
 
 def main() -> None:
@@ -151,11 +215,37 @@ def main() -> None:
     ap.add_argument("--queue-seeds", type=int, default=3,
                     help="seeds per queue order: each draws 90%% of the pool (and, in random order, the permutation)")
     ap.add_argument("--queue-only", action="store_true", help="only the queue runs (no random-draw table, no speed)")
+    ap.add_argument("--queue", action="store_true",
+                    help="labels each queue order needs to reach --target-f1 (implies --queue-only; default orders "
+                         "uncertainty diversity activelab random, field articleType)")
+    ap.add_argument("--target-f1", type=float, default=None,
+                    help="weighted F1 on the held-out products to reach (default: random order's at --target-at)")
+    ap.add_argument("--target-at", type=int, default=500, help="labels at which random order sets the target")
+    ap.add_argument("--step", type=int, default=25, help="--queue: score every STEP labels")
+    ap.add_argument("--max-labels", type=int, default=1000, help="--queue: labels per session at most")
+    ap.add_argument("--annotator-noise", type=float, default=0.0,
+                    help="share of decisions the simulated annotator gets wrong (0: always the catalog value)")
     ap.add_argument("--speed-only", action="store_true",
                     help="articleType, 1,000 labels, 1 seed: just enough for the speed lines")
     args = ap.parse_args()
     if args.speed_only:
         args.fields, args.sizes, args.seeds, args.queue_orders = ["articleType"], [1000], 1, []
+    if args.queue:
+        args.queue_only = True
+        if args.queue_orders is None:
+            args.queue_orders = ["uncertainty", "diversity", "activelab", "random"]
+        if args.queue_fields is None:
+            args.queue_fields = ["articleType"]
+        args.fields = args.queue_fields
+        if args.target_f1 is None and "random" not in args.queue_orders:
+            raise SystemExit("--queue without --target-f1 sets the target from random order: add random to "
+                             "--queue-orders or give --target-f1")
+        if not 0 < args.step <= args.max_labels or (args.target_f1 is None and args.target_at % args.step):
+            raise SystemExit(f"--step must be 1..--max-labels and divide --target-at (got {args.step})")
+        args.sizes = sorted(set(range(args.step, args.max_labels + 1, args.step)) | set(args.sizes)
+                            | ({args.target_at} if args.target_f1 is None else set()))
+    if not 0 <= args.annotator_noise < 1:
+        raise SystemExit(f"--annotator-noise must be in [0, 1) (got {args.annotator_noise})")
     if args.queue_orders is None:
         args.queue_orders = list(dict.fromkeys([app_queue_order(), "random"]))
     logging.basicConfig(level=logging.WARNING)
@@ -210,7 +300,7 @@ def main() -> None:
             for order in args.queue_orders:
                 for seed in range(args.queue_seeds):
                     res = queue_run(model, catalog, fld, labels, tw, pool_rows, pool_ids, pool_x, of, order,
-                                    args.sizes, seed, x_ev, y_ev)
+                                    args.sizes, seed, x_ev, y_ev, noise=args.annotator_noise)
                     queue_out += [(fld, order, seed, n, m) for n, m in res.items()]
         if args.queue_only or fld not in args.fields:
             continue
@@ -232,7 +322,9 @@ def main() -> None:
                     suggesters[fld] = (s, labels, tw, pool_keep, pick, of)
             rows_out.append((fld, f"{n} labels", acc, raw_ece))
 
-    if queue_out:
+    if args.queue:
+        print_labels_to_target(args, queue_out)
+    if queue_out and not args.queue:
         app = app_queue_order()
         print(f"\ncalibration under the annotator's queue (AnnotationSession, refit every 5 labels; the app's default "
               f"queue is {app!r}); scored on the held-out products:")

@@ -138,13 +138,13 @@ def test_activelab_passes_over_confident_labels_and_labels_new_products(catalog,
     truth = dict(zip(catalog.ids, catalog.table["colour"]))
     agreed = embeddings.ids[-1]
     store.set(agreed, "colour", truth[agreed], annotator="bob")  # the model agrees: not worth a re-label
-    s = make_session(catalog, store, embeddings, order="activelab")
+    s = make_session(catalog, store, embeddings, order="activelab", refit_every=0)  # one queue, never rebuilt
     assert agreed not in s.queue() and s.current.current is None
     seen = []
     while s.current is not None:
         seen.append(s.current.item_id)
         s.correct(truth[s.current.item_id])
-    assert sorted(seen) == sorted(set(embeddings.ids) - {agreed})  # each product once
+    assert sorted(seen) == sorted(set(embeddings.ids) - {agreed})  # each new product once
 
 
 def test_activelab_undo_of_a_relabel_shows_the_old_label_again(catalog, store, embeddings):  # noqa: F811
@@ -170,3 +170,18 @@ def test_the_widget_names_every_order():
     from fclip_workbench.widgets.annotator import ORDER_NAMES
 
     assert set(QUEUE_ORDERS) <= set(ORDER_NAMES)
+
+
+def test_activelab_doubts_a_label_its_neighbours_contradict_even_when_the_model_fits_it():
+    group = np.repeat([0, 1], 12)  # (24,): two groups of twelve
+    x = np.eye(4, dtype=np.float32)[group] + np.random.default_rng(0).normal(0, 0.01, (24, 4)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = group.copy()
+    y[3] = 1  # labelled 1 in the group of 0
+    proba = np.eye(2)[y] * 0.9 + 0.05  # the model fitted every label, row 3's too
+    labels = {r: "ab"[c] for r, c in enumerate(y)}
+    none, every = np.zeros(24, bool), np.ones(24, bool)
+    order, cand = activelab_order(proba, ["a", "b"], labels, none, every, vectors=x)
+    assert np.flatnonzero(cand).tolist() == [3] and order[0] == 3
+    _, fitted = activelab_order(proba, ["a", "b"], labels, none, every)
+    assert not fitted.any()  # from the model's own probabilities alone, nothing is doubted

@@ -9,8 +9,9 @@ is testable without widgets.
 
 The class is assembled from one part per responsibility, each in its own module:
 - `annotate_queue.QueueMixin`: queue orders (`QUEUE_ORDERS`: "uncertainty", least confident first;
-  "query", most similar to a text query; "cluster", one KMeans cluster, most typical first; "random",
-  seeded), `review(item_ids)` (a label-issue list through `audit_item_ids`, or a map selection), and
+  "diversity", k-center over the most uncertain; "activelab", new products or re-labels of doubtful labels
+  (queue_orders.py); "query", most similar to a text query; "cluster", one KMeans cluster, most typical
+  first; "random", seeded), `review(item_ids)` (a label-issue list through `audit_item_ids`, or a map selection), and
   what was shown of each item (the store's last event on it);
 - `annotate_decide.DecisionsMixin`: accept / correct / skip / undo, the value and name rules;
 - `annotate_batch.BatchMixin`: the model batch (`batch_candidates` + `confirm_batch`) and the
@@ -120,8 +121,9 @@ class AnnotationSession(QueueMixin, DecisionsMixin, BatchMixin, SuggestionsMixin
         n = len(self.ids)
         self._labelled = np.zeros(n, dtype=bool)  # has a label for `field` in the store
         self._skipped = np.zeros(n, dtype=bool)
-        self._reviewed = np.zeros(n, dtype=bool)  # decided in the current review (order "review", "activelab")
+        self._reviewed = np.zeros(n, dtype=bool)  # decided in the current review (order "review")
         self._relabel = np.zeros(n, dtype=bool)  # labelled products the "activelab" queue shows again
+        self._relabelled = np.zeros(n, dtype=bool)  # decided while labelled (re-labels), since "activelab" was set
         self._calibration: np.ndarray | None = None  # (n,) the calibration items (uncertainty queue, refits)
         # what each batch view showed: {view: {item_id: the store's last event on it then}} ("page": the model
         # batch's pages, "grid": the selection grids); the current item carries its own (`Item.event_id`)

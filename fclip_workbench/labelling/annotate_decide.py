@@ -121,6 +121,7 @@ class DecisionsMixin:
         with self._lock:  # a background refit swaps this mask's contents under the same lock
             self._labelled[item.row] = labelled
             self._reviewed[item.row] = True
+            self._relabelled[item.row] |= item.current is not None  # "activelab" re-labels it once per run
         self._decisions.append(decision)
         self.counts[source] += 1
         self._count_labels(1)
@@ -220,7 +221,7 @@ class DecisionsMixin:
                 self._labelled[self._row[i]] = label is not None
         if item_id in self._row:
             r = self._row[item_id]
-            self._skipped[r] = self._reviewed[r] = False
+            self._skipped[r] = self._reviewed[r] = self._relabelled[r] = False
             self._team_reopen(r)
             if self.current is not None:
                 self._front.insert(0, self.current.row)

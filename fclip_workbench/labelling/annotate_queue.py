@@ -127,7 +127,8 @@ class QueueMixin:
         rows, values, _ = self._fit_data()
         labels = dict(zip(rows.tolist(), values))
         order, self._relabel = activelab_order(view.proba, view.classes, labels,
-                                               cal | self._overlap_rows() | self._reviewed, self._labelled)
+                                               cal | self._overlap_rows() | self._relabelled, self._labelled,
+                                               vectors=self.vectors)
         return interleave_calibration(order, cal & ~self._labelled, self._labelled & ~self._relabel, self.seed)
 
     def review(self, item_ids: Sequence[str]) -> Item | None:
@@ -175,8 +176,9 @@ class QueueMixin:
         return out
 
     def set_order(self, order: str, query: str | None = None, cluster: int | None = None) -> Item | None:
-        """Reorder the queue and show its first item: "uncertainty", "query" (give `query`), "cluster"
-        (give `cluster`), "random". The current item, not decided, goes back to the queue."""
+        """Reorder the queue and show its first item: "uncertainty", "diversity", "activelab" (re-labels
+        included, shown with their label), "query" (give `query`), "cluster" (give `cluster`), "random". The
+        current item, not decided, goes back to the queue."""
         if order not in QUEUE_ORDERS:
             raise InvalidArgumentError(f"unknown queue order {order!r}; choose one of {', '.join(QUEUE_ORDERS)}")
         if order == "adjudication":
@@ -192,7 +194,7 @@ class QueueMixin:
         with self._lock:
             self.order = order
             if order == ACTIVELAB:
-                self._reviewed = np.zeros(len(self.ids), dtype=bool)  # re-labelled in this run of the order
+                self._relabelled = np.zeros(len(self.ids), dtype=bool)  # re-labelled in this run of the order
             self._queue, self._pos = self._make_queue(), 0
         self._front.clear()
         self._advance()
@@ -240,7 +242,7 @@ class QueueMixin:
         """Rows not to show (n,): labelled ones, or in a review, the ones decided in it (labelled ones are
         what a review is for)."""
         if self.order == ACTIVELAB:  # re-label candidates are shown with their label, once
-            return (self._labelled & ~self._relabel) | self._reviewed | self._team_done()
+            return (self._labelled & ~self._relabel) | self._relabelled | self._team_done()
         return self._reviewed if self.order == "review" else self._labelled | self._team_done()
 
     def _next_row(self) -> int | None:
