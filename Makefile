@@ -10,7 +10,7 @@ EXTRAS ?= dev
 PINS := $(VENV)/.torch-pins
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: setup lab test lint typecheck test-slow test-all bench docs screenshots clean FORCE
+.PHONY: setup git-filter lab test lint typecheck test-slow test-all bench docs screenshots clean FORCE
 
 $(PINS): FORCE
 	@mkdir -p $(VENV)
@@ -24,7 +24,16 @@ $(STAMP): pyproject.toml $(PINS)
 	$(VENV)/bin/pip install -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) git-filter
+
+# Outputs never reach a commit (.gitattributes): git runs notebooks through nbstripout when staging, and
+# `git status` stays clean after a notebook was only run. Outside a git checkout there is nothing to set.
+git-filter: $(STAMP)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		git config filter.nbstripout.clean '"$(abspath $(VENV))/bin/python" -m nbstripout --keep-id'; \
+		git config filter.nbstripout.smudge cat; \
+		git config diff.ipynb.textconv '"$(abspath $(VENV))/bin/python" -m nbstripout --keep-id -t'; \
+	fi
 
 lab: setup
 	$(VENV)/bin/fclip lab

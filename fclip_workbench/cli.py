@@ -288,7 +288,17 @@ def cmd_lab(args) -> int:
         raise FclipError(f"--notebooks {args.notebooks}: no such folder")
     if importlib.util.find_spec("jupyterlab") is None:
         raise MissingExtraError("fclip lab needs JupyterLab: pip install jupyterlab")
-    folder = Path(args.notebooks) if args.notebooks else (REPO_NOTEBOOKS if REPO_NOTEBOOKS.is_dir() else Path.cwd())
+    if args.notebooks or args.in_place:
+        folder = Path(args.notebooks) if args.notebooks else REPO_NOTEBOOKS
+    elif REPO_NOTEBOOKS.is_dir():
+        from fclip_workbench.lab_copies import sync_learner_copies
+        from fclip_workbench.paths import data_home
+
+        folder = data_home() / "lab"  # the learner's copies: the repository's notebooks/ stays clean
+        for line in sync_learner_copies(REPO_NOTEBOOKS, folder, refresh=args.refresh).lines():
+            print(line, flush=True)
+    else:
+        folder = Path.cwd()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else list(args.extra)
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
         extra.append("--allow-root")  # containers and CI boxes run as root; Jupyter refuses without it
@@ -516,7 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_ground_parser(sub)
 
     p = sub.add_parser("lab", help="start JupyterLab on the notebooks")
-    p.add_argument("--notebooks", default=None, help="folder to open (default: the repository's notebooks/)")
+    p.add_argument("--notebooks", default=None,
+                   help="folder to open as it is (default: your copies of the course notebooks in data/lab/)")
+    p.add_argument("--refresh", action="store_true",
+                   help="take the course's newer notebooks over the ones you edited (yours kept as NAME.mine-DATE.ipynb)")
+    p.add_argument("--in-place", action="store_true",
+                   help="open the repository's notebooks/ itself (for developers editing the course)")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed on to jupyter lab")
     p.set_defaults(func=cmd_lab)
 

@@ -1,6 +1,7 @@
-"""`fclip lab` starts a real JupyterLab server that serves the project's notebooks, and leaves
-no orphan server behind when the process we started is terminated."""
+"""`fclip lab` starts a real JupyterLab server that serves the learner's copies of the project's notebooks
+(each once), and leaves no orphan server behind when the process we started is terminated."""
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -34,10 +35,11 @@ def processes_with(fragment: str) -> list[psutil.Process]:
 
 def test_fclip_lab_serves_the_notebooks_and_stops_with_its_pid(tmp_path):
     port, token = free_port(), "fclip-test-token"
+    env = {**os.environ, "FCLIP_HOME": str(tmp_path / "home")}  # the copies go to FCLIP_HOME/lab, not data/
     port_arg = f"--port={port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "fclip_workbench.cli", "lab", "--", "--no-browser", port_arg,
-         "--ip=127.0.0.1", f"--IdentityProvider.token={token}"],
+         "--ip=127.0.0.1", f"--IdentityProvider.token={token}"], env=env,
         stdout=open(tmp_path / "lab.log", "w"), stderr=subprocess.STDOUT, text=True)
     try:
         deadline, body = time.time() + 90, None
@@ -51,9 +53,11 @@ def test_fclip_lab_serves_the_notebooks_and_stops_with_its_pid(tmp_path):
                     pytest.fail("jupyter lab exited: " + (tmp_path / "lab.log").read_text()[-2000:])
                 time.sleep(0.5)
         assert body is not None, "JupyterLab did not answer within 90 s"
-        names = {item["name"] for item in body["content"]}
-        assert any(n.startswith("01_embed_and_search") for n in names), names
-        assert any(n.startswith("06_train_and_evaluate") for n in names), names
+        names = sorted(item["name"] for item in body["content"] if item["type"] == "notebook")
+        assert "01_embed_and_search.ipynb" in names and "06_train_and_evaluate.ipynb" in names, names
+        stems = [n.rsplit(".", 1)[0] for n in names]
+        assert len(stems) == len(set(stems)), f"a notebook shows more than once in the file browser: {names}"
+        assert (tmp_path / "home" / "lab" / "01_embed_and_search.ipynb").is_file(), "served from the learner's copy"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as r:
             assert r.status == 200 and b"JupyterLab" in r.read()
 
