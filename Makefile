@@ -9,6 +9,10 @@ EXTRAS ?= dev
 # Holds the TORCH_PINS and EXTRAS of the last install; rewritten only when they change, so the stamp goes stale then.
 PINS := $(VENV)/.torch-pins
 PYTEST := $(VENV)/bin/python -m pytest
+# An offline room kit (`fclip workshop pack KIT`): `make lab KIT=/media/usb/fclip-kit` installs from its
+# wheels with no network (pip --no-index) and copies its data sets into data/.
+KIT ?=
+PIP_SOURCE := $(if $(KIT),--no-index --find-links $(abspath $(KIT))/wheels/linux-x86_64,)
 
 .PHONY: setup git-filter lab test lint typecheck test-slow test-all bench docs screenshots clean FORCE
 
@@ -19,9 +23,10 @@ $(PINS): FORCE
 # Re-installs when pyproject.toml or TORCH_PINS change.
 $(STAMP): pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --upgrade pip
-	$(VENV)/bin/pip install $(TORCH_PINS)
-	$(VENV)/bin/pip install -e ".[$(EXTRAS)]"
+	$(VENV)/bin/pip install $(PIP_SOURCE) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_SOURCE) $(TORCH_PINS)
+	$(VENV)/bin/pip install $(PIP_SOURCE) -e ".[$(EXTRAS)]"
+	$(if $(KIT),$(VENV)/bin/fclip workshop unpack $(abspath $(KIT)))
 	touch $(STAMP)
 
 setup: $(STAMP) git-filter
