@@ -86,7 +86,22 @@ def project_requirements(extras: tuple[str, ...] = KIT_EXTRAS, pyproject: Path =
     build = tomllib.loads(pyproject.read_text()).get("build-system", {}).get("requires", [])
     pinned = {"torch", "torchvision"}
     kept = [r for r in reqs if Requirement(r).name not in pinned]
-    return [*TORCH_PINS, *kept, *build, "pip"]  # build backend and pip too: `pip install -e` builds offline
+    return [*TORCH_PINS, *kept, *build, "pip"]
+
+
+def platform_requirements(requirements: list[str], platform: str) -> list[str]:
+    """`requirements` for one platform: TORCH_PINS are this Linux machine's pair; elsewhere the newest
+    torch/torchvision that PyPI has for that platform and the project's ranges allow.
+
+    >>> platform_requirements(["torch==2.14.1", "numpy"], "macos-arm64")
+    ['torch>=2.4', 'torchvision>=0.19', 'numpy']
+    """
+    if platform == "linux-x86_64":
+        return requirements
+    from packaging.requirements import Requirement
+
+    rest = [r for r in requirements if Requirement(r).name not in ("torch", "torchvision")]
+    return ["torch>=2.4", "torchvision>=0.19", *rest]  # build backend and pip too: `pip install -e` builds offline
 
 
 def pip_download_command(requirements: list[str], dest: Path, platform: str) -> list[str]:
@@ -154,6 +169,14 @@ def pack_kagl_subset(out: Path, rows: int, source: Path | None = None) -> int:
     return kept
 
 
+def _read_kit_json(out: Path) -> dict:
+    try:
+        data = json.loads((out / "kit.json").read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def unpack_kit_data(kit: Path, data: Path) -> list[str]:
     """Copy the kit's data sets into `data` (the user's data folder); what is already there is kept.
 
@@ -182,11 +205,15 @@ def pack_kit(out: Path, platforms: tuple[str, ...] = tuple(PLATFORMS), kagl_rows
         raise InvalidArgumentError(f"{out} is a file: give a folder for the kit")
     started = time.perf_counter()
     report = KitReport(out=str(out))
+    previous = _read_kit_json(out)  # a kit packed in several runs (one platform at a time) keeps every part
+    report.parts_mb.update(previous.get("parts_mb", {}))
+    report.missing.update(previous.get("missing", {}))
     pack_source(out / "source")
     report.parts_mb["source"] = folder_mb(out / "source")
     requirements = project_requirements(extras)
     for platform in platforms:
-        report.missing[platform] = download_wheels(requirements, out / "wheels" / platform, platform)
+        report.missing[platform] = download_wheels(platform_requirements(requirements, platform),
+                                                   out / "wheels" / platform, platform)
         report.parts_mb[f"wheels/{platform}"] = folder_mb(out / "wheels" / platform)
     if kagl_rows:
         pack_kagl_subset(out / "data" / "kagl", kagl_rows)
