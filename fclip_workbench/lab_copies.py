@@ -14,7 +14,7 @@ A learner's work is never lost:
 
 Example:
     >>> report = sync_learner_copies(Path("notebooks"), Path("data/lab"))   # doctest: +SKIP
-    >>> report.copied, report.kept_edited
+    >>> report.copied, report.kept_edited   # doctest: +SKIP
     (['01_embed_and_search.ipynb', ...], [])
 """
 from __future__ import annotations

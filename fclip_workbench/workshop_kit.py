@@ -17,7 +17,7 @@ the kit's data into `data/`; nothing is downloaded.
 
 Example:
     >>> report = pack_kit(Path("/media/usb/fclip-kit"), platforms=("linux-x86_64",), kagl_rows=3000)  # doctest: +SKIP
-    >>> report.total_mb
+    >>> report.total_mb   # doctest: +SKIP
     3412.5
 """
 from __future__ import annotations
