@@ -154,7 +154,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from fclip_workbench.analysis.evaluate import choose_split, model_split
+    from fclip_workbench.analysis.evaluate import recorded_heldout
     from fclip_workbench.analysis.zeroshot import class_weights
     from fclip_workbench.data.datasets import open_catalog
     from fclip_workbench.embedding.models import load_model
@@ -167,11 +167,8 @@ def main() -> None:
     t0 = time.perf_counter()
     catalog = open_catalog(data)
     model = load_model(args.model, progress=False)
-    found = model_split(model)
-    if found is None or found[1] is None:
-        raise SystemExit(f"{model.name} has no recorded training ids: this protocol needs them")
-    record, train_ids = found
-    held = {catalog.ids[int(r)] for r in choose_split(record).rows(catalog)}
+    _, held_rows, train_ids = recorded_heldout(model, catalog)
+    held = {catalog.ids[int(r)] for r in held_rows}
     with EmbeddingStore(args.cache, readonly=True) as store:
         rows, x = cached_vectors(model, catalog, store)
     ids = [catalog.ids[int(r)] for r in rows]

@@ -1,7 +1,7 @@
 """Benchmark: label suggestions (Suggester) on KAGL with fclip-mini: quality after 0/50/200/1,000 labels, and speed.
 
 Protocol. Evaluation products: fclip-mini's recorded held-out split of KAGL
-(`evaluate.model_split` -> choose_split(record).rows: 1,997 products it never
+(`evaluate.recorded_heldout`: 1,997 products it never
 trained on). Labelling pool: KAGL products fclip-mini trained on (its frozen
 image embeddings are "seen", but the probe's labels are new to it, as an
 annotator's would be). For each field (articleType, baseColour) the label set
@@ -251,7 +251,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from fclip_workbench.data.datasets import open_catalog
-    from fclip_workbench.analysis.evaluate import choose_split, model_split
+    from fclip_workbench.analysis.evaluate import recorded_heldout
     from fclip_workbench.embedding.models import load_model
     from fclip_workbench.paths import find_dataset
     from fclip_workbench.embedding.store import EmbeddingStore
@@ -263,14 +263,7 @@ def main() -> None:
         raise SystemExit("KAGL not found: pass --data or see data/README.md (fclip data fetch kagl)")
     catalog = open_catalog(data)
     model = load_model(args.model, progress=False)
-    found = model_split(model)
-    if found is None or found[1] is None:
-        raise SystemExit(f"{model.name} has no recorded training ids: this protocol needs them")
-    record, train_ids = found
-    held_rows = choose_split(record).rows(catalog)  # (1,997,)
-    held_ids = {catalog.ids[int(r)] for r in held_rows}
-    if held_ids & train_ids:
-        raise SystemExit(f"{len(held_ids & train_ids)} held-out products are in the training ids: split record broken")
+    record, held_rows, train_ids = recorded_heldout(model, catalog)  # (1,997,); refuses a product it trained on
     pool_rows = np.array([r for r in catalog.usable_rows("image") if catalog.ids[int(r)] in train_ids])
     if args.pool_limit:
         pool_rows = pool_rows[:args.pool_limit]

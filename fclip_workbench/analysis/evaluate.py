@@ -170,6 +170,23 @@ def check_no_leakage(model: EmbeddingModel, catalog: Catalog, rows: np.ndarray, 
                            f"seed {s}, fraction {f}); {advice}")
 
 
+def recorded_heldout(model: EmbeddingModel, catalog: Catalog) -> tuple[EvalSplit, np.ndarray, set[str]]:
+    """`model`'s recorded split, the rows of `catalog` it holds out, and the ids it trained on.
+
+    For protocols that need both sides (labelling pools from the training products, scores on the rest).
+    FclipError when the model recorded no training ids; LeakageError when a held-out product is among them.
+
+    >>> split, rows, train_ids = recorded_heldout(load_model("fclip-mini"), kagl)   # doctest: +SKIP
+    """
+    found = model_split(model)
+    if found is None or found[1] is None:
+        raise FclipError(f"{model.name} has no recorded training ids: this protocol needs them")
+    split = choose_split(found[0])
+    rows = split.rows(catalog)  # (n_heldout,)
+    check_no_leakage(model, catalog, rows, split, found)
+    return split, rows, found[1]
+
+
 # ------------------------------------------------------------------ what `fclip eval` scores
 DEFAULT_FIELD_ORDER = ("articleType", "subCategory", "baseColour", "garment", "colour", "pattern")
 
