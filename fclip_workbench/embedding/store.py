@@ -16,7 +16,8 @@ mtime restored (`cp -p`) is still seen.
 `path` may be a file, a folder (then `folder/embeddings.sqlite` is used), ":memory:",
 `sqlite:///PATH`, or a team server `postgresql://USER:PW@HOST/DB` (also `postgresql+psycopg://`):
 the same keys, checksums and rules on both, one SQLAlchemy implementation (`store_db.VectorDB`).
-None means `paths.default_store_path()`. A store that cannot be written (read-only
+None means the store `$FCLIP_EMBEDDING_STORE` names (a team's server URL: every notebook and app
+then reads the team's vectors), else `paths.default_store_path()`. A store that cannot be written (read-only
 file or file system, a role that may only read, or `readonly=True`) serves its vectors
 and silently drops new ones after ONE warning. A file that is not a store, a
 damaged store, a full disk or an unreachable server raise `CacheError` with one line
@@ -49,6 +50,7 @@ from fclip_workbench.paths import default_store_path  # noqa: F401  (re-exported
 log = logging.getLogger(__name__)
 
 NORM_TOL = 1e-3  # |L2 norm - 1| allowed for a row flagged unit-norm
+STORE_ENV = "FCLIP_EMBEDDING_STORE"  # the default store (path or URL) when none is given
 
 
 def _checksum(model: str, kind: str, key: str, unit_norm: int, dim: int, blob: bytes) -> bytes:
@@ -82,7 +84,7 @@ class EmbeddingStore:
     """
 
     def __init__(self, path: str | Path | None = None, readonly: bool = False, timeout: float = 60.0) -> None:
-        path = default_store_path() if path is None else path
+        path = (os.environ.get(STORE_ENV) or default_store_path()) if path is None else path
         self.timeout = timeout
         self._warned_readonly = False
         self._db = VectorDB(path, readonly=readonly, timeout=timeout)
