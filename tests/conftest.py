@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester", "tests.plugins.services"]
+pytest_plugins = ["pytester", "tests.plugins.services", "tests.plugins.pg_cluster"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Hermetic folders: tests never read or fill the user's ~/.cache/fclip-workbench nor the repository's data/.
