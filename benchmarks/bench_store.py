@@ -6,7 +6,7 @@ keys that are SHA-256 hex strings (as the store's content hashes are), then time
   open           EmbeddingStore(target) on the existing store (layout check)
   lookup         get_many of --keys random keys (checksums, finiteness and norms verified), warm cache
   scaling        lookups of keys/100, keys/10 and keys keys: time grows with the keys asked, not the store
-and prints one line per backend and the PostgreSQL / SQLite ratio of each figure. SQLite: a file in a
+and the query plan (an index search, not a scan), and prints one line per backend and the PostgreSQL / SQLite ratio of each figure. SQLite: a file in a
 temporary folder; PostgreSQL: a database created on the server --pg names (default
 $FCLIP_TEST_POSTGRES_URL), dropped at the end. Target: open + lookup < 1 s.
 
@@ -78,6 +78,20 @@ def _batches(n: int, dim: int, batch: int, seed: int = 0) -> Iterator[tuple[int,
         yield s, v
 
 
+def query_plan(store, keys: list[str]) -> str:
+    """How the database finds a lookup's keys: an index search, never a scan of the store."""
+    import sqlalchemy as sa
+
+    if store.backend == "sqlite":
+        rows = store.db.execute("EXPLAIN QUERY PLAN SELECT key, vec FROM vectors WHERE model=? AND kind=? "
+                                "AND key IN (?, ?)", ("model", "image", *keys)).fetchall()
+        return " | ".join(str(r[-1]) for r in rows)
+    with store.db.connect() as c:
+        rows = c.execute(sa.text("EXPLAIN SELECT key, vec FROM vectors WHERE model=:m AND kind=:k AND key = ANY(:keys)"),
+                         {"m": "model", "k": "image", "keys": keys}).all()
+    return " | ".join(r[0].strip() for r in rows)
+
+
 def bench_backend(backend: str, args: argparse.Namespace, keys: list[str]) -> dict:
     from fclip_workbench.embedding.store import EmbeddingStore
 
@@ -110,6 +124,7 @@ def bench_backend(backend: str, args: argparse.Namespace, keys: list[str]) -> di
             t = time.perf_counter()
             store.get_many("model", "image", ask[:m])
             out["scaling_s"][m] = round(time.perf_counter() - t, 4)
+        out["query_plan"] = query_plan(store, ask[:2])
         store.close()
         out["load_avg_1min"] = round(os.getloadavg()[0], 1)  # the 2-core machine is shared: wall time varies
         out["met"] = out["open_s"] + out["lookup_s"] < TARGET_S
@@ -118,7 +133,7 @@ def bench_backend(backend: str, args: argparse.Namespace, keys: list[str]) -> di
     print(f"{backend:10s} {args.rows} x {args.dim}: write {out['write_s']} s ({out['write_rows_per_s']} rows/s, "
           f"{out['size_mb']} MiB); open {out['open_s'] * 1e3:.0f} ms; lookup of {len(ask) - 1} keys "
           f"{out['lookup_s']:.3f} s ({out['lookup_us_per_key']} us/key, {out['lookup_cpu_s']} s CPU); "
-          f"scaling {out['scaling_s']}; load {out['load_avg_1min']}", flush=True)
+          f"scaling {out['scaling_s']}; load {out['load_avg_1min']}; plan: {out['query_plan']}", flush=True)
     return out
 
 
