@@ -116,7 +116,7 @@ def cmd_embed(args) -> int:
         # the space as JSON text, so a reader can tell an onnx-int8 file from an fp32 one (EmbeddingSpace.from_dict)
         np.savez(out, ids=np.array(res.ids), vectors=res.vectors, space=np.array(json.dumps(model.space.to_dict())))
         print(f"wrote {out}")
-    print(f"model {model.name} fingerprint {model.fingerprint}; store {store.path}; total {time.perf_counter() - t0:.1f} s")
+    print(f"model {model.name} fingerprint {model.fingerprint}; store {store.name}; total {time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -118,7 +118,7 @@ def add_data_args(p: argparse.ArgumentParser, model: bool = True) -> None:
                        help="model spec: preset, hf-hub:..., open_clip name:tag or local path; 'auto' (default): "
                             "fclip-mini, or the teaching model for the teaching catalog")
         p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--cache", default=None, help="embedding store: SQLite file or folder (default: $FCLIP_CACHE/embeddings.sqlite, else data/cache/embeddings.sqlite)")
+    p.add_argument("--cache", default=None, help="embedding store: SQLite file or folder, or a team server postgresql://USER:PW@HOST/DB (default: $FCLIP_EMBEDDING_STORE, else $FCLIP_CACHE/embeddings.sqlite, else data/cache/embeddings.sqlite)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 

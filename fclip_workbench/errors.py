@@ -55,6 +55,10 @@ class LabelStoreError(FclipError):
     """A label store that cannot be used (unreachable, damaged, not a label store); the message says what to do."""
 
 
+class LabelStoreUnreachableError(LabelStoreError):
+    """The label store's server cannot be reached now (restarting, network down): nothing was saved; retry."""
+
+
 class LabelStoreBusyError(LabelStoreError):
     """The label store stayed locked by another process for longer than the store's timeout."""
 

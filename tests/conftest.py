@@ -27,12 +27,13 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester", "tests.plugins.services"]
+pytest_plugins = ["pytester", "tests.plugins.services", "tests.plugins.pg_cluster"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Hermetic folders: tests never read or fill the user's ~/.cache/fclip-workbench nor the repository's data/.
 os.environ["FCLIP_CACHE"] = tempfile.mkdtemp(prefix="fclip-test-cache-")
 os.environ["FCLIP_HOME"] = tempfile.mkdtemp(prefix="fclip-test-home-")
+os.environ.pop("FCLIP_EMBEDDING_STORE", None)  # a team store of the shell is never the tests' default
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TINY_CFG = {

@@ -1,14 +1,30 @@
-"""EmbeddingStore: integrity checks, key-indexed lookups, old layouts, bad files, read-only and full disks."""
+"""EmbeddingStore: integrity checks, key-indexed lookups, old layouts, bad files, read-only and full disks.
+
+Tests taking `target` run on SQLite (a file) AND PostgreSQL (`postgres_url`: a fresh database per test,
+skipped locally without FCLIP_TEST_POSTGRES_URL); the others are about SQLite files.
+"""
 import logging
 import os
 import sqlite3
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from fclip_workbench.embedding import store as store_mod
+from fclip_workbench.embedding import store_db
 from fclip_workbench.errors import CacheError, FclipError
 from fclip_workbench.embedding.store import EmbeddingStore, _checksum
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request, tmp_path):
+    """What --cache names: an SQLite file, or a fresh PostgreSQL database's URL."""
+    return str(tmp_path / "s.sqlite") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+def _engine(target):
+    return sa.create_engine(target if "://" in str(target) else f"sqlite:///{target}")
 
 
 def _unit(n, dim=8, seed=0):
@@ -16,16 +32,17 @@ def _unit(n, dim=8, seed=0):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _set_row(path, key, **cols):
-    db = sqlite3.connect(path)
-    with db:
+def _set_row(target, key, **cols):
+    """Change a stored row behind the store's back (another program, a bad disk)."""
+    engine = _engine(target)
+    with engine.begin() as conn:
         for col, value in cols.items():
-            db.execute(f"UPDATE vectors SET {col}=? WHERE key=?", (value, key))
-    db.close()
+            conn.execute(sa.text(f"UPDATE vectors SET {col}=:v WHERE key=:k"), {"v": value, "k": key})
+    engine.dispose()
 
 
-def test_corrupt_checksum_nonfinite_or_unnormalised_rows_are_misses(tmp_path, caplog):
-    path = tmp_path / "s.sqlite"
+def test_corrupt_checksum_nonfinite_or_unnormalised_rows_are_misses(target, caplog):
+    path = target
     vecs = _unit(4)
     EmbeddingStore(path).put_many("m", "image", ["a", "b", "c", "d"], vecs, normalised=True)
     _set_row(path, "a", vec=os.urandom(4 * 8))  # garbage bytes, checksum of the old vector
@@ -42,17 +59,17 @@ def test_corrupt_checksum_nonfinite_or_unnormalised_rows_are_misses(tmp_path, ca
     assert len(warnings) == 1 and "3 stored image vectors failed" in warnings[0]
 
 
-def test_flipping_the_unit_norm_flag_breaks_the_checksum(tmp_path):
-    path = tmp_path / "s.sqlite"
+def test_flipping_the_unit_norm_flag_breaks_the_checksum(target):
+    path = target
     EmbeddingStore(path).put_many("m", "text", ["a"], _unit(1) * 3, normalised=False)
     assert "a" in EmbeddingStore(path).get_many("m", "text", ["a"])
     _set_row(path, "a", unit_norm=1)
     assert EmbeddingStore(path).get_many("m", "text", ["a"]) == {}
 
 
-def test_raw_features_are_served_when_not_declared_normalised(tmp_path):
+def test_raw_features_are_served_when_not_declared_normalised(target):
     """Training caches un-normalised text-trunk features: checksum + finiteness only."""
-    store = EmbeddingStore(tmp_path / "s.sqlite")
+    store = EmbeddingStore(target)
     raw = _unit(3) * np.array([[5.0], [0.2], [1.0]], np.float32)  # (3, 8), norms 5, 0.2, 1
     assert store.put_many("trunk:x", "text", ["a", "b", "c"], raw) == 3  # normalised=None: per row
     assert store.put_many("trunk:y", "text", ["a", "b", "c"], raw, normalised=False) == 3
@@ -63,8 +80,8 @@ def test_raw_features_are_served_when_not_declared_normalised(tmp_path):
         store.put_many("m", "image", ["a"], raw[:1], normalised=True)
 
 
-def test_non_finite_vectors_are_never_stored(tmp_path):
-    store = EmbeddingStore(tmp_path / "s.sqlite")
+def test_non_finite_vectors_are_never_stored(target):
+    store = EmbeddingStore(target)
     vecs = _unit(3)
     vecs[1, 2] = np.inf
     assert store.put_many("m", "image", ["a", "b", "c"], vecs) == 2
@@ -183,19 +200,20 @@ def _read_only_warnings(caplog):
     return [r for r in caplog.records if "is read-only: new vectors are not saved" in r.getMessage()]
 
 
-def test_readonly_store_serves_hits_and_drops_new_vectors_with_one_warning(tmp_path, caplog):
-    path = tmp_path / "s.sqlite"
+def test_readonly_store_serves_hits_and_drops_new_vectors_with_one_warning(target, caplog):
+    path = target
     _filled(path)
-    before = path.read_bytes()
+    before = open(path, "rb").read() if "://" not in path else None
     with caplog.at_level(logging.WARNING, logger="fclip_workbench.embedding.store"):
         ro = EmbeddingStore(path, readonly=True)
         assert set(ro.get_many("m", "image", ["k0", "k1", "new"])) == {"k0", "k1"}
         assert ro.put_many("m", "image", ["new"], _unit(1), normalised=True) == 0
         assert ro.put_many("m", "image", ["new2"], _unit(1), normalised=True) == 0
-        assert None not in ro.file_digests([path])
+        assert None not in ro.file_digests([__file__])
     assert len(_read_only_warnings(caplog)) == 1
     ro.close()
-    assert path.read_bytes() == before and EmbeddingStore(path).count() == 3
+    assert before is None or open(path, "rb").read() == before
+    assert EmbeddingStore(path).count() == 3
 
 
 def test_store_falls_back_to_readonly_when_sqlite_refuses_writes(tmp_path, monkeypatch, caplog):
@@ -204,7 +222,7 @@ def test_store_falls_back_to_readonly_when_sqlite_refuses_writes(tmp_path, monke
 
     def refuse(self):
         raise sqlite3.OperationalError("attempt to write a readonly database")
-    monkeypatch.setattr(EmbeddingStore, "_connect_rw", refuse)
+    monkeypatch.setattr(store_db.VectorDB, "_connect_rw", refuse)
     with caplog.at_level(logging.WARNING, logger="fclip_workbench.embedding.store"):
         store = EmbeddingStore(path)
         assert store.readonly and set(store.get_many("m", "image", ["k0", "k9"])) == {"k0"}
@@ -257,42 +275,31 @@ def test_full_disk_raises_cache_error_and_keeps_earlier_batches(tmp_path):
     np.testing.assert_array_equal(np.stack([got[f"a{i}"] for i in range(10)]), first)
 
 
-def test_disk_full_error_from_sqlite_is_translated(tmp_path, monkeypatch):
+def test_disk_full_error_from_the_driver_is_translated(tmp_path, monkeypatch):
     store = EmbeddingStore(tmp_path / "s.sqlite")
     store.put_many("m", "image", ["a"], _unit(1), normalised=True)
 
     def full(*a, **k):
-        raise sqlite3.OperationalError("database or disk is full")
-    monkeypatch.setattr(store, "db", _Proxy(store.db, executemany=full))
+        raise sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    monkeypatch.setattr(store._db, "execute_many", full)
     with pytest.raises(CacheError, match=r"s\.sqlite: database or disk is full; free space"):
         store.put_many("m", "image", ["b"], _unit(1, seed=1), normalised=True)
     monkeypatch.undo()
     assert set(EmbeddingStore(tmp_path / "s.sqlite").get_many("m", "image", ["a", "b"])) == {"a"}
 
 
-class _Proxy:
-    """A connection whose named methods are replaced (sqlite3.Connection's own are read-only)."""
+def test_a_write_waits_for_another_process_lock(tmp_path):
+    """Another connection holds the write lock for 0.5 s: the write waits (busy retried), nothing is lost."""
+    import threading
 
-    def __init__(self, db, **methods):
-        self._db, self._methods = db, methods
-
-    def __getattr__(self, name):
-        return self._methods.get(name) or getattr(self._db, name)
-
-
-def test_busy_errors_are_retried(tmp_path, monkeypatch):
-    store = EmbeddingStore(tmp_path / "s.sqlite")
-    calls = []
-    real = store.db.executemany
-
-    def flaky(*a):
-        calls.append(1)
-        if len(calls) < 3:
-            raise sqlite3.OperationalError("database is locked")
-        return real(*a)
-    store.db = _Proxy(store.db, executemany=flaky)
+    path = tmp_path / "s.sqlite"
+    store = EmbeddingStore(path, timeout=20)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
     assert store.put_many("m", "image", ["a"], _unit(1), normalised=True) == 1
-    assert len(calls) == 3 and store_mod.EmbeddingStore(tmp_path / "s.sqlite").count() == 1
+    other.close()
+    assert store_mod.EmbeddingStore(path).count() == 1
 
 
 def test_wal_store_in_an_unwritable_folder_is_opened_immutable(tmp_path, monkeypatch):
@@ -310,28 +317,64 @@ def test_wal_store_in_an_unwritable_folder_is_opened_immutable(tmp_path, monkeyp
 
     def refuse(self):
         raise sqlite3.OperationalError("attempt to write a readonly database")
-    monkeypatch.setattr(EmbeddingStore, "_connect_rw", refuse)
-    monkeypatch.setattr(store_mod.sqlite3, "connect", connect)
+    monkeypatch.setattr(store_db.VectorDB, "_connect_rw", refuse)
+    monkeypatch.setattr(store_db.sqlite3, "connect", connect)
     store = EmbeddingStore(path)
     assert set(store.get_many("m", "image", ["k0", "k1", "k2", "k3"])) == {"k0", "k1", "k2"}
     assert any(t.endswith("?immutable=1") for t in tried)
 
 
-def test_another_apps_database_is_refused_and_left_untouched(tmp_path):
+def test_another_apps_database_is_refused_and_left_untouched(target):
     """A database with its own `vectors` table is not an old cache: nothing is dropped."""
-    import sqlite3
+    engine = _engine(target)
+    with engine.begin() as db:
+        db.execute(sa.text("CREATE TABLE vectors (id INTEGER PRIMARY KEY, embedding BYTEA)".replace(
+            "BYTEA", "BYTEA" if "://" in target else "BLOB")))
+        db.execute(sa.text("CREATE TABLE users (name TEXT)"))
+        db.execute(sa.text("INSERT INTO vectors VALUES (1, :a), (2, :b)"), {"a": b"\x00", "b": b"\x01"})
+        db.execute(sa.text("INSERT INTO users VALUES ('ana')"))
+    with pytest.raises(CacheError, match="not an embedding store .*vectors|vectors of another program") as e:
+        EmbeddingStore(target).get_many("m", "image", ["k"])
+    assert "\n" not in str(e.value) and "--cache elsewhere" in str(e.value)
+    with engine.connect() as db:
+        assert db.execute(sa.text("SELECT COUNT(*) FROM vectors")).scalar() == 2
+        assert db.execute(sa.text("SELECT name FROM users")).all() == [("ana",)]
+    engine.dispose()
 
-    path = tmp_path / "app.sqlite"
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE vectors (id INTEGER PRIMARY KEY, embedding BLOB)")
-    db.execute("CREATE TABLE users (name TEXT)")
-    db.execute("INSERT INTO vectors VALUES (1, x'00'), (2, x'01')")
-    db.execute("INSERT INTO users VALUES ('ana')")
-    db.commit()
-    db.close()
-    with pytest.raises(CacheError, match="is an SQLite database but not an embedding store .*users.*vectors"):
-        EmbeddingStore(path).get_many("m", "image", ["k"])
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == 2
-    assert db.execute("SELECT name FROM users").fetchall() == [("ana",)]
-    db.close()
+
+def test_many_keys_are_looked_up_in_few_statements(target):
+    """5,000 keys: SQLite 6 statements (900 keys each), PostgreSQL 1 (= ANY of an array)."""
+    store = EmbeddingStore(target)
+    keys = [f"k{i}" for i in range(5000)]
+    store.put_many("m", "text", keys, np.tile(_unit(1, 4), (5000, 1)), normalised=True)
+    statements = []
+    sa.event.listen(store._db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    got = store.get_many("m", "text", keys + ["missing"])
+    assert len(got) == 5000
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == (1 if store.backend == "postgresql" else 6), selects[:2]
+
+
+def test_vectors_are_stored_compactly(target):
+    """4 bytes per float, no text encoding: a 256-d vector is a 1,024-byte BLOB / bytea."""
+    store = EmbeddingStore(target)
+    store.put_many("m", "image", ["a"], _unit(1, 256), normalised=True)
+    engine = _engine(target)
+    with engine.connect() as db:
+        assert db.execute(sa.text("SELECT length(vec) FROM vectors")).scalar() == 1024
+    engine.dispose()
+
+
+def test_an_unreachable_server_is_one_line(tmp_path):
+    from tests.plugins.services import free_port
+
+    url = f"postgresql://nobody:pw@127.0.0.1:{free_port()}/nothing"
+    with pytest.raises(CacheError, match=r"embedding store postgresql\+psycopg://nobody:\*\*\*@127\.0\.0\.1:\d+/nothing "
+                                         r"cannot be reached \(.*\); start the server") as e:
+        EmbeddingStore(url, timeout=1)
+    assert "\n" not in str(e.value) and "pw" not in str(e.value)
+
+
+def test_a_store_url_that_is_not_understood_is_one_line():
+    with pytest.raises(CacheError, match="scheme 'mysql' is not supported; use a file path"):
+        EmbeddingStore("mysql://u@h/db")

@@ -57,6 +57,7 @@ from fclip_workbench.labelling.annotate_items import (ACCEPTED, BATCH, CORRECTED
 from fclip_workbench.labelling.annotate_queue import QueueMixin
 from fclip_workbench.labelling.annotate_suggestions import SuggestionsMixin
 from fclip_workbench.labelling.annotate_team import TeamMixin
+from fclip_workbench.labelling.annotate_unsaved import UnsavedMixin
 from fclip_workbench.data.catalog import Catalog
 from fclip_workbench.embedding.embed import EmbeddingResult
 from fclip_workbench.errors import InvalidArgumentError
@@ -76,7 +77,7 @@ def catalog_rows(catalog: Catalog, item_ids: list[str]) -> list[int]:
     return [first[str(i)] for i in item_ids]
 
 
-class AnnotationSession(QueueMixin, DecisionsMixin, BatchMixin, SuggestionsMixin, TeamMixin):
+class AnnotationSession(QueueMixin, DecisionsMixin, BatchMixin, SuggestionsMixin, TeamMixin, UnsavedMixin):
     """Label `field` of `catalog` with suggestions; every decision is durable before the next item.
 
     Parameters: `store` (a `LabelStore`), `suggester` (a `Suggester`, fitted or zero-shot),

@@ -19,7 +19,8 @@ import logging
 import numpy as np
 
 from fclip_workbench.labelling.annotate_items import ACCEPTED, BATCH, CORRECTED, Decision, Item, SessionConflictError
-from fclip_workbench.errors import ConflictError, InvalidArgumentError, LabelValueError, UndoConflictError
+from fclip_workbench.errors import (ConflictError, InvalidArgumentError, LabelStoreUnreachableError, LabelValueError,
+                                    UndoConflictError)
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,14 @@ class DecisionsMixin:
             raise InvalidArgumentError("nothing left to label in this queue: change the queue order")
         name = self._check_annotator()
         expect = item.event_id  # what the pane showed, whatever other views showed since
+        decided = self._decide_kept_item(item, value, source)  # still shown: the store did not answer (annotate_unsaved)
+        if decided is not None:
+            return decided
+        self.save_unsaved()  # decisions kept while the store was unreachable go first
         try:
             events, note, labelled = self._store_write(item, value, source, name, expect)
+        except LabelStoreUnreachableError as e:
+            return self._keep_unsaved(item, value, source, name, expect, e)
         except ConflictError as e:
             self.current = self.item(item.row)  # shown as it is now, with the event it shows
             now = self.current.current

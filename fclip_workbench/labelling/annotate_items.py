@@ -63,6 +63,7 @@ class Decision:
     replaced: dict[str, str] = dc_field(default_factory=dict)  # batch: item_id -> the other label it had
     unchanged: list[str] = dc_field(default_factory=list)  # batch: items that already had `value` (not written)
     note: str = ""  # said after the status: "adjudicated", "your independent answer; ..."
+    kept: bool = False  # not in the store yet (unreachable): kept by the session, saved when it is back
     # model batch: how many of the written labels the suggester expects wrong (None: it gives `value` no probability)
     batch_error: BatchError | None = None
 
@@ -86,7 +87,8 @@ class Decision:
             if len(self.item_ids) > 1:
                 return f"undone: a batch of {len(self.item_ids)} {self.field} labels"
             return f"undone: {' '.join(self.item_ids)} {self.field} (now {self.value if self.value else 'unlabelled'})"
-        return f"saved: {self.item_ids[0]} {self.field} = {self.value}" + (f" ({self.note})" if self.note else "")
+        said = "not saved yet" if self.kept else "saved"
+        return f"{said}: {self.item_ids[0]} {self.field} = {self.value}" + (f" ({self.note})" if self.note else "")
 
 
 @dataclass

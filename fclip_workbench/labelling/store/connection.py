@@ -30,7 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import make_url
 
-from fclip_workbench.errors import InvalidArgumentError, LabelStoreBusyError, LabelStoreError, LabelStoreReadOnlyError
+from fclip_workbench.errors import (InvalidArgumentError, LabelStoreBusyError, LabelStoreError, LabelStoreReadOnlyError,
+                                    LabelStoreUnreachableError)
 from fclip_workbench.labelling.store.schema import SCHEMA_VERSION, UPGRADABLE_VERSIONS, chunks, meta_t, metadata
 
 T = TypeVar("T")
@@ -249,7 +250,11 @@ class StoreConnection:
 
     def _read(self) -> sa.Connection:
         self._check_open()
-        return self.engine.connect()
+        try:
+            return self.engine.connect()
+        except sa.exc.OperationalError as e:  # the server is down or restarting: one line, not a traceback
+            raise LabelStoreUnreachableError(f"label store {self.name} is unreachable ({_first_line(e)}): this change "
+                                             "was not saved; retry when the server is back") from e
 
     def _raise_for(self, e: sa.exc.DBAPIError, opening: bool) -> None:
         """Re-raise `e` as a one-line LabelStore error unless it is a retryable lock/serialisation error."""
@@ -270,6 +275,10 @@ class StoreConnection:
                                   "remove it") from e
         if "disk" in low and "full" in low:
             raise LabelStoreError(f"label store {self.name}: the disk is full ({msg}); free space and retry") from e
+        if isinstance(e, sa.exc.OperationalError) and not opening and ("connect" in low or "connection" in low
+                                                                       or "shutting down" in low):
+            raise LabelStoreUnreachableError(f"label store {self.name} is unreachable ({msg}): this change was not "
+                                             "saved; retry when the server is back") from e
         if isinstance(e, sa.exc.OperationalError) and (opening or "connect" in low or "connection" in low):
             raise LabelStoreError(f"label store {self.name} cannot be opened: {msg}") from e
         raise e
