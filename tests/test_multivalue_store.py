@@ -49,6 +49,8 @@ def test_values_are_a_set_changed_one_value_per_event(store):
     assert store.get("p1", "colour") == "red"
     with pytest.raises(LabelStoreError, match="cannot become multi-valued"):
         store.set_multi("colour")
+    with pytest.raises(InvalidArgumentError, match="cannot be overlapped"):
+        store.set_overlap("attribute", 0.1)
 
 
 def test_set_values_saves_only_the_toggles_so_annotators_merge(store):

@@ -60,7 +60,7 @@ def find_multilabel_issues(vectors, sets: Sequence[Sequence[str]], values: Seque
     table = pd.DataFrame({
         "position": np.arange(len(y)),
         "given": [tuple(values[j] for j in g) for g in given],
-        "suggested": [tuple(values[j] for j in np.flatnonzero(row >= 0.5)) for row in p],
+        "suggested": [tuple(values[int(j)] for j in np.flatnonzero(row >= 0.5)) for row in p],
         "score": 1.0 - np.asarray(quality, dtype=np.float64),
         "is_issue": np.asarray(flagged, dtype=bool),
     })
