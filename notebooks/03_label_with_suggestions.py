@@ -135,3 +135,28 @@ from fclip_workbench.labelling.dashboard import TeamDashboard
 
 print(session.store.agreement(FIELD))
 TeamDashboard(session.store, FIELD, total=len(session.ids))
+
+# %% [markdown]
+# ## Multi-valued fields
+# Some fields hold a *set* of values per product: Fashionpedia's attributes
+# (`Taxonomy.from_fashionpedia(kind="attributes")` is multi-valued), where a dress has both a
+# pattern and a neckline type. Each event adds or removes one value, so two annotators changing
+# different values never overwrite each other; undo reverts one's own change. The suggester gives
+# each value its own calibrated probability (`labelling.suggest_multi.MultiSuggester`), and the
+# audit ranks suspicious sets with cleanlab's multi-label methods (`analysis.audit_multi`).
+# A small example in a scratch store:
+
+# %%
+import tempfile
+from pathlib import Path
+
+from fclip_workbench.labelling.labels import LabelStore
+from fclip_workbench.labelling.taxonomy import Taxonomy
+
+attrs = LabelStore(Path(tempfile.mkdtemp()) / "attributes.sqlite")
+attrs.set_taxonomy("attribute", Taxonomy("attribute", ["floral", "striped", "v-neck", "pocket"], multi=True))
+attrs.set_values("p1", "attribute", ["floral", "v-neck"], annotator="ana")
+attrs.add_value("p1", "attribute", "pocket", annotator="bo")     # bo adds a value ...
+attrs.remove_value("p1", "attribute", "floral", annotator="ana")  # ... while ana removes another: both stay
+print(sorted(attrs.get_values("p1", "attribute")))
+attrs.history("p1", "attribute")[["annotator", "old_value", "new_value", "source"]]

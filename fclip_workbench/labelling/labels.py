@@ -8,6 +8,7 @@ put together from one module per responsibility, so each rule lives in one place
 - `labelstore.taxonomies`: stored allowed values per field, and the value check;
 - `labelstore.eventlog`: the event log, compare-and-set writes (`expect_event(s)`), undo by events;
 - `labelstore.reading`: current labels, history, stats;
+- `labelstore.multivalue`: multi-valued fields: a set per item, one add/remove event per value;
 - `labelstore.overlap`: team labelling: overlap products answered independently, adjudication, roles;
 - `labelstore.transfer`: formula-safe export and import of CSV/Parquet label files.
 
@@ -32,6 +33,7 @@ from typing import Iterable
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.connection import StoreConnection
 from fclip_workbench.labelling.store.eventlog import EventLog
+from fclip_workbench.labelling.store.multivalue import MultiValues
 from fclip_workbench.labelling.store.overlap import TeamLabels
 from fclip_workbench.labelling.store.reading import Reading
 from fclip_workbench.labelling.store.records import (ANY_EVENT, DECISION_SOURCES, EVENT_COLUMNS, GROUP_SOURCES, LABEL_COLUMNS,
@@ -48,7 +50,7 @@ __all__ = ["LabelStore", "LabelEvent", "ImportReport", "LabelStats", "RowProblem
            "meta_t", "roles_t"]
 
 
-class LabelStore(Transfer, Reading, EventLog, TeamLabels, TaxonomyStorage, StoreConnection):
+class LabelStore(Transfer, Reading, MultiValues, EventLog, TeamLabels, TaxonomyStorage, StoreConnection):
     """Append-only label events plus current labels, on SQLite (default) or PostgreSQL.
 
     Args:
@@ -72,6 +74,7 @@ class LabelStore(Transfer, Reading, EventLog, TeamLabels, TaxonomyStorage, Store
         self.known_ids: frozenset[str] | None = (
             frozenset(k for k in map(canon.known_id, ids) if k) if ids is not None else None)
         self._taxonomies: dict[str, tuple[Taxonomy | None, float]] = {}  # field -> (stored taxonomy, when read)
+        self._multi_cache: frozenset[str] | None = None
         StoreConnection.__init__(self, url_or_path, timeout, read_only)
 
     def __enter__(self) -> "LabelStore":

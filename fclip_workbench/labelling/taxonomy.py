@@ -105,6 +105,8 @@ class Taxonomy:
         field: the label field it constrains (e.g. "articleType").
         values: allowed values, in display order; repeats (ignoring case) keep the first spelling.
         source: where the values came from ("catalog:kagl", "file:...", "fashionpedia", "typed").
+        multi: the field holds a SET of values per item (Fashionpedia attributes); `LabelStore.set_taxonomy`
+            then declares the field multi-valued (`store/multivalue.py`).
 
     Example:
         >>> tx = Taxonomy("colour", ["Red", "red", "Blue"])
@@ -114,13 +116,14 @@ class Taxonomy:
         ('navy blue', ['Blue', 'navy blue'])
     """
 
-    def __init__(self, field: str, values: Iterable[object] = (), source: str = "typed") -> None:
+    def __init__(self, field: str, values: Iterable[object] = (), source: str = "typed", multi: bool = False) -> None:
         """Values are one per spelling ignoring case: a second spelling of one value ("red" after "Red",
         "STRASSE" after "Straße") is merged into the first, with a warning naming both."""
         if not isinstance(field, str) or not field.strip():
             raise TaxonomyError(f"taxonomy field name {field!r} is empty; name the label field (e.g. 'articleType')")
         self.field = canonical_text(field, "taxonomy field name", TaxonomyError, limit=MAX_CHARS["field"])
         self.source = source
+        self.multi = bool(multi)
         self._values: list[str] = []
         self._lookup: dict[str, str] = {}  # casefolded -> canonical spelling
         for v in values:
@@ -311,7 +314,8 @@ class Taxonomy:
         """The Fashionpedia ontology: its 46 garment categories or 294 attributes, optionally one supercategory.
 
         `path`: the data set folder or its `category_attributes_descriptions.json`; default: found with
-        `paths.find_dataset("fashionpedia")`. `field` defaults to "category" / "attribute".
+        `paths.find_dataset("fashionpedia")`. `field` defaults to "category" / "attribute". Attributes are
+        multi-valued (`multi=True`: a dress has a pattern AND a neckline type), categories single-valued.
 
         Example:
             >>> tx = Taxonomy.from_fashionpedia(kind="attributes", supercategory="neckline type")  # doctest: +SKIP
@@ -347,4 +351,5 @@ class Taxonomy:
                                     f"known: {', '.join(supers)}")
             names = [(n, s) for n, s in names if s == supercategory]
         source = "fashionpedia:" + kind + (f"/{supercategory}" if supercategory else "")
-        return cls(field or FASHIONPEDIA_KINDS[kind], [n for n, _ in names], source=source)
+        return cls(field or FASHIONPEDIA_KINDS[kind], [n for n, _ in names], source=source,
+                   multi=kind == "attributes")  # a garment has several attributes; one category

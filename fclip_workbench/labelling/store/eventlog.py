@@ -110,6 +110,9 @@ class EventLog(StoreParts):
         if source not in SOURCES or source == "undo":
             raise InvalidArgumentError(f"label source {source!r} is unknown; use one of: "
                                        f"{', '.join(s for s in SOURCES if s != 'undo')} (undo() writes 'undo')")
+        if field in self.multi_fields():
+            raise InvalidArgumentError(f"field {field!r} is multi-valued: add or remove values with add_value / "
+                                       "remove_value / set_values (a set per item), not set")
         rows: dict[str, str | None] = {}
         added: list[str] = []
         for item_id, value in items:
@@ -303,7 +306,8 @@ class EventLog(StoreParts):
             if last.source in ANSWER_SOURCES:  # an independent answer: withdrawn, the label never was set by it
                 return self._undo_answer(conn, annotator, last)
             group = [last]
-            if last.source in GROUP_SOURCES and last.batch_id is not None:
+            # a batch, an import, or one save of a multi-valued item's chips (its add/remove events) as a whole
+            if last.batch_id is not None and (last.source in GROUP_SOURCES or self.is_multi(last.field, conn)):
                 group = [to_event(r) for r in conn.execute(
                     q.where(events_t.c.batch_id == last.batch_id).order_by(events_t.c.id))]
             by_field: dict[str, list[LabelEvent]] = {}
@@ -312,6 +316,9 @@ class EventLog(StoreParts):
             batch = uuid.uuid4().hex if len(group) > 1 else None
             out: list[LabelEvent] = []
             for fld, evs in by_field.items():
+                if self.is_multi(fld, conn):  # one add/remove per value (`multivalue`)
+                    out += self._undo_values(conn, annotator, fld, evs, batch)
+                    continue
                 latest = {ev.item_id: ev for ev in evs}  # an item set twice in one group: revert to the first old
                 first: dict[str, LabelEvent] = {}
                 for ev in evs:

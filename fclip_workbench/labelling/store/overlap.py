@@ -149,6 +149,9 @@ class TeamLabels(StoreParts):
                 raise RoleError(f"this team has a lead: give by=... (a lead's name) to set {field}'s overlap")
             if who is not None:
                 self._require_lead(conn, who, f"set {field}'s overlap")
+            if share and self.is_multi(field, conn):
+                raise InvalidArgumentError(f"field {field!r} is multi-valued: overlap answers and adjudication "
+                                           "take one value per product, so it cannot be overlapped yet")
             key = f"overlap\x1f{field}"
             conn.execute(meta_t.delete().where(meta_t.c.key == key))
             conn.execute(meta_t.insert(), [{"key": key, "value": repr(share)}])

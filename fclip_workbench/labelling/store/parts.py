@@ -8,7 +8,7 @@ it shadows nothing of the parts that define them, whatever their order in `Label
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import sqlalchemy as sa
 
@@ -29,6 +29,7 @@ class StoreParts:
     backend: str
     known_ids: frozenset[str] | None
     _taxonomies: dict[str, tuple[Taxonomy | None, float]]  # field -> (stored taxonomy, when read)
+    _multi_cache: frozenset[str] | None  # multi-valued fields (`MultiValues.multi_fields`)
 
     if TYPE_CHECKING:
         # StoreConnection
@@ -60,6 +61,22 @@ class StoreParts:
 
         # EventLog
         def _check_item(self, item_id: object, known: frozenset[str] | None = None) -> str: ...
+
+        # MultiValues
+        def set_multi(self, field: str, multi: bool = True) -> None: ...
+
+        def multi_fields(self) -> frozenset[str]: ...
+
+        def is_multi(self, field: str, conn: sa.Connection | None = None) -> bool: ...
+
+        def value_sets(self, field: str) -> pd.DataFrame: ...
+
+        def _apply_values(self, conn: sa.Connection, field: str, ops: Sequence[tuple[str, str, bool]],
+                          annotator: str, source: str, batch_id: str | None,
+                          undoes: Mapping[tuple[str, str], int] | None = None) -> list[LabelEvent]: ...
+
+        def _undo_values(self, conn: sa.Connection, annotator: str, field: str, evs: Sequence[LabelEvent],
+                         batch_id: str | None) -> list[LabelEvent]: ...
 
         # TeamLabels
         def _undo_answer(self, conn: sa.Connection, annotator: str, answer: LabelEvent) -> LabelEvent: ...

@@ -6,7 +6,10 @@ source, updated in the same transaction as the event), `label_taxonomies` (allow
 `label_roles` (who adjudicates or leads) and `label_meta` (schema version, each field's overlap share).
 
 Version 2 added `label_roles` and the team sources (independent answers, agreed and adjudicated
-decisions); a version-1 store is upgraded in place when opened for writing.
+decisions). Version 3 added multi-valued fields (`store/multivalue.py`: a `multi\x1f<field>` row in
+`label_meta`, one add/remove event per value, the set as JSON in `label_current.value`): no new table, but
+an older workbench must not write single values into a set. Older stores are upgraded in place when opened
+for writing, and read as they are when opened read-only.
 
 Example:
     >>> sorted(metadata.tables)
@@ -22,8 +25,8 @@ import sqlalchemy as sa
 
 from fclip_workbench.labelling.store.records import LabelEvent
 
-SCHEMA_VERSION = 2
-UPGRADABLE_VERSIONS = ("1",)  # opened for writing, these are upgraded (tables added by create_all)
+SCHEMA_VERSION = 3
+UPGRADABLE_VERSIONS = ("1", "2")  # opened for writing, these are upgraded (tables added by create_all)
 T = TypeVar("T")
 
 metadata = sa.MetaData()

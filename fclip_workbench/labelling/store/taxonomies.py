@@ -40,7 +40,8 @@ class TaxonomyStorage(StoreParts):
 
     def set_taxonomy(self, field: str, taxonomy: Taxonomy, annotator: str | None = None) -> Taxonomy:
         """Attach `taxonomy` to `field` (stored, seen by every process): its values are merged with those
-        already stored (nothing an annotator added is dropped). Returns the stored taxonomy.
+        already stored (nothing an annotator added is dropped); a `multi` taxonomy declares the field
+        multi-valued (`set_multi`). Returns the stored taxonomy.
 
         >>> import tempfile, os
         >>> from fclip_workbench.labelling.labels import LabelStore
@@ -65,6 +66,8 @@ class TaxonomyStorage(StoreParts):
                 raise TaxonomyError(f"taxonomy for {field!r} was not stored; retry")
             return stored
 
+        if taxonomy.multi:  # e.g. Fashionpedia attributes: a set of values per item (refused once single-labelled)
+            self.set_multi(field)
         return self._write(work)
 
     def taxonomy(self, field: str, conn: sa.Connection | None = None, refresh: bool = False) -> Taxonomy | None:
@@ -84,7 +87,7 @@ class TaxonomyStorage(StoreParts):
                             .where(taxonomies_t.c.field == field).order_by(taxonomies_t.c.position)).all()
         tx = None
         if rows:
-            tx = Taxonomy(field, source=rows[0].source)
+            tx = Taxonomy(field, source=rows[0].source, multi=self.is_multi(field, conn))
             for r in rows:
                 try:
                     tx.add(r.value)

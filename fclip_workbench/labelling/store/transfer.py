@@ -37,6 +37,7 @@ from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.connection import _first_line
 from fclip_workbench.data.csv_rows import csv_records
 from fclip_workbench.data.table_files import read_parquet_checked
+from fclip_workbench.labelling.store.multivalue import decode_values
 from fclip_workbench.labelling.store.parts import StoreParts
 from fclip_workbench.labelling.store.records import LABEL_COLUMNS, ImportReport, LabelEvent, RowProblem
 
@@ -48,7 +49,8 @@ class Transfer(StoreParts):
 
     def export(self, path: str | os.PathLike, field: str | None = None, history: bool = False) -> Path:
         """Write the current labels (DataFrame[field, item_id, value, annotator, time]) or, with `history=True`,
-        the whole log to `.csv` or `.parquet`, atomically (an existing file is replaced only when complete)."""
+        the whole log to `.csv` or `.parquet`, atomically (an existing file is replaced only when complete).
+        A multi-valued field gives one row per value of each item's set (what `import_` reads back)."""
         from fclip_workbench.paths import check_output_file
 
         path = Path(path)
@@ -61,7 +63,8 @@ class Transfer(StoreParts):
             df = self.history(field=field)
         else:
             fields = [field] if field is not None else self.fields()
-            parts = [self.labels(f).assign(field=f) for f in fields]
+            multi = self.multi_fields()
+            parts = [(self._value_rows(f) if f in multi else self.labels(f)).assign(field=f) for f in fields]
             df = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LABEL_COLUMNS + ["field"]))
             df = df[["field"] + LABEL_COLUMNS]
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -86,6 +89,11 @@ class Transfer(StoreParts):
         log.info("exported %d rows to %s", len(df), path)
         return path
 
+    def _value_rows(self, field: str) -> pd.DataFrame:
+        """A multi-valued field's sets as rows DataFrame[item_id, value, annotator, time], one per value."""
+        df = self.value_sets(field).explode("values").rename(columns={"values": "value"})
+        return df[LABEL_COLUMNS].reset_index(drop=True)
+
 
     def import_(self, path: str | os.PathLike, field: str | None = None, annotator: str = "",
                 taxonomy: Taxonomy | None = None, known_ids: Iterable[object] | None = None,
@@ -93,7 +101,9 @@ class Transfer(StoreParts):
         """Import labels from `.csv`/`.parquet` with columns item_id, value (and field, unless `field` is given;
         an export of this store reads back as is). Every row is checked first (empty or malformed rows, unknown
         ids, values outside the taxonomy, conflicting repeats); with any bad row NOTHING is applied unless
-        `partial=True`, which applies the good rows. What is applied is one transaction (source "import")."""
+        `partial=True`, which applies the good rows. What is applied is one transaction (source "import").
+        A multi-valued field (`set_multi`) has one row per value: an item's rows are its set, which replaces
+        the item's current set (add/remove events for the difference; items not in the file are untouched)."""
         annotator = canon.annotator(annotator)
         field = canon.field(field) if field is not None else None
         path = Path(path)
@@ -102,6 +112,9 @@ class Transfer(StoreParts):
         report = ImportReport(path=path, rows=len(rows) + sum(p.reason.startswith("malformed") for p in problems),
                               problems=problems, partial=partial)
         good: dict[tuple[str, str], tuple[int, str]] = {}  # (field, item) -> (row, value)
+        self._multi_cache = None  # fresh: another process may have declared a field multi-valued
+        multi = self.multi_fields()
+        sets: dict[tuple[str, str], dict[str, int]] = {}  # multi-valued: (field, item) -> {value: row}
         for rownum, item, fld, value in rows:
             bad = None
             if not fld:
@@ -130,6 +143,12 @@ class Transfer(StoreParts):
                         bad = f"{value!r} is not in the {fld} taxonomy ({tx.describe(10)})"
                     else:
                         value = spelt
+            if bad is None and fld in multi:  # one row per value: the rows of an item are its set
+                if value in sets.setdefault((fld, item), {}):
+                    report.duplicates += 1
+                else:
+                    sets[(fld, item)][value] = rownum
+                continue
             if bad is None and (fld, item) in good:
                 first_row, first_value = good[(fld, item)]
                 if first_value == value:
@@ -164,6 +183,17 @@ class Transfer(StoreParts):
                     applied += self._apply(conn, fld, todo, annotator, "import", batch)
                 if others:
                     confirmed += self._apply(conn, fld, others, annotator, "import", batch)
+            by_set: dict[str, list[tuple[str, frozenset[str]]]] = {}
+            for (fld, item), vals in sets.items():
+                by_set.setdefault(fld, []).append((item, frozenset(vals)))
+            for fld, wanted in by_set.items():  # the file's set of each item becomes its set
+                have = self._current_rows(conn, fld, [i for i, _ in wanted])
+                ops: list[tuple[str, str, bool]] = []
+                for item, want in wanted:
+                    now = decode_values(have[item].value) if item in have else frozenset()
+                    ops += [(item, v, True) for v in sorted(want - now)] + [(item, v, False) for v in sorted(now - want)]
+                    unchanged += want == now
+                applied += self._apply_values(conn, fld, ops, annotator, "import", batch)
             return applied, confirmed, unchanged
 
         report.applied, report.confirmed, report.unchanged = self._write(work)
