@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-# a checker: (value, **context) -> None when right, else the hint (a str); it may raise, verify catches
-Checker = Callable[..., "str | None"]
-CHECKERS: dict[str, tuple[Checker, str]] = {}  # name -> (checker, what a right answer shows)
+# a checker: (value, **context) -> True when right, a specific hint (str) for a recognised mistake,
+# False for any other wrong answer (the exercise's general hint is shown); it may raise, verify catches
+Checker = Callable[..., "bool | str"]
+CHECKERS: dict[str, tuple[Checker, str, str]] = {}  # name -> (checker, what a right answer shows, general hint)
 EXERCISE_TAG = "exercise-"
 SOLUTION_MARK = re.compile(r"^# %% solution: ([\w-]+)\s*$", re.M)
 
@@ -47,10 +48,11 @@ class Result:
         return f"{'✓' if self.ok else '✗'} {self.name}: {self.message}"
 
 
-def register(name: str, praise: str) -> Callable[[Checker], Checker]:
-    """Decorator: register `fn(value, **context) -> hint | None` as the checker of exercise `name`."""
+def register(name: str, praise: str, hint: str) -> Callable[[Checker], Checker]:
+    """Decorator: register `fn(value, **context) -> True | hint | False` as the checker of exercise `name`;
+    `praise` is shown on a right answer, `hint` on a blank or unrecognised wrong one."""
     def deco(fn: Checker) -> Checker:
-        CHECKERS[name] = (fn, praise)
+        CHECKERS[name] = (fn, praise, hint)
         return fn
     return deco
 
@@ -59,14 +61,16 @@ def verify(name: str, value: Any, **context: Any) -> Result:
     """The verdict on `value` for exercise `name`; never raises (a failing checker becomes a hint)."""
     if name not in CHECKERS:
         return Result(name, False, f"no exercise called {name!r}; known: {', '.join(sorted(CHECKERS))}")
-    fn, praise = CHECKERS[name]
+    fn, praise, general = CHECKERS[name]
     if value is ... or value is None:
-        return Result(name, False, "no answer yet: replace the `...` with your code, then run the cell again")
+        return Result(name, False, f"no answer yet: replace the `...` with your code. Hint: {general}")
     try:
-        hint = fn(value, **context)
+        verdict = fn(value, **context)
     except Exception as e:  # a malformed answer (wrong type, wrong shape) is a hint, not a crash
-        return Result(name, False, f"could not read your answer ({type(e).__name__}: {e})")
-    return Result(name, hint is None, praise if hint is None else f"not yet. Hint: {hint}")
+        return Result(name, False, f"could not read your answer ({type(e).__name__}: {e}). Hint: {general}")
+    if verdict is True:
+        return Result(name, True, praise)
+    return Result(name, False, f"not yet. Hint: {verdict if isinstance(verdict, str) else general}")
 
 
 def check(name: str, value: Any, **context: Any) -> None:
