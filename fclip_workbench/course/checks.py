@@ -112,7 +112,7 @@ def _majority_f1(value: Any, train_labels, test_labels) -> bool | str:
     values, counts = np.unique(np.asarray(train_labels), return_counts=True)
     top = values[np.argmax(counts)]
     test = np.asarray(test_labels)
-    want = weighted_f1(test, [top] * len(test))
+    want = weighted_f1(test.tolist(), [top] * len(test))
     if close(value, want, 1e-4):
         return True
     if close(value, float(np.mean(test == top)), 1e-4):
