@@ -79,9 +79,10 @@ def check(name: str, value: Any, **context: Any) -> None:
 
 
 def close(a: Any, b: Any, tol: float = 1e-3) -> bool:
-    """True when two numbers (or arrays of the same shape) agree within `tol` (absolute)."""
+    """True when two numbers (or arrays of the same shape) agree within `tol` (absolute); NaN matches NaN
+    (a map with no positive mass has no energy share, for the learner as for the checker)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tol))
+    return a.shape == b.shape and bool(np.all((np.abs(a - b) <= tol) | (np.isnan(a) & np.isnan(b))))
 
 
 # ------------------------------------------------------------------ solutions
