@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,6 +30,11 @@
 # Maps are not proof. This notebook **scores** them against garment masks (the pixels that
 # really are the "shoes"), so you can choose a method knowing its accuracy and its cost.
 #
+# **Learning goals.** After this notebook you can
+# - ask a grounding map a garment question ("where is the dress?") and read the answer against the mask;
+# - compute the pointing game and the energy share yourself;
+# - judge a method against the centre baseline before trusting it.
+#
 # `DATA = "auto"` uses CCP street photos with garment masks when they are on this machine,
 # else the generated teaching catalog (exact masks, runs offline in seconds).
 
@@ -50,22 +55,26 @@ from IPython.display import HTML, display
 from fclip_workbench.grounding.maps import GroundingExplainer, load_image
 from fclip_workbench.grounding.metrics import grounding_table, mask_queries
 from fclip_workbench.paths import find_dataset
+from fclip_workbench.course import check
 from fclip_workbench.widgets.viz import grounding_html
 from fclip_workbench.widgets import GroundingPanel
 from fclip_workbench.workshop import resolve_data, resolve_model
 
-if DATA == "auto":
+if DATA == "auto":  # the choice "auto" makes, made here where you can see it
     DATA = "ccp" if find_dataset("ccp") else "teaching"
+    print(f"DATA 'auto' -> {DATA!r}: CCP street photos when they are here, else the teaching catalog")
 catalog = resolve_data(DATA)
 if DATA == "ccp":  # only the photos fclip-mini v2 never trained on (it learned from the other CCP photos' crops)
     from fclip_workbench.data.datasets.ccp import heldout_photos
 
     catalog = heldout_photos(catalog)
     MODEL = "fclip-mini@2" if MODEL == "auto" else MODEL
-model = resolve_model(MODEL, catalog)
+if MODEL == "auto":  # fclip-mini@2 saw street photos in training; the teaching model knows the teaching catalog
+    MODEL = "tiny-teaching" if DATA == "teaching" else "fclip-mini@2"
+model = resolve_model(MODEL, catalog)  # full precision (fp32): gradients need it
 photo = load_image(catalog.image_path(ITEM))
-queries = [q for q, _ in mask_queries(catalog, ITEM)] if QUERIES == "auto" else \
-    [q.strip() for q in QUERIES.split(",") if q.strip()]
+garments = dict(mask_queries(catalog, ITEM))  # garment name -> (H, W) bool mask: the answer key
+queries = list(garments) if QUERIES == "auto" else [q.strip() for q in QUERIES.split(",") if q.strip()]
 print(catalog.name, len(catalog), "products; model", model.name, "; photo", photo.size, "; queries", queries)
 
 # %% [markdown]
@@ -82,16 +91,50 @@ for method in METHODS:
     m = ex.attribute(photo, queries[0])           # (H, W), the photo's own pixels
     maps[method] = m
     captions[method] = f"'{queries[0]}': {ex.last_seconds_:.2f} s"
-display(HTML(grounding_html(photo, maps, captions)))
+outline = {m: garments[queries[0]] for m in METHODS} if queries[0] in garments else None
+display(HTML(grounding_html(photo, maps, captions, outlines=outline)))  # white line: the garment's mask
 
 # %% [markdown]
-# ## One method, several queries
-# Several texts at once: perturbation methods reuse the same masked photos for all of them.
+# ## One garment per map
+# A grounding map answers one question: "where is the *dress*?". Grounding the whole outfit caption
+# at once ("a person wearing cape, dress, shoes, ...") mixes every answer into one blob. Here each
+# garment in the photo's mask gets its own map, with that garment's outline drawn on it: a good map
+# is hot inside its outline. Perturbation methods reuse the same masked photos for all the garments.
+#
+# **Predict, then run.** Will the hottest spot of each map fall inside its own garment's outline?
 
 # %%
 ex = GroundingExplainer(model, method=METHODS[0])
 several = ex.attribute(photo, queries)           # (n_queries, H, W)
-display(HTML(grounding_html(photo, dict(zip(queries, several)))))
+display(HTML(grounding_html(photo, dict(zip(queries, several)), outlines=garments)))
+
+# %% [markdown]
+# ### Exercise 1: where is the map hottest?
+# `map_` is the first method's map for the first garment, `mask` that garment's mask (both (H, W)).
+# Set `argmax_pixel` to the (row, column) of the map's largest value.
+
+# %%
+import numpy as np
+
+map_ = maps[METHODS[0]]                          # (H, W) float
+mask = garments.get(queries[0], next(iter(garments.values())))  # (H, W) bool
+
+# %% tags=["exercise-argmax_pixel"]
+argmax_pixel = ...  # your code: (row, column)
+
+# %%
+check("argmax_pixel", argmax_pixel, map_=map_)
+
+# %% [markdown]
+# ### Exercise 2: the energy share
+# Only positive values of the map count as "evidence". Set `energy` to the share of the map's
+# positive mass that lies inside the mask (1: all of it on the garment).
+
+# %% tags=["exercise-energy"]
+energy = ...  # your code: a number between 0 and 1
+
+# %%
+check("energy", energy, map_=map_, mask=mask)
 
 # %% [markdown]
 # ## How good are the maps? Scores against the masks
@@ -104,6 +147,8 @@ display(HTML(grounding_html(photo, dict(zip(queries, several)))))
 # people and products usually are) and **uniform** (no idea at all: chance level). A method
 # that does not beat *centre* has not learned where things are. On CCP each garment in a photo's
 # mask (covering at least 2 % of it) is one query, so *pairs* counts photo x garment pairs.
+#
+# **Predict, then run.** Which of the methods will beat the *centre* baseline on pointing?
 
 # %%
 table = grounding_table(model, catalog, range(min(N_EVAL, len(catalog))), METHODS)

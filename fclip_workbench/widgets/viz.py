@@ -195,13 +195,35 @@ def side_by_side(images: Sequence, titles: Sequence[str], height: int = 256, pad
     return sheet
 
 
+def mask_outline(panel, mask, colour: tuple[int, int, int] = (255, 255, 255)):
+    """`panel` (PIL, the mask's size) with the (H, W) bool mask's outline drawn on it, 1 px wide.
+
+    >>> m = np.zeros((5, 5), bool); m[1:4, 1:4] = True                       # doctest: +SKIP
+    >>> np.asarray(mask_outline(Image.new("RGB", (5, 5)), m))[2, 2].tolist()  # doctest: +SKIP
+    [0, 0, 0]
+    """
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)                         # (H, W)
+    edge = mask & ~ndimage.binary_erosion(mask)           # pixels of the mask with a neighbour outside
+    out = np.asarray(panel.convert("RGB")).copy()         # (H, W, 3)
+    out[edge] = colour
+    return Image.fromarray(out)
+
+
 def grounding_html(image, maps: Mapping[str, object], captions: Mapping[str, str] | None = None,
-                   height: int = 220, alpha: float = 0.5) -> str:
-    """HTML row of overlays, one per map (key = panel title), with optional captions (e.g. the time)."""
+                   height: int = 220, alpha: float = 0.5, outlines: Mapping[str, object] | None = None) -> str:
+    """HTML row of overlays, one per map (key = panel title), with optional captions (e.g. the time) and
+    optional garment masks (same keys, (H, W) bool) drawn as outlines on their panels."""
     cells = []
     for title, map_ in maps.items():
         panel = grounding_overlay(image, map_, alpha)
-        panel = panel.resize((max(1, round(panel.width * height / panel.height)), height))
+        if outlines and title in outlines:
+            panel = mask_outline(panel, outlines[title])
+        panel = panel.resize((max(1, round(panel.width * height / panel.height)), height),
+                             0 if outlines else 3)  # outlines stay crisp: nearest, else bicubic
         buf = io.BytesIO()
         panel.save(buf, format="PNG")
         uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
