@@ -95,7 +95,7 @@ class TeamIdentityProvider(PasswordIdentityProvider):
     def login_available(self) -> bool:
         return False  # no password page: a link or the token, else 403
 
-    async def get_user(self, handler: web.RequestHandler) -> User | None:  # type: ignore[override]
+    async def get_user(self, handler: web.RequestHandler) -> User | None:
         user = await self._get_user(handler)
         if user is None:
             raise web.HTTPError(403, "this app needs your link (or the server token): "

@@ -62,7 +62,7 @@ def digest(secret: str) -> str:
 
 def is_link_secret(secret: str | None) -> bool:
     """True for strings shaped like a link secret (`fcl_` + 43 url-safe characters)."""
-    return bool(secret) and secret.startswith(PREFIX) and 20 < len(secret) < 100  # type: ignore[union-attr]
+    return secret is not None and secret.startswith(PREFIX) and 20 < len(secret) < 100
 
 
 def _has_table(conn: sa.Connection) -> bool:
