@@ -30,6 +30,7 @@ from typing import Any
 from fclip_workbench.cli_args import (Parser, add_data_args, model_from_args, nonnegative_int, one_line, open_from_args,
                                       open_unit_float, positive_float, positive_int, quiet_loading, store_from_args,
                                       unit_float)
+from fclip_workbench.cli_label import add_label_options
 from fclip_workbench.cli_team import add_team_parser
 from fclip_workbench.cli_workshop import add_workshop_parser
 from fclip_workbench.errors import FclipError, MissingExtraError
@@ -312,9 +313,12 @@ def cmd_lab(args) -> int:
 
 def cmd_label(args) -> int:
     """Serve the annotator as a Voila app; every option is checked before Voila starts (see label_app)."""
+    from fclip_workbench.cli_label import prepare_label_args
     from fclip_workbench.data.datasets import detect_format
     from fclip_workbench.labelling.app import serve_label_app
 
+    if (code := prepare_label_args(args)) is not None:
+        return code  # --check
     options: dict = {}
     if args.data not in ("auto", "teaching", "kagl"):
         if args.format == "fmnist" or (Path(args.data).exists() and detect_format(Path(args.data)) == "fmnist"):
@@ -328,7 +332,7 @@ def cmd_label(args) -> int:
                            host=args.host or "127.0.0.1", port=args.port, annotator=args.annotator,
                            allow_remote=args.host is not None, format=args.format, limit=args.limit,
                            catalog_options=options, device=args.device, cache=args.cache,
-                           progress=not args.quiet)
+                           progress=not args.quiet, token=args.token)
 
 
 # ------------------------------------------------------------------ the parser
@@ -538,13 +542,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("label", help="serve the annotator as a web app (Voila) for merchandisers")
     add_data_args(p)
-    p.add_argument("--field", required=True, help="the catalog column to label, e.g. articleType")
+    p.add_argument("--field", default=None, help="the catalog column to label, e.g. articleType (or in --config)")
     p.add_argument("--store", default=None,
                    help="label store: SQLite file or SQLAlchemy URL (default: data/labels.sqlite)")
     p.add_argument("--host", default=None,
-                   help="address to serve on (default 127.0.0.1; e.g. 0.0.0.0 opens it to the network: no login)")
+                   help="address to serve on (default 127.0.0.1; e.g. 0.0.0.0 opens it to the network: token or link)")
     p.add_argument("--port", type=positive_int, default=8866, help="port (default 8866)")
     p.add_argument("--annotator", default=None, help="default annotator name (the URL's ?annotator=NAME wins)")
+    add_label_options(p)
     p.set_defaults(func=cmd_label)
     add_team_parser(sub)
     add_workshop_parser(sub)

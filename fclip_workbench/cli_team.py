@@ -2,6 +2,7 @@
 
     fclip team grant lea lead --by lea --store labels.sqlite         # the first role needs no lead
     fclip team grant cy adjudicator --by lea
+    fclip team link ana --expires 7d --url https://label.example.com/   # ana's own link to the team server
     fclip team overlap articleType 0.1 --by lea                      # 10 % of products answered twice
     fclip team status articleType                                    # kappa, alpha, accuracy, what is left
     fclip team pending articleType                                   # the adjudication queue
@@ -33,6 +34,22 @@ def cmd_team_grant(args) -> int:
         (store.revoke if args.revoke else store.grant)(args.name, args.role, by=args.by)
         roles = store.roles()
     print("\n".join(f"{r.annotator}: {r.role} (granted by {r.granted_by})" for r in roles.itertuples()) or "no roles")
+    return 0
+
+
+def cmd_team_link(args) -> int:
+    from fclip_workbench.labelling.store.links import create_link, parse_duration, revoke_links
+
+    with _store(args) as store:
+        if args.revoke:
+            print(f"{revoke_links(store, args.name)} link(s) of {args.name} revoked")
+            return 0
+        days = parse_duration(args.expires)
+        secret = create_link(store, args.name, role=args.role, days=days, by=args.by)
+    base = args.url if args.url.endswith("/") else args.url + "/"
+    until = "never expires" if days is None else f"valid {args.expires}"
+    print(f"{base}?token={secret}")
+    print(f"{args.name} ({args.role}), {until}; shown once: send it to {args.name} only", flush=True)
     return 0
 
 
@@ -111,6 +128,17 @@ def add_team_parser(sub) -> None:
     q.add_argument("--by", required=True, help="the lead who grants it (the team's first role: anyone)")
     q.add_argument("--revoke", action="store_true", help="take the role back")
     q.set_defaults(func=cmd_team_grant)
+
+    q = with_store(tsub.add_parser("link", help="print an annotator's own link to the team server (fclip label "
+                                                "--host ...); only its hash is stored"))
+    q.add_argument("name")
+    q.add_argument("--role", default="annotator", choices=["annotator", "adjudicator", "lead"],
+                   help="the link's role (adjudicator/lead: granted first with fclip team grant)")
+    q.add_argument("--expires", default="7d", help="7d, 12h, 30m, 2w or never (default 7d)")
+    q.add_argument("--url", default="http://127.0.0.1:8866/", help="the server's address as annotators reach it")
+    q.add_argument("--by", default=None, help="who made the link (kept in the store)")
+    q.add_argument("--revoke", action="store_true", help="revoke every live link of NAME instead")
+    q.set_defaults(func=cmd_team_link)
 
     q = with_store(tsub.add_parser("overlap", help="show or set the share of a field's products answered twice"))
     q.add_argument("field")

@@ -91,6 +91,10 @@ class RoleError(LabelStoreError, PermissionError):
     """A team action (adjudicating, granting a role) by someone without the role it needs."""
 
 
+class AccessError(FclipError, PermissionError):
+    """A team-server link or token that is unknown, expired or revoked."""
+
+
 class ModelMismatchError(FclipError, ValueError):
     """Embeddings from another model (fingerprint) or of another width than a fitted probe expects."""
 

@@ -54,6 +54,7 @@ class LabelAppConfig:
     catalog_options: dict[str, Any] = dc_field(default_factory=dict)  # open_catalog keyword arguments
     device: str | None = None  # cuda, mps or cpu (None: best available)
     cache: str | None = None  # embedding store path (None: the default store)
+    remote: bool = False  # served beyond loopback: the annotator comes from the link (apps/access.py), never the URL
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -156,7 +157,10 @@ def build_label_app(config: LabelAppConfig | None = None, environ: Mapping[str, 
     environ = os.environ if environ is None else environ
     try:
         config = LabelAppConfig.from_env(environ) if config is None else config
-        annotator = annotator_from_query(environ.get("QUERY_STRING")) or config.annotator
+        from fclip_workbench.apps.access import app_identity
+
+        store = open_label_store(config.store)
+        annotator, link_role = app_identity(config, environ.get("QUERY_STRING"), store)
         catalog = open_app_catalog(config)
         check_field(catalog, config.field)
         from fclip_workbench.widgets.annotator import Annotator
@@ -166,13 +170,12 @@ def build_label_app(config: LabelAppConfig | None = None, environ: Mapping[str, 
         from fclip_workbench.embedding.store import EmbeddingStore
 
         model = resolve_model(config.model, catalog, device=config.device, progress=False)  # no bar atop the app
-        store = open_label_store(config.store)
         embeddings = embed_images(model, catalog, store=EmbeddingStore(config.cache), progress=False)
         log.info("label app: %s, field %s, model %s, store %s, annotator %s",
                  catalog.name, config.field, config.model, config.store, annotator)
         widget = Annotator.from_catalog(catalog, config.field, model=model, store=store, annotator=annotator or "",
                                         embeddings=embeddings, embedding_store=config.cache)
-        if annotator and store.has_role(annotator, "lead"):
+        if annotator and link_role in (None, "lead") and store.has_role(annotator, "lead"):
             return with_team_page(widget, store, config.field, total=len(catalog))
         return widget
     except FclipError as e:

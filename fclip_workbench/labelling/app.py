@@ -54,8 +54,8 @@ def check_host(host: str, allow_remote: bool = False) -> str:
             raise InvalidArgumentError(f"--host {host!r} is not an IP address: give e.g. 127.0.0.1 or 0.0.0.0") from e
     if not is_loopback(host) and not allow_remote:
         raise InvalidArgumentError(
-            f"--host {host} is reachable from other machines and the app has no login: "
-            "pass --host explicitly on the command line to allow it (the default is 127.0.0.1)")
+            f"--host {host} is reachable from other machines: pass --host explicitly on the command line "
+            "(or host in the config file) to allow it; it then needs a token or a link (the default is 127.0.0.1)")
     return host
 
 
@@ -111,11 +111,18 @@ def check_store(spec: str | None) -> str | None:
     return spec
 
 
-def voila_command(host: str, port: int, notebook: Path = LABEL_NOTEBOOK, debug: bool = False) -> list[str]:
-    """The Voila command line that serves `notebook` on host:port, no browser, sources stripped."""
+def voila_command(host: str, port: int, notebook: Path = LABEL_NOTEBOOK, debug: bool = False,
+                  secured: bool = False) -> list[str]:
+    """The Voila command line that serves `notebook` on host:port, no browser, sources stripped.
+
+    `secured`: Jupyter's token auth with the team's links (apps/access.py; token in $FCLIP_LABEL_TOKEN)."""
     cmd = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", f"--Voila.ip={host}",
            "--Voila.port_retries=0",  # never another port than the URL printed
            "--strip_sources=True", "--theme=light", f"--template={VOILA_TEMPLATE}"]
+    if secured:
+        from fclip_workbench.apps.access import PROVIDER
+
+        cmd.append(f"--Voila.identity_provider_class={PROVIDER}")
     if debug:
         cmd.append("--debug")
     return cmd
@@ -136,7 +143,7 @@ def app_url(host: str, port: int) -> str:
 
 def prepare_label_app(data: str, field: str, model: str = "auto", store: str | None = None,
                       host: str = "127.0.0.1", port: int = DEFAULT_PORT, annotator: str | None = None,
-                      allow_remote: bool = False, warm: bool = True, progress: bool = True,
+                      allow_remote: bool = False, warm: bool = True, progress: bool = True, token: str | None = None,
                       **catalog: object) -> tuple[LabelAppConfig, list[str]]:
     """Check every setting (cheap ones first), embed the catalog into the cache (`warm`), and
     return (config for the kernel, Voila command).
@@ -147,6 +154,11 @@ def prepare_label_app(data: str, field: str, model: str = "auto", store: str | N
 
     check_host(host, allow_remote)
     check_port(host, port)
+    secured = token is not None or not is_loopback(host)
+    if token is not None:
+        from fclip_workbench.apps.app_config import check_token
+
+        check_token(token)
     if annotator is not None:
         annotator = check_annotator_name(annotator)
     if importlib.util.find_spec("voila") is None:
@@ -154,7 +166,7 @@ def prepare_label_app(data: str, field: str, model: str = "auto", store: str | N
     if catalog.get("cache") is not None:
         catalog["cache"] = absolute_spec(str(catalog["cache"]), is_path=True)
     config = LabelAppConfig(data=absolute_spec(data) or "auto", field=field, model=absolute_spec(model) or "auto",
-                            store=absolute_spec(store, is_path=True), annotator=annotator,
+                            store=absolute_spec(store, is_path=True), annotator=annotator, remote=secured,
                             **catalog)  # type: ignore[arg-type]
     catalog_ = open_app_catalog(config)
     check_field(catalog_, field)
@@ -162,7 +174,7 @@ def prepare_label_app(data: str, field: str, model: str = "auto", store: str | N
     check_store(config.store)
     if warm:
         warm_embeddings(config, catalog_, progress=progress)
-    return config, voila_command(host, port)
+    return config, voila_command(host, port, secured=secured)
 
 
 def warm_embeddings(config: LabelAppConfig, catalog, progress: bool = True) -> int:
@@ -184,23 +196,29 @@ def warm_embeddings(config: LabelAppConfig, catalog, progress: bool = True) -> i
 def serve_label_app(data: str, field: str, model: str = "auto", store: str | None = None,
                     host: str = "127.0.0.1", port: int = DEFAULT_PORT, annotator: str | None = None,
                     allow_remote: bool = False, exec_: bool = True, warm: bool = True, progress: bool = True,
-                    **catalog: object) -> int:
+                    token: str | None = None, **catalog: object) -> int:
     """Check the settings, print the URL, and run Voila on the labelling app until stopped.
 
     With `exec_` (POSIX) this process becomes Voila and never returns; otherwise Voila runs as a
     child that SIGINT/SIGTERM stop, and its exit status is returned.
     """
     config, cmd = prepare_label_app(data, field, model, store, host, port, annotator, allow_remote, warm=warm,
-                                    progress=progress, **catalog)
+                                    progress=progress, token=token, **catalog)
     env = {**os.environ, ENV_CONFIG: config.to_json(), "JUPYTER_PATH": jupyter_path_with_template()}
     url = app_url(host, port)
     from fclip_workbench.paths import default_labels_path
 
     where = config.store or f"the default label store {default_labels_path()}"
     print(f"labelling {config.field!r} of {config.data} into {where}", flush=True)
-    print(f"open {url} (annotator name: {url}?annotator=NAME); Ctrl-C stops the server", flush=True)
-    if not is_loopback(host):
-        log.warning("serving on %s: anyone who can reach this machine can read the catalog and write labels", host)
+    if config.remote:
+        from fclip_workbench.apps.access import ENV_TOKEN, new_token
+
+        env[ENV_TOKEN] = token or new_token()
+        shown = env[ENV_TOKEN] if token is None else "<the token you gave>"
+        print(f"open {url}?token={shown} (printed once); each annotator opens their own link: "
+              f"fclip team link NAME --url {url}; Ctrl-C stops the server", flush=True)
+    else:
+        print(f"open {url} (annotator name: {url}?annotator=NAME); Ctrl-C stops the server", flush=True)
     from fclip_workbench.processes import become, run_forwarding_signals
 
     return become(cmd, env) if exec_ else run_forwarding_signals(cmd, env)
