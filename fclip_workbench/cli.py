@@ -332,7 +332,7 @@ def cmd_label(args) -> int:
                            host=args.host or "127.0.0.1", port=args.port, annotator=args.annotator,
                            allow_remote=args.host is not None, format=args.format, limit=args.limit,
                            catalog_options=options, device=args.device, cache=args.cache,
-                           progress=not args.quiet, token=args.token)
+                           progress=not args.quiet, token=args.token, pool_size=args.pool_size)
 
 
 # ------------------------------------------------------------------ the parser
@@ -549,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to serve on (default 127.0.0.1; e.g. 0.0.0.0 opens it to the network: token or link)")
     p.add_argument("--port", type=positive_int, default=8866, help="port (default 8866)")
     p.add_argument("--annotator", default=None, help="default annotator name (the URL's ?annotator=NAME wins)")
+    p.add_argument("--pool-size", type=int, default=2, help="kernels kept preheated for the next pages (default 2; 0: none)")
     add_label_options(p)
     p.set_defaults(func=cmd_label)
     add_team_parser(sub)

@@ -147,34 +147,32 @@ def open_label_store(spec: str | None):
     return LabelStore(spec)
 
 
-def build_label_app(config: LabelAppConfig | None = None, environ: Mapping[str, str] | None = None):
+def build_label_app(config: LabelAppConfig | None = None, environ: Mapping[str, str] | None = None,
+                    resources=None):
     """The annotator widget for `config` (default: from the environment), annotator from the URL.
 
+    `resources`: what `serving.preload_label_app` loaded in advance (a preheated kernel); None loads it now.
     Errors the user can fix come back as a red message widget, never a traceback.
 
     >>> app = build_label_app(LabelAppConfig(data="teaching", field="colour"))   # doctest: +SKIP
     """
+    from fclip_workbench.apps.serving import preload_label_app
+
     environ = os.environ if environ is None else environ
     try:
-        config = LabelAppConfig.from_env(environ) if config is None else config
+        res = preload_label_app(config, environ) if resources is None else resources
+        if isinstance(res, FclipError):
+            raise res
+        config, catalog, model, store = res.config, res.catalog, res.model, res.store
         from fclip_workbench.apps.access import app_identity
 
-        store = open_label_store(config.store)
         annotator, link_role = app_identity(config, environ.get("QUERY_STRING"), store)
-        catalog = open_app_catalog(config)
-        check_field(catalog, config.field)
         from fclip_workbench.widgets.annotator import Annotator
-        from fclip_workbench.workshop import resolve_model
 
-        from fclip_workbench.embedding.embed import embed_images
-        from fclip_workbench.embedding.store import EmbeddingStore
-
-        model = resolve_model(config.model, catalog, device=config.device, progress=False)  # no bar atop the app
-        embeddings = embed_images(model, catalog, store=EmbeddingStore(config.cache), progress=False)
         log.info("label app: %s, field %s, model %s, store %s, annotator %s",
                  catalog.name, config.field, config.model, config.store, annotator)
         widget = Annotator.from_catalog(catalog, config.field, model=model, store=store, annotator=annotator or "",
-                                        embeddings=embeddings, embedding_store=config.cache)
+                                        embeddings=res.embeddings, embedding_store=config.cache)
         if annotator and link_role in (None, "lead") and store.has_role(annotator, "lead"):
             return with_team_page(widget, store, config.field, total=len(catalog))
         return widget

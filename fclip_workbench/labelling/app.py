@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fclip_workbench.apps import (ENV_CONFIG, LABEL_NOTEBOOK, VOILA_DATA_DIR, VOILA_TEMPLATE, LabelAppConfig, check_annotator_name,
                    check_field, open_app_catalog)
+from fclip_workbench.apps.serving import DEFAULT_POOL_SIZE, serving_args
 from fclip_workbench.errors import FclipError, InvalidArgumentError, MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,14 @@ def check_store(spec: str | None) -> str | None:
 
 
 def voila_command(host: str, port: int, notebook: Path = LABEL_NOTEBOOK, debug: bool = False,
-                  secured: bool = False) -> list[str]:
-    """The Voila command line that serves `notebook` on host:port, no browser, sources stripped.
+                  secured: bool = False, pool_size: int = DEFAULT_POOL_SIZE) -> list[str]:
+    """The Voila command line that serves `notebook` on host:port, no browser, sources stripped,
+    `pool_size` kernels preheated and closed pages' kernels culled (see apps/serving.py).
 
     `secured`: Jupyter's token auth with the team's links (apps/access.py; token in $FCLIP_LABEL_TOKEN)."""
     cmd = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", f"--Voila.ip={host}",
            "--Voila.port_retries=0",  # never another port than the URL printed
-           "--strip_sources=True", "--theme=light", f"--template={VOILA_TEMPLATE}"]
+           "--strip_sources=True", "--theme=light", f"--template={VOILA_TEMPLATE}", *serving_args(pool_size)]
     if secured:
         from fclip_workbench.apps.access import PROVIDER
 
@@ -144,7 +146,7 @@ def app_url(host: str, port: int) -> str:
 def prepare_label_app(data: str, field: str, model: str = "auto", store: str | None = None,
                       host: str = "127.0.0.1", port: int = DEFAULT_PORT, annotator: str | None = None,
                       allow_remote: bool = False, warm: bool = True, progress: bool = True, token: str | None = None,
-                      **catalog: object) -> tuple[LabelAppConfig, list[str]]:
+                      pool_size: int = DEFAULT_POOL_SIZE, **catalog: object) -> tuple[LabelAppConfig, list[str]]:
     """Check every setting (cheap ones first), embed the catalog into the cache (`warm`), and
     return (config for the kernel, Voila command).
 
@@ -154,6 +156,7 @@ def prepare_label_app(data: str, field: str, model: str = "auto", store: str | N
 
     check_host(host, allow_remote)
     check_port(host, port)
+    serving_args(pool_size)  # a bad --pool-size fails now
     secured = token is not None or not is_loopback(host)
     if token is not None:
         from fclip_workbench.apps.app_config import check_token
@@ -174,7 +177,7 @@ def prepare_label_app(data: str, field: str, model: str = "auto", store: str | N
     check_store(config.store)
     if warm:
         warm_embeddings(config, catalog_, progress=progress)
-    return config, voila_command(host, port, secured=secured)
+    return config, voila_command(host, port, secured=secured, pool_size=pool_size)
 
 
 def warm_embeddings(config: LabelAppConfig, catalog, progress: bool = True) -> int:
@@ -196,14 +199,14 @@ def warm_embeddings(config: LabelAppConfig, catalog, progress: bool = True) -> i
 def serve_label_app(data: str, field: str, model: str = "auto", store: str | None = None,
                     host: str = "127.0.0.1", port: int = DEFAULT_PORT, annotator: str | None = None,
                     allow_remote: bool = False, exec_: bool = True, warm: bool = True, progress: bool = True,
-                    token: str | None = None, **catalog: object) -> int:
+                    token: str | None = None, pool_size: int = DEFAULT_POOL_SIZE, **catalog: object) -> int:
     """Check the settings, print the URL, and run Voila on the labelling app until stopped.
 
     With `exec_` (POSIX) this process becomes Voila and never returns; otherwise Voila runs as a
     child that SIGINT/SIGTERM stop, and its exit status is returned.
     """
     config, cmd = prepare_label_app(data, field, model, store, host, port, annotator, allow_remote, warm=warm,
-                                    progress=progress, token=token, **catalog)
+                                    progress=progress, token=token, pool_size=pool_size, **catalog)
     env = {**os.environ, ENV_CONFIG: config.to_json(), "JUPYTER_PATH": jupyter_path_with_template()}
     url = app_url(host, port)
     from fclip_workbench.paths import default_labels_path
