@@ -31,6 +31,7 @@ from fclip_workbench.cli_args import (Parser, add_data_args, model_from_args, no
                                       open_unit_float, positive_float, positive_int, quiet_loading, store_from_args,
                                       unit_float)
 from fclip_workbench.cli_team import add_team_parser
+from fclip_workbench.cli_compare import add_compare_parser
 from fclip_workbench.errors import FclipError, MissingExtraError
 from fclip_workbench.search.index import EXACT_MAX, INDEX_KINDS, TARGET_RECALL  # NumPy only: cheap to import
 
@@ -531,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotator", default=None, help="default annotator name (the URL's ?annotator=NAME wins)")
     p.set_defaults(func=cmd_label)
     add_team_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 
