@@ -163,7 +163,7 @@ def _labels_of(catalog: Catalog, fld: str) -> tuple[list[str], dict[str, str]]:
     return classes, of
 
 
-def _zero_shot(models: tuple[EmbeddingModel, EmbeddingModel], images: tuple[EmbeddingResult, EmbeddingResult],
+def _zero_shot(models: tuple[EmbeddingModel, EmbeddingModel], images: Sequence[EmbeddingResult],
                classes: list[str], label_of: dict[str, str], fld: str, n_boot: int, seed: int,
                names=None) -> FieldResult:
     """Zero-shot predictions of both models on the products both could embed, with paired statistics."""

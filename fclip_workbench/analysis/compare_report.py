@@ -139,7 +139,8 @@ def confusion_figure(report: CompareReport, field: str, which: int) -> go.Figure
 
 
 def slices_figure(report: CompareReport) -> go.Figure:
-    t = report.slices
+    t = report.slices if report.slices is not None else pd.DataFrame(
+        columns=["slice", "value", "metric", "delta", "lo", "hi"])
     labels = [f"{s}={v} ({m})" for s, v, m in zip(t.slice, t.value, t.metric)]
     fig = go.Figure(go.Bar(x=t.delta, y=labels, orientation="h",
                            error_x={"type": "data", "symmetric": False, "array": t.hi - t.delta,

@@ -51,7 +51,8 @@ def ccp_crops(root: str | Path, out_dir: str | Path, mapping: dict[str, tuple[st
         raise CatalogError(f"no CCP photos (*.jpg) in {root / 'photos'}")
     held = [p for p, h in zip(photos, ccp_is_heldout([p.stem for p in photos])) if h][:limit]
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, unmapped = [], {}
+    rows: list[dict] = []
+    unmapped: dict[str, int] = {}
     for p in held:
         mask_path = root / "masks" / f"{p.stem}.png"
         if not mask_path.is_file():
