@@ -32,6 +32,7 @@ from fclip_workbench.cli_args import (Parser, add_data_args, model_from_args, no
                                       unit_float)
 from fclip_workbench.cli_label import add_label_options
 from fclip_workbench.cli_team import add_team_parser
+from fclip_workbench.cli_compare import add_compare_parser
 from fclip_workbench.cli_workshop import add_workshop_parser
 from fclip_workbench.errors import FclipError, MissingExtraError
 from fclip_workbench.search.index import EXACT_MAX, INDEX_KINDS, TARGET_RECALL  # NumPy only: cheap to import
@@ -554,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_label)
     add_team_parser(sub)
     add_workshop_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 
