@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 # CPU/GPU wheels that work together (Python 3.11); override to use others (`make setup TORCH_PINS="torch==..."`).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# Where that pair comes from: PyPI's Linux torch is the CUDA build (5.3 GB in the venv). A laptop with no GPU
+# takes PyTorch's CPU-only wheels instead: `make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 # Extras of the package to install (CI adds the Ray engine's: `make test EXTRAS=dev,ray`).
 EXTRAS ?= dev
@@ -13,18 +16,19 @@ PYTEST := $(VENV)/bin/python -m pytest
 # wheels with no network (pip --no-index) and copies its data sets into data/.
 KIT ?=
 PIP_SOURCE := $(if $(KIT),--no-index --find-links $(abspath $(KIT))/wheels/linux-x86_64,)
+TORCH_SOURCE := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),$(PIP_SOURCE))
 
 .PHONY: setup git-filter lab test lint typecheck test-slow test-all bench docs screenshots clean FORCE
 
 $(PINS): FORCE
 	@mkdir -p $(VENV)
-	@echo '$(TORCH_PINS) [$(EXTRAS)]' | cmp -s - $@ || echo '$(TORCH_PINS) [$(EXTRAS)]' > $@
+	@echo '$(TORCH_PINS) $(TORCH_INDEX) [$(EXTRAS)]' | cmp -s - $@ || echo '$(TORCH_PINS) $(TORCH_INDEX) [$(EXTRAS)]' > $@
 
 # Re-installs when pyproject.toml or TORCH_PINS change.
 $(STAMP): pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_SOURCE) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_SOURCE) $(TORCH_PINS)
+	$(VENV)/bin/pip install $(TORCH_SOURCE) $(TORCH_PINS)
 	$(VENV)/bin/pip install $(PIP_SOURCE) -e ".[$(EXTRAS)]"
 	$(if $(KIT),$(VENV)/bin/fclip workshop unpack $(abspath $(KIT)))
 	touch $(STAMP)

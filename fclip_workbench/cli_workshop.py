@@ -2,6 +2,7 @@
 
     fclip workshop pack /media/usb/fclip-kit                        # wheels for Linux, macOS, Windows + data
     fclip workshop pack kit --platforms linux-x86_64 --kagl-rows 2000
+    fclip workshop pack kit --platforms linux-x86_64 --torch-index https://download.pytorch.org/whl/cpu  # CPU-only torch
     fclip workshop unpack /media/usb/fclip-kit                      # its data sets into data/ (make lab KIT=... does it)
 
 Example:
@@ -14,9 +15,11 @@ from pathlib import Path
 
 
 def cmd_workshop_pack(args) -> int:
-    from fclip_workbench.workshop_kit import pack_kit
+    from fclip_workbench.workshop_kit import check_torch_index, pack_kit
 
-    report = pack_kit(Path(args.out), platforms=tuple(args.platforms), kagl_rows=args.kagl_rows)
+    torch_index = None if args.torch_index is None else check_torch_index(args.torch_index)
+    report = pack_kit(Path(args.out), platforms=tuple(args.platforms), kagl_rows=args.kagl_rows,
+                      torch_index=torch_index)
     for part, mb in report.parts_mb.items():
         print(f"{part}: {mb:,.1f} MB")
     for platform, missing in report.missing.items():
@@ -46,6 +49,9 @@ def add_workshop_parser(sub) -> None:
     q.add_argument("--platforms", nargs="+", default=list(PLATFORMS), choices=list(PLATFORMS),
                    help="whose wheels to include (default: all)")
     q.add_argument("--kagl-rows", type=int, default=3000, help="KAGL products in the kit (0: none)")
+    q.add_argument("--torch-index", default=None,
+                   help="index for the Linux torch pair, e.g. https://download.pytorch.org/whl/cpu (CPU-only wheels; "
+                        "default: pip's index, where Linux torch is the CUDA build)")
     q.set_defaults(func=cmd_workshop_pack)
     q = wsub.add_parser("unpack", help="copy a kit's data sets into data/ (existing ones kept)")
     q.add_argument("kit", help="the kit's folder")

@@ -104,29 +104,76 @@ def platform_requirements(requirements: list[str], platform: str) -> list[str]:
     return ["torch>=2.4", "torchvision>=0.19", *rest]  # build backend and pip too: `pip install -e` builds offline
 
 
-def pip_download_command(requirements: list[str], dest: Path, platform: str) -> list[str]:
-    """`pip download` of binary wheels of `requirements` for one kit platform into `dest`."""
+def pip_download_command(requirements: list[str], dest: Path, platform: str, index_url: str | None = None,
+                         find_links: Path | None = None) -> list[str]:
+    """`pip download` of binary wheels of `requirements` for one kit platform into `dest`
+    (from `index_url` instead of pip's configured index; also from the wheels in `find_links`).
+
+    >>> pip_download_command(["torch==2.14.1"], Path("w"), "linux-x86_64", index_url="https://download.pytorch.org/whl/cpu")[-3:]
+    ['--index-url', 'https://download.pytorch.org/whl/cpu', 'torch==2.14.1']
+    """
     if platform not in PLATFORMS:
         raise InvalidArgumentError(f"unknown platform {platform!r}; known: {', '.join(PLATFORMS)}")
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(dest), "--only-binary=:all:",
            "--python-version", PYTHON_VERSION, "--implementation", "cp"]
     for tag in PLATFORMS[platform]:
         cmd += ["--platform", tag]
+    if find_links is not None:
+        cmd += ["--find-links", str(find_links)]
+    if index_url is not None:
+        cmd += ["--index-url", index_url]
     return [*cmd, *requirements]
 
 
-def download_wheels(requirements: list[str], dest: Path, platform: str) -> list[str]:
+def check_torch_index(index: str) -> str:
+    """`index` as pip's --index-url takes it (http(s):// or file:// URL, or a folder), else a one-line error.
+
+    >>> check_torch_index("https://download.pytorch.org/whl/cpu")
+    'https://download.pytorch.org/whl/cpu'
+    >>> check_torch_index("download.pytorch.org")
+    Traceback (most recent call last):
+    ...
+    fclip_workbench.errors.InvalidArgumentError: --torch-index 'download.pytorch.org' is neither an http(s):// or file:// URL nor a folder
+    """
+    if index.startswith(("https://", "http://", "file://")):
+        return index
+    if Path(index).is_dir():
+        return Path(index).resolve().as_uri()
+    raise InvalidArgumentError(f"--torch-index {index!r} is neither an http(s):// or file:// URL nor a folder")
+
+
+def download_torch(requirements: list[str], dest: Path, platform: str, torch_index: str) -> None:
+    """Download the torch/torchvision pins of `requirements` (and what they need) from `torch_index`,
+    e.g. PyTorch's CPU-only index, into `dest`: one line of error when that index has no such pair."""
+    from packaging.requirements import Requirement
+
+    pins = [r for r in requirements if Requirement(r).name in ("torch", "torchvision")]
+    done = subprocess.run(pip_download_command(pins, dest, platform, index_url=torch_index),
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise FclipError(f"--torch-index {torch_index}: could not download {' '.join(pins)} for {platform} ({last})")
+
+
+def download_wheels(requirements: list[str], dest: Path, platform: str, torch_index: str | None = None) -> list[str]:
     """Download the wheels for `platform`; the requirements no wheel exists for (empty when all came).
 
+    With `torch_index` the torch pair comes from there first (PyPI's Linux torch is a CUDA build: about
+    3.6 GB of wheels; the CPU build is a fraction of that), and the rest resolves against it.
     One pip run resolves everything; if it fails, each requirement is tried alone so the kit says
     exactly which ones have no wheel for that platform (and holds all the others)."""
     dest.mkdir(parents=True, exist_ok=True)
-    whole = subprocess.run(pip_download_command(requirements, dest, platform), capture_output=True, text=True)
+    links = None
+    if torch_index is not None:
+        download_torch(requirements, dest, platform, torch_index)
+        links = dest  # torch 2.14.1+cpu there satisfies torch==2.14.1, and outranks PyPI's 2.14.1
+    whole = subprocess.run(pip_download_command(requirements, dest, platform, find_links=links),
+                           capture_output=True, text=True)
     if whole.returncode == 0:
         return []
     missing = []
     for req in requirements:
-        one = subprocess.run(pip_download_command([req], dest, platform), capture_output=True, text=True)
+        one = subprocess.run(pip_download_command([req], dest, platform, find_links=links), capture_output=True, text=True)
         if one.returncode != 0:
             missing.append(req)
             log.warning("%s: no wheel for %s (%s)", platform, req, one.stderr.strip().splitlines()[-1:])
@@ -193,8 +240,11 @@ def unpack_kit_data(kit: Path, data: Path) -> list[str]:
 
 
 def pack_kit(out: Path, platforms: tuple[str, ...] = tuple(PLATFORMS), kagl_rows: int = 3000,
-             extras: tuple[str, ...] = KIT_EXTRAS) -> KitReport:
-    """Write the room kit into `out` (see module doc); an existing kit there is completed, not wiped."""
+             extras: tuple[str, ...] = KIT_EXTRAS, torch_index: str | None = None) -> KitReport:
+    """Write the room kit into `out` (see module doc); an existing kit there is completed, not wiped.
+
+    `torch_index`: where the Linux torch pair comes from (e.g. https://download.pytorch.org/whl/cpu for
+    CPU-only laptops); None takes pip's configured index (PyPI: the CUDA build)."""
     from fclip_workbench.data.datasets import make_teaching_catalog
     from fclip_workbench.workshop import TEACHING_SIZE
 
@@ -213,7 +263,8 @@ def pack_kit(out: Path, platforms: tuple[str, ...] = tuple(PLATFORMS), kagl_rows
     requirements = project_requirements(extras)
     for platform in platforms:
         report.missing[platform] = download_wheels(platform_requirements(requirements, platform),
-                                                   out / "wheels" / platform, platform)
+                                                   out / "wheels" / platform, platform,
+                                                   torch_index if platform == "linux-x86_64" else None)
         report.parts_mb[f"wheels/{platform}"] = folder_mb(out / "wheels" / platform)
     if kagl_rows:
         pack_kagl_subset(out / "data" / "kagl", kagl_rows)

@@ -15,8 +15,9 @@ from PIL import Image
 
 from fclip_workbench.cli import main
 from fclip_workbench.errors import FclipError, InvalidArgumentError
-from fclip_workbench.workshop_kit import (PLATFORMS, folder_mb, pack_kagl_subset, pack_source, pip_download_command,
-                                          project_requirements, unpack_kit_data)
+from fclip_workbench.workshop_kit import (PLATFORMS, TORCH_PINS, check_torch_index, download_wheels, folder_mb,
+                                          pack_kagl_subset, pack_source, pip_download_command, project_requirements,
+                                          unpack_kit_data)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,6 +80,40 @@ def test_unpack_copies_the_kits_data_and_keeps_what_is_there(tmp_path, capsys):
     finally:
         os.environ.pop("FCLIP_HOME") if old is None else os.environ.__setitem__("FCLIP_HOME", old)
     assert "already has the kit's data" in capsys.readouterr().out
+
+
+def fake_wheel(folder: Path, name: str, version: str) -> Path:
+    """A minimal pure-Python wheel NAME-VERSION-py3-none-any.whl that pip can download and install."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        whl.writestr(f"{name}/__init__.py", f"__version__ = {version!r}\n")
+        whl.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        whl.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def test_a_torch_index_gives_the_kit_its_torch_pair_and_not_pypis(tmp_path, capsys):
+    """--torch-index (PyTorch's CPU index in a real room): the pair comes from there, and the rest of the
+    resolve keeps it; here a local PEP 503 index holds `+cpu` stand-ins, so nothing is downloaded."""
+    simple = tmp_path / "simple"
+    for pin in TORCH_PINS:
+        name, version = pin.split("==")
+        wheel = fake_wheel(simple / name, name, f"{version}+cpu")
+        (simple / name / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>')
+    dest = tmp_path / "wheels"
+    assert download_wheels(list(TORCH_PINS), dest, "linux-x86_64", torch_index=check_torch_index(str(simple))) == []
+    assert sorted(p.name for p in dest.iterdir()) == ["torch-2.14.1+cpu-py3-none-any.whl",
+                                                      "torchvision-0.29.1+cpu-py3-none-any.whl"]
+    with pytest.raises(FclipError, match="--torch-index .*could not download torch==2.14.1"):
+        download_wheels(list(TORCH_PINS), tmp_path / "w2", "linux-x86_64", torch_index=(tmp_path / "empty").as_uri())
+    assert main(["workshop", "pack", str(tmp_path / "kit"), "--torch-index", "pytorch.org/cpu"]) == 2
+    assert capsys.readouterr().err.strip().endswith("'pytorch.org/cpu' is neither an http(s):// or file:// URL nor a folder")
+    assert not (tmp_path / "kit").exists(), "a bad --torch-index is refused before anything is written"
 
 
 @pytest.mark.slow
