@@ -30,6 +30,12 @@
 # 5. audits the labels (label issues, near-duplicates, outliers) and shows each audit as a map layer;
 # 6. sends products to the annotator: the label-issue list as a review queue, a selection as a batch.
 #
+# **Learning goals.** After this notebook you can
+# - say what a UMAP map keeps (each product's neighbours) and what it throws away (distances between islands);
+# - measure how pure a cluster is, instead of judging it by its colours;
+# - find near-duplicates with one matrix product, and count them right;
+# - read an audit table and send what it finds to the annotator.
+#
 # Hover a point to see the product; hold Shift and drag around points to select them (or press and
 # hold, then drag; or switch the map's toolbar to the lasso): they appear in the grid below the map,
 # and in Python as `explorer.selection`. Cmd/Meta+drag adds to the selection, Alt+drag removes.
@@ -56,6 +62,7 @@ ANNOTATOR = ""         # your name (also typed in the annotator widget)
 # %%
 from IPython.display import display
 
+from fclip_workbench.course import check
 from fclip_workbench.data.datasets import catalog_kind  # what the rows are, not the catalog's name
 from fclip_workbench.analysis.projection import UMAPProjector
 from fclip_workbench.widgets import Explorer
@@ -101,6 +108,10 @@ explorer.selection.head(10)
 # named by the labels the model finds most likely for its products, on average (zero-shot: the
 # label set below is only text, no training). A cluster named "shoe / sandal" that contains
 # watches is worth a look.
+#
+# **Predict, then run.** The colours above look like clean islands. Guess the share of the largest
+# cluster's products that share its commonest `COLOR_BY` value (1.0 = perfectly pure), write it
+# down, then check it in Exercise 1.
 
 # %%
 if "articleType" in catalog.attributes:
@@ -124,6 +135,30 @@ members = explorer.table.loc[explorer.table["cluster"].str.startswith(f"{biggest
 explorer.select(list(members))
 print(f"cluster {biggest['name']!r}: {len(explorer.selection)} products selected")
 explorer.selection.head(10)
+
+# %% [markdown]
+# ### Exercise 1: how pure is that cluster?
+# `explorer.table` has one row per product on the map, with its `cluster` ("3: shoe / sandal") and
+# its `COLOR_BY` value. Set `purity` to the share of the cluster `biggest.cluster`'s products that
+# have its most common `COLOR_BY` value. (`str.startswith(f"{biggest.cluster}:")` finds the members.)
+
+# %% tags=["exercise-cluster_purity"]
+purity = ...  # your code: a number between 0 and 1
+
+# %%
+check("cluster_purity", purity, table=explorer.table, cluster=biggest.cluster, field=COLOR_BY)
+
+# %% [markdown]
+# ### Exercise 2: count the near-duplicates
+# `explorer.vectors` holds one unit-length vector per product (rows in the order of `explorer.table`).
+# Set `n_pairs` to the number of *pairs* of different products whose cosine similarity is at least
+# `DUP_THRESHOLD`: one matrix product gives every similarity at once.
+
+# %% tags=["exercise-dup_pairs"]
+n_pairs = ...  # your code: a whole number
+
+# %%
+check("dup_pairs", n_pairs, vectors=explorer.vectors, threshold=DUP_THRESHOLD)
 
 # %% [markdown]
 # ## Audits as map layers

@@ -31,6 +31,12 @@
 # 2. puts zero-shot and the probe side by side, per label field;
 # 3. draws a few-shot curve: how F1 grows with k labelled products per class;
 # 4. audits the labels: products whose label the probe confidently contradicts.
+#
+# **Learning goals.** After this notebook you can
+# - tell what a zero-shot score and a probe score each measure, and read the gap between them;
+# - set any score beside its floor: the model that learned nothing but the commonest class;
+# - score a probe yourself on held-out products, and say why those must be products the model never saw;
+# - read a label audit and decide which flags are label errors and which are model errors.
 
 # %% tags=["parameters"]
 DATA = "auto"     # catalog folder or CSV/Parquet file; "auto", "kagl" or "teaching"
@@ -47,6 +53,7 @@ LIMIT = 2000      # use only the first N products; None for all
 from IPython.display import HTML, display
 
 from fclip_workbench.analysis.audit import find_label_issues
+from fclip_workbench.course import check
 from fclip_workbench.embedding.embed import embed_images
 from fclip_workbench.analysis.evaluate import default_fields
 from fclip_workbench.paths import cache_dir
@@ -70,11 +77,34 @@ print(f"{model.name} {model.fingerprint[:12]}: {images.summary()}; "
 # Same held-out products, same metric. A large gap in favour of the probe means the embedding
 # separates the classes but the prompts do not name them well (or the text tower does not know
 # the words); a small gap means zero-shot is already as good as a little training data.
+#
+# **Predict, then run.** For the first field, will the probe beat zero-shot, and by how much? Write
+# down a guess of both F1 scores (0 to 1), then run.
 
 # %%
 table = probe_vs_zero_shot(model, X[~held], {f: labels[f][~held] for f in fields},
                            X[held], {f: labels[f][held] for f in fields})
 display(table.style.format({"zero_shot_f1": "{:.3f}", "probe_f1": "{:.3f}", "probe_C": "{:g}"}).hide(axis="index"))
+
+# %% [markdown]
+# ### Exercise 1: the floor under every score
+# A "model" that ignores the image and always answers the commonest *training* label of the first
+# field also gets a weighted F1. Set `majority_f1` to that score on the held-out products.
+# `labels[field]` holds each product's label ("" where missing), `held` marks the held-out products,
+# and `weighted_f1(true_labels, predicted_labels)` scores a list of predictions.
+
+# %%
+from fclip_workbench.analysis.metrics import weighted_f1
+
+field = fields[0]
+train_labels = labels[field][~held & (labels[field] != "")]
+test_labels = labels[field][held & (labels[field] != "")]
+
+# %% tags=["exercise-majority_f1"]
+majority_f1 = ...  # your code: a number between 0 and 1
+
+# %%
+check("majority_f1", majority_f1, train_labels=train_labels, test_labels=test_labels)
 
 # %% [markdown]
 # ## Few-shot curve
@@ -101,6 +131,17 @@ probe = LinearProbe(space=model.space).fit(X[train], labels[field][train])
 path = probe.save(cache_dir() / "probes" / f"{catalog.name}-{field}.npz")
 LinearProbe.load(path).check_compatible(model)
 print(f"saved {path.name}: C={probe.C_:g}, {len(probe.classes_)} classes, space {model.space.describe()}")
+
+# %% [markdown]
+# ### Exercise 2: score the probe yourself
+# Set `accuracy` to the share of held-out products (`X[test]`, labels `labels[field][test]`) whose
+# label `probe.predict(...)` gets right.
+
+# %% tags=["exercise-probe_accuracy"]
+accuracy = ...  # your code: a number between 0 and 1
+
+# %%
+check("probe_accuracy", accuracy, probe=probe, test_vectors=X[test], test_labels=labels[field][test])
 
 # %% [markdown]
 # ## Label audit
