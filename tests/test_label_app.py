@@ -210,7 +210,8 @@ def test_non_loopback_hosts_need_an_explicit_request():
 
 
 def test_app_config_round_trip_and_query_string(teaching_dir):
-    from fclip_workbench.apps import ENV_CONFIG, build_label_app
+    from fclip_workbench.apps import ENV_CONFIG
+    from fclip_workbench.apps.page import build_label_app
     from fclip_workbench.data.datasets import open_catalog
     from fclip_workbench.errors import ConfigError
 

@@ -27,7 +27,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from fclip_workbench.errors import ConfigError, FclipError, InvalidArgumentError
+from fclip_workbench.errors import ConfigError, FclipError
 
 # config key -> (type, help); the same names as `fclip label`'s flags
 KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -45,7 +45,6 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "annotator": (str, "who labels with the server token"),
     "roles": (dict, "{name = 'lead' | 'adjudicator'}, granted when the server starts"),
 }
-MIN_TOKEN = 16  # characters
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -69,14 +68,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
         if role not in ("lead", "adjudicator"):
             raise ConfigError(f"config file {p}: roles.{name} = {role!r}; roles are 'lead' and 'adjudicator'")
     return values
-
-
-def check_token(token: str) -> str:
-    """`token` when long enough to guess at no rate (>= 16 characters, no spaces)."""
-    if len(token) < MIN_TOKEN or any(c.isspace() for c in token) or token.startswith("fcl_"):
-        raise InvalidArgumentError(f"--token must be at least {MIN_TOKEN} characters without spaces "
-                                   "(and not a link secret); leave it out to have one generated")
-    return token
 
 
 def merged(args, config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +110,7 @@ def check_app(settings: dict[str, Any]) -> list[str]:
     """One line per problem with a team server's settings (host, port, token, store, roles, catalog, field,
     model, cached embeddings); [] when it is ready to serve."""
     from fclip_workbench.apps import LabelAppConfig, check_field, open_app_catalog, open_label_store
-    from fclip_workbench.labelling.app import absolute_spec, check_host, check_model_spec
+    from fclip_workbench.labelling.app import absolute_spec, check_host, check_model_spec, check_token
 
     problems: list[str] = []
 

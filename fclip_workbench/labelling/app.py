@@ -112,6 +112,17 @@ def check_store(spec: str | None) -> str | None:
     return spec
 
 
+MIN_TOKEN = 16  # characters of a server token given with --token
+
+
+def check_token(token: str) -> str:
+    """`token` when long enough to guess at no rate (>= 16 characters, no spaces)."""
+    if len(token) < MIN_TOKEN or any(c.isspace() for c in token) or token.startswith("fcl_"):
+        raise InvalidArgumentError(f"--token must be at least {MIN_TOKEN} characters without spaces "
+                                   "(and not a link secret); leave it out to have one generated")
+    return token
+
+
 def voila_command(host: str, port: int, notebook: Path = LABEL_NOTEBOOK, debug: bool = False,
                   secured: bool = False, pool_size: int = DEFAULT_POOL_SIZE) -> list[str]:
     """The Voila command line that serves `notebook` on host:port, no browser, sources stripped,
@@ -159,8 +170,6 @@ def prepare_label_app(data: str, field: str, model: str = "auto", store: str | N
     serving_args(pool_size)  # a bad --pool-size fails now
     secured = token is not None or not is_loopback(host)
     if token is not None:
-        from fclip_workbench.apps.app_config import check_token
-
         check_token(token)
     if annotator is not None:
         annotator = check_annotator_name(annotator)
