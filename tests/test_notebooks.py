@@ -364,6 +364,8 @@ def test_notebook_runs(name, params, mode, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # the kernel imports this checkout
     source = nbformat.read(NOTEBOOKS / name, as_version=4)
     names = exercise_names(source)
+    if mode == "solved" and not names:
+        pytest.skip(f"{name} has no exercises yet: its blank run is the whole run")
     if mode == "solved":
         source = solve(source, solution_cells(NOTEBOOKS / "solutions" / f"{Path(name).stem}.py"))
     src, out = tmp_path / f"in-{name}", tmp_path / name
