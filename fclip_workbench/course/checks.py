@@ -74,6 +74,77 @@ def _dup_pairs(value: Any, vectors: np.ndarray, threshold: float) -> bool | str:
     return False
 
 
+# ------------------------------------------------------------------ 03 label with suggestions
+@register("zero_shot", "right: with no labels yet, a suggestion is the label whose text vector is closest",
+          "score every product against every label with one matrix product, take each row's best label")
+def _zero_shot(value: Any, vectors: np.ndarray, text_vectors: np.ndarray, labels) -> bool | str:
+    sims = np.asarray(vectors, float) @ np.asarray(text_vectors, float).T   # (n, L) cosine
+    names = [str(v) for v in labels]
+    got = np.asarray(value, dtype=object).ravel()
+    if len(got) == sims.shape[1] != sims.shape[0]:
+        return "that is one answer per label: take the best label of each product (the argmax along axis 1)"
+    if len(got) != sims.shape[0]:
+        return f"give one label per product ({sims.shape[0]}), you gave {len(got)}"
+    if all(isinstance(g, (int, np.integer)) for g in got):
+        return "those are label positions: turn each into its label with `labels[i]`"
+    pos = {n: j for j, n in enumerate(names)}
+    if any(str(g) not in pos for g in got):
+        return "some answers are not labels of the taxonomy: pick from `labels`"
+    cols = np.array([pos[str(g)] for g in got])
+    picked = sims[np.arange(len(cols)), cols]             # (n,) cosine of the chosen label
+    if np.all(picked >= sims.max(axis=1) - 1e-6):          # ties: any of the best labels is right
+        return True
+    if np.all(picked <= sims.min(axis=1) + 1e-6):
+        return "those are the *least* similar labels: the suggestion is the highest cosine"
+    return False
+
+
+@register("margin_first", "right: the products whose two best labels are nearest in probability",
+          "for each product take its two highest probabilities; the smallest gap (p1 - p2) is the most unsure")
+def _margin_first(value: Any, proba: np.ndarray, ids: list[str], k: int) -> bool | str:
+    p = np.asarray(proba, float)                          # (n, L)
+    top2 = -np.partition(-p, 1, axis=1)[:, :2]             # (n, 2) best, second best
+    margin = top2[:, 0] - top2[:, 1]                       # (n,) small = unsure
+    got = [str(v) for v in list(value)]
+    if len(got) != k:
+        return f"give K = {k} item ids, you gave {len(got)}"
+    row = {str(i): r for r, i in enumerate(ids)}
+    if any(g not in row for g in got):
+        if all(g.isdigit() for g in got):
+            return "those look like row numbers: turn them into item ids with `ids[i]`"
+        return "some of those are not item ids of this session"
+    rows = np.array([row[g] for g in got])
+    if len(set(got)) == k and close(np.sort(margin[rows]), np.sort(margin)[:k], 1e-6):
+        return True
+    if close(np.sort(margin[rows]), np.sort(margin)[-k:], 1e-6):
+        return "those are the products the model is surest about: a *small* margin is an unsure one"
+    least = np.sort(p.max(axis=1))[:k]
+    if close(np.sort(p.max(axis=1)[rows]), least, 1e-6):
+        return "that is least-confident order (the top probability alone): the margin compares the top two"
+    return False
+
+
+@register("kappa", "right: agreement beyond what chance alone gives (1 = perfect, 0 = chance)",
+          "p_o: the share of products they agree on; p_e: sum over values of share_a(v) * share_b(v); "
+          "kappa = (p_o - p_e) / (1 - p_e)")
+def _kappa(value: Any, a, b) -> bool | str:
+    from sklearn.metrics import cohen_kappa_score
+
+    a, b = np.asarray(a).astype(str), np.asarray(b).astype(str)
+    want = cohen_kappa_score(a, b)
+    p_o = float(np.mean(a == b))
+    if close(value, want, 1e-4):
+        return True
+    if close(value, p_o, 1e-4):
+        return "that is the raw agreement p_o: kappa takes away the agreement chance alone would give"
+    n_values = len(set(a) | set(b))
+    if close(value, (p_o - 1 / n_values) / (1 - 1 / n_values), 1e-4):
+        return "chance uses each annotator's own value shares (share_a(v) * share_b(v)), not 1 / number of values"
+    if close(value, 100 * want, 1e-2):
+        return "give kappa as a number of at most 1, not a percentage"
+    return False
+
+
 # ------------------------------------------------------------------ 04 grounding
 @register("argmax_pixel", "right: (row, column) of the map's hottest pixel",
           "find the largest value of the (H, W) map and give its (row, column)")
