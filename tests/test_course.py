@@ -82,3 +82,54 @@ def test_every_exercise_has_a_solution_and_a_checker(ipynb):
             assert new.source == cell.source
     with pytest.raises(ValueError, match="without a solution"):
         solve(nb, {k: v for k, v in list(solutions.items())[1:]})
+
+
+def test_zero_shot_hints_at_argmin_positions_and_axis():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(7, 4))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    t = np.eye(3, 4)                                       # 3 labels
+    labels = ["dress", "shirt", "shoe"]
+    sims = v @ t.T
+    best = [labels[j] for j in sims.argmax(axis=1)]
+    assert verify("zero_shot", best, vectors=v, text_vectors=t, labels=labels).ok
+    worst = verify("zero_shot", [labels[j] for j in sims.argmin(axis=1)], vectors=v, text_vectors=t, labels=labels)
+    assert not worst.ok and "least" in worst.message
+    pos = verify("zero_shot", sims.argmax(axis=1), vectors=v, text_vectors=t, labels=labels)
+    assert not pos.ok and "positions" in pos.message
+    per_label = verify("zero_shot", sims.argmax(axis=0), vectors=v, text_vectors=t, labels=labels)  # (L,)
+    assert not per_label.ok and "axis 1" in per_label.message
+    for r in (worst, pos, per_label):
+        assert not any(b in r.message for b in best)      # the hint never names a right label
+
+
+def test_margin_first_tells_margin_from_least_confident():
+    proba = np.array([[0.50, 0.49, 0.01],                  # margin 0.01, top 0.50
+                      [0.34, 0.33, 0.33],                  # margin 0.01, top 0.34
+                      [0.40, 0.30, 0.30],                  # margin 0.10, top 0.40: less sure than row 0 by top
+                      [0.90, 0.05, 0.05],
+                      [0.60, 0.20, 0.20]])
+    ids = ["a", "b", "c", "d", "e"]
+    assert verify("margin_first", ["b", "a"], proba=proba, ids=ids, k=2).ok
+    least = verify("margin_first", ["b", "c"], proba=proba, ids=ids, k=2)
+    assert not least.ok and "least-confident" in least.message
+    sure = verify("margin_first", ["d", "e"], proba=proba, ids=ids, k=2)
+    assert not sure.ok and "surest" in sure.message
+    rows = verify("margin_first", [1, 0], proba=proba, ids=ids, k=2)
+    assert not rows.ok and "row numbers" in rows.message
+    assert "K = 2" in verify("margin_first", ["b"], proba=proba, ids=ids, k=2).message
+
+
+def test_kappa_is_not_raw_agreement():
+    from sklearn.metrics import cohen_kappa_score
+
+    a = np.array(list("aaaaaaabbc"))
+    b = np.array(list("aaaaaabbcc"))
+    want = cohen_kappa_score(a, b)
+    assert verify("kappa", want, a=a, b=b).ok
+    raw = verify("kappa", float(np.mean(a == b)), a=a, b=b)
+    assert not raw.ok and "raw agreement" in raw.message and f"{want:.2f}" not in raw.message
+    uniform = verify("kappa", (0.8 - 1 / 3) / (1 - 1 / 3), a=a, b=b)
+    assert not uniform.ok and "own value shares" in uniform.message
+    lazy = np.array(["a"] * 10)
+    assert verify("kappa", 0.0, a=a, b=lazy).ok            # answering the commonest value is chance level

@@ -125,8 +125,8 @@ def _margin_first(value: Any, proba: np.ndarray, ids: list[str], k: int) -> bool
 
 
 @register("kappa", "right: agreement beyond what chance alone gives (1 = perfect, 0 = chance)",
-          "p_o: the share of products they agree on; p_e: sum over values of share_a(v) * share_b(v); "
-          "kappa = (p_o - p_e) / (1 - p_e)")
+          "compute p_o (the share they agree on) and p_e (chance agreement from each one's value shares) "
+          "first, then combine them as the definition says")
 def _kappa(value: Any, a, b) -> bool | str:
     from sklearn.metrics import cohen_kappa_score
 
