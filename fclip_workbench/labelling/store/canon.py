@@ -15,9 +15,10 @@ from __future__ import annotations
 import unicodedata
 
 from fclip_workbench.errors import InvalidArgumentError, LabelValueError
+from fclip_workbench.labelling.store.records import SOURCES
 from fclip_workbench.labelling.textrules import MAX_CHARS, canonical_text, check_annotator_name
 
-__all__ = ["field", "item_id", "value", "annotator", "batch_id", "known_id", "check_annotator_name"]
+__all__ = ["field", "item_id", "value", "annotator", "batch_id", "source", "known_id", "check_annotator_name"]
 
 
 def field(name: object) -> str:
@@ -42,6 +43,20 @@ def annotator(name: object) -> str:
 
 def batch_id(batch: object | None) -> str | None:
     return None if batch is None else canonical_text(batch, "batch id", InvalidArgumentError, limit=200)
+
+
+def source(how: object, note: str = "") -> str:
+    """How a decision was made (one of `records.SOURCES` but 'undo', which only undo() writes), or
+    InvalidArgumentError naming the valid ones, then `note`.
+
+    Example:
+        >>> source("batch")
+        'batch'
+    """
+    if how not in SOURCES or how == "undo":
+        raise InvalidArgumentError(f"label source {how!r} is unknown; use one of: "
+                                   f"{', '.join(s for s in SOURCES if s != 'undo')}{note}")
+    return str(how)
 
 
 def known_id(item: object) -> str:

@@ -30,7 +30,7 @@ from fclip_workbench.errors import ConflictError, InvalidArgumentError, UndoConf
 from fclip_workbench.labelling.taxonomy import Taxonomy
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.parts import StoreParts
-from fclip_workbench.labelling.store.records import ANSWER_SOURCES, ANY_EVENT, GROUP_SOURCES, SOURCES, LabelEvent, _AnyEvent
+from fclip_workbench.labelling.store.records import ANSWER_SOURCES, ANY_EVENT, GROUP_SOURCES, LabelEvent, _AnyEvent
 from fclip_workbench.labelling.store.schema import chunks, current_t, events_t, now as utc_now, to_event
 
 
@@ -107,9 +107,7 @@ class EventLog(StoreParts):
         field = canon.field(field)
         annotator = canon.annotator(annotator)
         batch_id = canon.batch_id(batch_id)
-        if source not in SOURCES or source == "undo":
-            raise InvalidArgumentError(f"label source {source!r} is unknown; use one of: "
-                                       f"{', '.join(s for s in SOURCES if s != 'undo')} (undo() writes 'undo')")
+        source = canon.source(source, " (undo() writes 'undo')")
         if field in self.multi_fields():
             raise InvalidArgumentError(f"field {field!r} is multi-valued: add or remove values with add_value / "
                                        "remove_value / set_values (a set per item), not set")

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from fclip_workbench.errors import InvalidArgumentError, LabelStoreError, UndoConflictError
 from fclip_workbench.labelling.store import canon
 from fclip_workbench.labelling.store.parts import StoreParts
-from fclip_workbench.labelling.store.records import SOURCES, LabelEvent
+from fclip_workbench.labelling.store.records import LabelEvent
 from fclip_workbench.labelling.store.schema import chunks, current_t, events_t, meta_t, now as utc_now, raw_time, times
 
 MULTI_KEY = "multi\x1f"  # label_meta key prefix: "multi\x1f<field>" = "1" for a multi-valued field
@@ -174,9 +174,7 @@ class MultiValues(StoreParts):
         field = self._require_multi(field)
         annotator = canon.annotator(annotator)
         batch_id = canon.batch_id(batch_id)
-        if source not in SOURCES or source == "undo":
-            raise InvalidArgumentError(f"label source {source!r} is unknown; use one of: "
-                                       f"{', '.join(s for s in SOURCES if s != 'undo')}")
+        source = canon.source(source)
         if isinstance(changes, (str, bytes)) or not isinstance(changes, Sequence):
             raise InvalidArgumentError("changes must be a list of (item id, values to add, values to remove)")
         plan: dict[str, tuple[set[str], set[str]]] = {}
