@@ -61,6 +61,9 @@ def test_two_annotators_disagree_and_the_adjudicator_settles(teaching_dir, tiny_
             lea.locator(".fclip-queue-order select").select_option(label="disagreements to adjudicate (adjudicators)")
             lea.wait_for_function("(id) => document.querySelector('.fclip-annotator-item').innerText.trim() === id",
                                   arg=item, timeout=PAGE_TIMEOUT_MS)
+            # lea's first product may be that item already (as her own overlap answer): wait for the new order
+            lea.wait_for_function("() => document.querySelector('.fclip-current').innerText.includes('ana:')",
+                                  timeout=PAGE_TIMEOUT_MS)
             answers = lea.inner_text(".fclip-current")
             assert f"ana: {first}" in answers and f"bob: {other}" in answers, answers
             lea.locator(".fclip-correct-input input").fill(other)
