@@ -130,8 +130,10 @@ def confusion(report: CompareReport, field: str, which: int, top: int = CONFUSIO
     return classes, counts, cells
 
 
-def confusion_figure(report: CompareReport, field: str, which: int) -> go.Figure:
-    classes, counts, _ = confusion(report, field, which)
+def confusion_figure(report: CompareReport, field: str, which: int,
+                     matrix: tuple[list[str], np.ndarray] | None = None) -> go.Figure:
+    """The heatmap of `confusion(report, field, which)`, or of `matrix` (classes, counts) already computed."""
+    classes, counts = matrix if matrix is not None else confusion(report, field, which)[:2]
     fig = go.Figure(go.Heatmap(z=counts, x=classes, y=classes, colorscale="Blues",
                                hovertemplate="true %{y}<br>predicted %{x}<br>%{z} products<extra></extra>"))
     return fig.update_layout(title=f"{report.models[which]}: {field} confusion (rows: true)", height=520,

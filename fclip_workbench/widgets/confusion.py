@@ -36,7 +36,7 @@ class ConfusionBrowser(w.VBox):
             raise InvalidArgumentError(f"which must be 0 (model A) or 1 (model B), not {which!r}")
         self.report, self.field, self.which, self.thumb_px = report, field, which, thumb_px
         self.classes, self.counts, self.cells = confusion(report, field, which, top)  # counts: (L, L)
-        self.figure = go.FigureWidget(confusion_figure(report, field, which))
+        self.figure = go.FigureWidget(confusion_figure(report, field, which, (self.classes, self.counts)))
         self.figure.data[0].on_click(self._on_click)
         self.head = css(w.HTML("<i>Click a cell to see its products.</i>"), "fclip-confusion-head")
         self.grid = css(w.HTML(), "fclip-confusion-grid")
